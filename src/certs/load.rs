@@ -1,0 +1,225 @@
+//! Turning an entry's files into a servable certificate: PEM to DER, the key into a
+//! signing key, the names from the leaf's DNS SANs. Runs at start and reload, in parallel
+//! across cores, never on the handshake path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::discover::Source;
+use super::index::Served;
+use super::resolver::{schemes_of, Fixed};
+use crate::names::Pattern;
+
+/// A certificate ready to serve, with what the index needs to know of it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Where it came from.
+    pub source: Source,
+    /// What the handshake uses.
+    pub served: Arc<Served>,
+    /// The names it covers, from the leaf's DNS SANs.
+    pub names: Vec<Pattern>,
+    /// SAN entries that cannot be served (partial wildcards, bad characters).
+    pub skipped_names: Vec<String>,
+}
+
+/// Why an entry cannot be served; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is missing or unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A PEM block is malformed or cut short.
+    #[error("{path}: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    /// No `CERTIFICATE` block.
+    #[error("{path}: no certificate (no \"BEGIN CERTIFICATE\" block)")]
+    NoCertificate { path: PathBuf },
+    /// No private key, in the file or beside it.
+    #[error("{path}: no private key (no \"BEGIN ... PRIVATE KEY\" block{hint})")]
+    NoKey { path: PathBuf, hint: &'static str },
+    /// A key rustls cannot sign with.
+    #[error("{path}: unsupported private key: {reason}")]
+    UnsupportedKey { path: PathBuf, reason: String },
+    /// The key is not the certificate's.
+    #[error("key-mismatch: the private key in {key} does not match the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// The leaf certificate cannot be parsed.
+    #[error("{path}: the first certificate cannot be parsed: {reason}")]
+    BadCertificate { path: PathBuf, reason: String },
+    /// The leaf has no DNS name that could be served.
+    #[error("{path}: the certificate has no usable DNS name in its subjectAltName{skipped}")]
+    NoNames { path: PathBuf, skipped: String },
+}
+
+/// Loads one entry.
+pub fn load(source: &Source, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
+    let cert_bytes = read(&source.cert)?;
+    let chain = certificates(&source.cert, &cert_bytes)?;
+    let (key_path, key_bytes) = match &source.key {
+        Some(path) => (path.as_path(), read(path)?),
+        None => (source.cert.as_path(), cert_bytes),
+    };
+    let hint = if source.key.is_some() {
+        ""
+    } else {
+        "; put it in the file or beside it as NAME.key"
+    };
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => LoadError::NoKey {
+            path: key_path.to_owned(),
+            hint,
+        },
+        other => LoadError::Pem {
+            path: key_path.to_owned(),
+            reason: describe_pem(&other),
+        },
+    })?;
+    let signing =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| LoadError::UnsupportedKey {
+                path: key_path.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let schemes = schemes_of(signing.as_ref());
+    let algorithm = signing.algorithm();
+    let certified = Arc::new(CertifiedKey::new(chain, signing));
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        certified.keys_match()
+    {
+        return Err(LoadError::KeyMismatch {
+            cert: source.cert.clone(),
+            key: key_path.to_owned(),
+        });
+    }
+    let leaf = leaf_facts(&source.cert, &certified.cert[0])?;
+    if leaf.names.is_empty() {
+        let skipped = if leaf.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (unusable: {})", leaf.skipped.join(", "))
+        };
+        return Err(LoadError::NoNames {
+            path: source.cert.clone(),
+            skipped,
+        });
+    }
+    let served = Arc::new(Served {
+        id: Arc::clone(&source.id),
+        resolver: Arc::new(Fixed(certified)),
+        algorithm,
+        schemes,
+        not_after: leaf.not_after,
+    });
+    Ok(Loaded {
+        source: source.clone(),
+        served,
+        names: leaf.names,
+        skipped_names: leaf.skipped,
+    })
+}
+
+/// Loads many entries using every core; results come back in the order of `sources`.
+pub fn load_all(sources: &[Source], provider: &CryptoProvider) -> Vec<Result<Loaded, LoadError>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || sources.len() < 64 {
+        return sources.iter().map(|s| load(s, provider)).collect();
+    }
+    let chunk = sources.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|s| load(s, provider)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a loader thread is a bug in a parser; re-raise it rather than
+            // serve a store with silently missing entries.
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let chain = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LoadError::Pem {
+            path: path.to_owned(),
+            reason: describe_pem(&e),
+        })?;
+    if chain.is_empty() {
+        return Err(LoadError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(chain)
+}
+
+/// pki-types prints byte vectors; say it in words, with the likely cause.
+fn describe_pem(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "the file ends inside a PEM block (no \"{}\" line): it looks truncated or half-written",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed PEM line {:?}", String::from_utf8_lossy(line))
+        }
+        pem::Error::Base64Decode(e) => format!("bad base64 inside a PEM block: {e}"),
+        other => other.to_string(),
+    }
+}
+
+struct LeafFacts {
+    names: Vec<Pattern>,
+    skipped: Vec<String>,
+    not_after: i64,
+}
+
+fn leaf_facts(path: &Path, der: &CertificateDer<'_>) -> Result<LeafFacts, LoadError> {
+    let bad = |reason: String| LoadError::BadCertificate {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut names = Vec::new();
+    let mut skipped = Vec::new();
+    for name in san.iter().flat_map(|san| san.value.general_names.iter()) {
+        if let GeneralName::DNSName(dns) = name {
+            match Pattern::parse(dns) {
+                Ok(p) if !names.contains(&p) => names.push(p),
+                Ok(_) => {}
+                Err(_) => skipped.push((*dns).to_owned()),
+            }
+        }
+    }
+    Ok(LeafFacts {
+        names,
+        skipped,
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}

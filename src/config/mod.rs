@@ -1,0 +1,378 @@
+//! The config file: how raw TOML becomes a [`Config`] the proxy can trust.
+//!
+//! 1. [`raw`] deserialises the text with serde; unknown keys, wrong types and bad
+//!    durations or addresses fail there, and toml's error names the key, line and column.
+//! 2. [`Config::parse`] then checks what serde cannot (duplicate listener names, routes to
+//!    unknown listeners, ALPN a protocol cannot speak, wildcard syntax) and reports each
+//!    problem with the key and line it came from.
+//!
+//! Relative paths are taken relative to the config file's directory, so that the same file
+//! works whatever directory the proxy was started from (systemd starts it in `/`).
+
+mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::names::Pattern;
+use raw::{HumanDuration, RawConfig, RawListener, RawRoute};
+pub use raw::{Protocol, ProxyProtocol};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    /// Server-wide settings.
+    pub server: ServerSettings,
+    /// Where the certificates are.
+    pub certs: CertSettings,
+    /// Every `[[listener]]`, with the routes that apply to it.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// `[server]`: the name of the host and the bounds on every connection.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The server-wide host name; subject of a generated server-wide certificate.
+    pub name: String,
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// To open the backend connection.
+    pub connect_timeout: Duration,
+    /// No byte either way for this long closes the connection.
+    pub idle_timeout: Duration,
+    /// How long open connections may go on after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+    /// Connections open at once across all listeners; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+/// `[certs]`: the watched store and the server-wide certificate.
+#[derive(Debug, Clone)]
+pub struct CertSettings {
+    /// The certificate store directory.
+    pub dir: PathBuf,
+    /// Server-wide chain; generated (self-signed) with its key when neither file exists.
+    pub default_cert: PathBuf,
+    /// Server-wide key.
+    pub default_key: PathBuf,
+    /// Roots for chain checks.
+    pub ca_bundle: Option<PathBuf>,
+    /// Intermediates used to complete short chains.
+    pub issuers_dir: Option<PathBuf>,
+    /// CRLs for revocation checks.
+    pub crl_dir: Option<PathBuf>,
+    /// Full rescan of the store as a safety net against missed events.
+    pub rescan_interval: Duration,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Its name, used in logs and by routes.
+    pub name: String,
+    /// Addresses to listen on (IPv4 and IPv6 alike).
+    pub bind: Vec<SocketAddr>,
+    /// What is spoken inside TLS.
+    pub protocol: Protocol,
+    /// Where decrypted bytes go unless a route says otherwise.
+    pub backend: Backend,
+    /// PROXY protocol towards `backend`.
+    pub proxy_protocol: ProxyProtocol,
+    /// Refuse names no certificate covers with `unrecognized_name`.
+    pub strict_sni: bool,
+    /// ALPN identifiers offered, in preference order.
+    pub alpn: Vec<String>,
+    /// Per-name backend overrides that apply to this listener.
+    pub routes: Vec<Route>,
+}
+
+/// A `[[route]]`, resolved to the listener it applies to.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The SNI it matches: exact, or `*.parent`.
+    pub sni: Pattern,
+    /// Where matching connections go.
+    pub backend: Backend,
+    /// PROXY protocol for this route; the listener's when not set.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Set with `listener = ...`; such a route beats one for every listener.
+    pub scoped: bool,
+}
+
+/// A backend address as `host:port`; resolved at connect time when not an IP literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend(String);
+
+impl Backend {
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.parse::<SocketAddr>().is_ok() {
+            return Ok(Self(text.to_owned()));
+        }
+        match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !host.contains(':') => {
+                port.parse::<u16>()
+                    .map_err(|_| format!("invalid port {port:?} in backend {text:?}"))?;
+                Ok(Self(text.to_owned()))
+            }
+            _ => Err(format!(
+                "backend {text:?} is not host:port (write \"127.0.0.1:143\" or \"[::1]:143\")"
+            )),
+        }
+    }
+
+    /// The address as written, for connecting and logging.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a config cannot be used; each names the file and, where it can, key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong form.
+    #[error("config {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    /// A value that is well-formed but unusable.
+    #[error("config {path}, line {line}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as the config file at `path` (used for messages and to resolve
+    /// relative paths).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let cx = Context { path, text };
+        let server = server_settings(&cx, raw.server)?;
+        let certs = cert_settings(base, raw.certs);
+        let mut listeners = listeners(&cx, raw.listeners)?;
+        attach_routes(&cx, raw.routes, &mut listeners)?;
+        Ok(Self {
+            path: path.to_owned(),
+            server,
+            certs,
+            listeners,
+        })
+    }
+}
+
+/// What an error needs to point at a line.
+struct Context<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Context<'_> {
+    fn invalid<T>(&self, span: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        let line = self.text[..span.span().start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
+    let name = match Pattern::parse(raw.name.get_ref()) {
+        Ok(Pattern::Exact(name)) => name.into(),
+        Ok(Pattern::Wildcard(_)) => {
+            return Err(cx.invalid(
+                &raw.name,
+                "server.name",
+                "must be a host name, not a wildcard",
+            ))
+        }
+        Err(e) => return Err(cx.invalid(&raw.name, "server.name", e.to_string())),
+    };
+    let or =
+        |d: Option<HumanDuration>, default: u64| d.map_or(Duration::from_secs(default), |d| d.0);
+    let max_connections = match raw.max_connections {
+        Some(max) if *max.get_ref() == 0 => {
+            return Err(cx.invalid(&max, "server.max_connections", "must be at least 1"))
+        }
+        Some(max) => max.into_inner() as usize,
+        None => 20_000,
+    };
+    Ok(ServerSettings {
+        name,
+        handshake_timeout: or(raw.handshake_timeout, 10),
+        connect_timeout: or(raw.connect_timeout, 5),
+        idle_timeout: or(raw.idle_timeout, 600),
+        drain_timeout: or(raw.drain_timeout, 30),
+        max_connections,
+    })
+}
+
+fn cert_settings(base: &Path, raw: raw::RawCerts) -> CertSettings {
+    let dir = base.join(&raw.dir);
+    // Beside the store, not in it: the store is watched and every file in it is an entry.
+    let fallback_dir = dir
+        .parent()
+        .map_or_else(|| base.join("default"), |p| p.join("default"));
+    let at = |p: Option<String>| p.map(|p| base.join(p));
+    CertSettings {
+        default_cert: at(raw.default_cert).unwrap_or_else(|| fallback_dir.join("fullchain.pem")),
+        default_key: at(raw.default_key).unwrap_or_else(|| fallback_dir.join("privkey.pem")),
+        ca_bundle: at(raw.ca_bundle),
+        issuers_dir: at(raw.issuers_dir),
+        crl_dir: at(raw.crl_dir),
+        rescan_interval: raw.rescan_interval.map_or(Duration::from_secs(60), |d| d.0),
+        dir,
+    }
+}
+
+fn listeners(cx: &Context<'_>, raw: Vec<RawListener>) -> Result<Vec<ListenerConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::Syntax {
+            path: cx.path.to_owned(),
+            message: "no [[listener]] is configured; add at least one".into(),
+        });
+    }
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for l in raw {
+        let name = l.name.get_ref().trim().to_owned();
+        if name.is_empty() {
+            return Err(cx.invalid(&l.name, "listener.name", "must not be empty"));
+        }
+        if seen.insert(name.clone(), ()).is_some() {
+            return Err(cx.invalid(&l.name, "listener.name", format!("{name:?} is used twice")));
+        }
+        let bind_span = l.bind.span();
+        let bind = l.bind.into_inner().into_vec();
+        if bind.is_empty() {
+            let span = Spanned::new(bind_span, ());
+            return Err(cx.invalid(&span, "listener.bind", "needs at least one address"));
+        }
+        let backend = Backend::parse(l.backend.get_ref())
+            .map_err(|m| cx.invalid(&l.backend, "listener.backend", m))?;
+        let alpn = alpn(cx, l.protocol, l.alpn)?;
+        out.push(ListenerConfig {
+            name,
+            bind,
+            protocol: l.protocol,
+            backend,
+            proxy_protocol: l.proxy_protocol,
+            strict_sni: l.strict_sni,
+            alpn,
+            routes: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
+fn alpn(
+    cx: &Context<'_>,
+    protocol: Protocol,
+    raw: Option<Spanned<Vec<String>>>,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(protocol
+            .default_alpn()
+            .iter()
+            .map(|s| s.to_string())
+            .collect());
+    };
+    let allowed = protocol.allowed_alpn();
+    for id in raw.get_ref() {
+        if !allowed.contains(&id.as_str()) {
+            let message = format!(
+                "{id:?} cannot be offered on a {} listener (allowed: {})",
+                protocol.as_str(),
+                allowed.join(", ")
+            );
+            return Err(cx.invalid(&raw, "listener.alpn", message));
+        }
+    }
+    Ok(raw.into_inner())
+}
+
+fn attach_routes(
+    cx: &Context<'_>,
+    raw: Vec<RawRoute>,
+    listeners: &mut [ListenerConfig],
+) -> Result<(), ConfigError> {
+    let mut seen: HashMap<(Pattern, Option<String>), ()> = HashMap::new();
+    for r in raw {
+        let sni = Pattern::parse(r.sni.get_ref())
+            .map_err(|e| cx.invalid(&r.sni, "route.sni", e.to_string()))?;
+        let backend = Backend::parse(r.backend.get_ref())
+            .map_err(|m| cx.invalid(&r.backend, "route.backend", m))?;
+        let scope = r.listener.as_ref().map(|l| l.get_ref().clone());
+        if let Some(l) = &r.listener {
+            if !listeners.iter().any(|x| x.name == *l.get_ref()) {
+                let known: Vec<_> = listeners.iter().map(|x| x.name.as_str()).collect();
+                let message = format!(
+                    "no listener is named {:?} (known: {})",
+                    l.get_ref(),
+                    known.join(", ")
+                );
+                return Err(cx.invalid(l, "route.listener", message));
+            }
+        }
+        if seen.insert((sni.clone(), scope.clone()), ()).is_some() {
+            return Err(cx.invalid(
+                &r.sni,
+                "route.sni",
+                format!("a route for {sni} is defined twice"),
+            ));
+        }
+        let route = Route {
+            sni,
+            backend,
+            proxy_protocol: r.proxy_protocol,
+            scoped: scope.is_some(),
+        };
+        for l in listeners.iter_mut() {
+            if scope.as_deref().is_none_or(|s| s == l.name) {
+                l.routes.push(route.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! The config file exactly as written: serde structs that refuse unknown keys and keep the
+//! position of every value a later check may have to point at.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub server: RawServer,
+    pub certs: RawCerts,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub name: Spanned<String>,
+    pub handshake_timeout: Option<HumanDuration>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub drain_timeout: Option<HumanDuration>,
+    pub max_connections: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCerts {
+    pub dir: String,
+    pub default_cert: Option<String>,
+    pub default_key: Option<String>,
+    pub ca_bundle: Option<String>,
+    pub issuers_dir: Option<String>,
+    pub crl_dir: Option<String>,
+    pub rescan_interval: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub name: Spanned<String>,
+    pub bind: Spanned<OneOrMany<SocketAddr>>,
+    pub protocol: Protocol,
+    pub backend: Spanned<String>,
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    #[serde(default)]
+    pub strict_sni: bool,
+    pub alpn: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub sni: Spanned<String>,
+    pub listener: Option<Spanned<String>>,
+    pub backend: Spanned<String>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// What a listener speaks inside TLS; it sets the default ALPN and the error a client sees
+/// when its backend is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// HTTPS for webmail (443).
+    Https,
+    /// SMTP submission over implicit TLS (465).
+    Smtps,
+    /// IMAP over implicit TLS (993).
+    Imaps,
+    /// POP3 over implicit TLS (995).
+    Pop3s,
+}
+
+impl Protocol {
+    /// The name used in the config and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Smtps => "smtps",
+            Self::Imaps => "imaps",
+            Self::Pop3s => "pop3s",
+        }
+    }
+
+    /// ALPN identifiers a listener of this kind may offer.
+    pub(super) fn allowed_alpn(self) -> &'static [&'static str] {
+        match self {
+            Self::Https => &["http/1.1", "h2", "http/1.0"],
+            Self::Smtps => &["smtp"],
+            Self::Imaps => &["imap"],
+            Self::Pop3s => &["pop3"],
+        }
+    }
+
+    /// ALPN offered when the listener sets none: `http/1.1` only for https, because bytes
+    /// are relayed as they are and an `h2` client would talk HTTP/2 to an HTTP/1.1 backend.
+    pub(super) fn default_alpn(self) -> &'static [&'static str] {
+        match self {
+            Self::Https => &["http/1.1"],
+            Self::Smtps | Self::Imaps | Self::Pop3s => &[],
+        }
+    }
+}
+
+/// Whether and how the backend is told the client's real address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// Plain bytes only.
+    #[default]
+    None,
+    /// The text header (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header, with ALPN, SNI and TLS version as TLVs.
+    V2,
+}
+
+/// `bind = "addr"` or `bind = ["addr", ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many,
+        }
+    }
+}
+
+/// A duration written as humantime text ("10s", "10m", "1h 30m").
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?}: {e} (write it as \"10s\", \"5m\" or \"1h\")"
+                ))
+            })
+    }
+}

@@ -1,0 +1,126 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+name = "server.com"
+handshake_timeout = "3s"
+
+[certs]
+dir = "certs/domains"
+
+[[listener]]
+name = "imaps"
+bind = ["127.0.0.1:993", "[::1]:993"]
+protocol = "imaps"
+backend = "127.0.0.1:143"
+proxy_protocol = "v2"
+
+[[listener]]
+name = "https"
+bind = "127.0.0.1:443"
+protocol = "https"
+backend = "localhost:8080"
+
+[[route]]
+sni = "webmail.example.net"
+listener = "https"
+backend = "10.0.0.9:8080"
+
+[[route]]
+sni = "*.Example.ORG"
+backend = "127.0.0.1:2000"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/mailfront/mailfront.toml"), text)
+}
+
+#[test]
+fn good_config_gets_defaults_and_resolved_paths() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.server.name, "server.com");
+    assert_eq!(c.server.handshake_timeout, Duration::from_secs(3));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(600));
+    assert_eq!(c.server.max_connections, 20_000);
+    assert_eq!(c.certs.dir, Path::new("/etc/mailfront/certs/domains"));
+    assert_eq!(
+        c.certs.default_cert,
+        Path::new("/etc/mailfront/certs/default/fullchain.pem")
+    );
+    assert_eq!(c.listeners[0].bind.len(), 2);
+    assert_eq!(c.listeners[0].alpn, Vec::<String>::new());
+    assert_eq!(c.listeners[1].alpn, vec!["http/1.1".to_string()]);
+    assert_eq!(c.listeners[0].routes.len(), 1, "only the unscoped route");
+    assert_eq!(c.listeners[1].routes.len(), 2);
+    assert_eq!(
+        c.listeners[0].routes[0].sni,
+        Pattern::Wildcard("example.org".into())
+    );
+}
+
+fn error_of(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = GOOD.replace(
+        "handshake_timeout = \"3s\"",
+        "handshake_timeout = \"3s\"\nhandshake_timout = \"3s\"",
+    );
+    let e = error_of(&text);
+    assert!(e.contains("handshake_timout"), "{e}");
+    assert!(e.contains("line 5"), "{e}");
+}
+
+#[test]
+fn bad_duration_is_named_with_its_line() {
+    let e = error_of(&GOOD.replace("\"3s\"", "\"3 fortnights\""));
+    assert!(e.contains("invalid duration \"3 fortnights\""), "{e}");
+    assert!(e.contains("line 4"), "{e}");
+}
+
+#[test]
+fn route_to_unknown_listener_is_refused() {
+    let e = error_of(&GOOD.replace("listener = \"https\"", "listener = \"htps\""));
+    assert!(
+        e.contains("`route.listener`") && e.contains("\"htps\""),
+        "{e}"
+    );
+    assert!(e.contains("line 24"), "{e}");
+}
+
+#[test]
+fn alpn_outside_protocol_is_refused() {
+    let text = GOOD.replace(
+        "proxy_protocol = \"v2\"",
+        "proxy_protocol = \"v2\"\nalpn = [\"h2\"]",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.contains("`listener.alpn`") && e.contains("imaps listener"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_listener_and_bad_backend_are_refused() {
+    let e = error_of(&GOOD.replace("name = \"https\"", "name = \"imaps\""));
+    assert!(e.contains("used twice"), "{e}");
+    let e = error_of(&GOOD.replace("localhost:8080", "localhost"));
+    assert!(e.contains("not host:port"), "{e}");
+}
+
+#[test]
+fn bad_wildcard_and_unknown_protocol_are_refused() {
+    let e = error_of(&GOOD.replace("*.Example.ORG", "mail.*.example.org"));
+    assert!(e.contains("`route.sni`"), "{e}");
+    let e = error_of(&GOOD.replace("protocol = \"imaps\"", "protocol = \"imap4s\""));
+    assert!(e.contains("imap4s"), "{e}");
+}
+
+#[test]
+fn no_listener_is_refused() {
+    let text = "[server]\nname = \"a.b\"\n[certs]\ndir = \"d\"\n";
+    assert!(error_of(text).contains("no [[listener]]"));
+}

@@ -1,0 +1,157 @@
+//! One client connection from accept to close: TLS handshake within `handshake_timeout`,
+//! backend by SNI, PROXY header, relay, and exactly one log line at the end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::timeout;
+use tracing::{info, warn};
+
+use crate::listener::{ListenerCtx, Shared};
+use crate::proxy_header::{self, ConnectionFacts};
+use crate::relay;
+use crate::tls::{self, Handshake, HandshakeError};
+
+/// Serves one accepted connection; `_permit` frees its slot when this returns.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let local = tcp.local_addr().unwrap_or(peer);
+    let _ = tcp.set_nodelay(true);
+    let settings = &shared.settings;
+    let handshake = timeout(
+        settings.handshake_timeout,
+        tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni),
+    )
+    .await;
+    let hs = match handshake {
+        Ok(Ok(hs)) => hs,
+        Ok(Err(e)) => return log_refused(&ctx, peer, started, &e),
+        Err(_) => {
+            info!(
+                listener = %ctx.name, %peer, ms = started.elapsed().as_millis() as u64,
+                outcome = "handshake-timeout",
+                "connection closed: no TLS handshake within {:?}", settings.handshake_timeout
+            );
+            return;
+        }
+    };
+    relay_to_backend(hs, peer, local, &ctx, &shared, started).await;
+}
+
+async fn relay_to_backend(
+    hs: Handshake,
+    peer: SocketAddr,
+    local: SocketAddr,
+    ctx: &ListenerCtx,
+    shared: &Shared,
+    started: Instant,
+) {
+    let Handshake {
+        stream: mut client,
+        sni,
+        cert,
+        matched,
+    } = hs;
+    let settings = &shared.settings;
+    let target = ctx.routes.target(sni.as_deref());
+    let sni_field = sni.as_deref().unwrap_or("-");
+    let connected = tokio::select! {
+        r = relay::connect(&target.backend, settings.connect_timeout) => r,
+        () = shared.shutdown.cut.cancelled() => Err(std::io::Error::other("shutting down")),
+    };
+    let mut backend = match connected {
+        Ok(backend) => backend,
+        Err(e) => {
+            warn!(
+                listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
+                backend = %target.backend, reason = %e, outcome = "backend-unavailable",
+                "connection closed: backend unreachable"
+            );
+            let bye = async {
+                client
+                    .write_all(relay::unavailable_message(ctx.protocol))
+                    .await?;
+                client.shutdown().await
+            };
+            let _ = timeout(std::time::Duration::from_secs(1), bye).await;
+            return;
+        }
+    };
+    let facts = {
+        let (_, conn) = client.get_ref();
+        let version = conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            _ => "TLSv1.2",
+        });
+        let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+        (version, alpn)
+    };
+    if let Some(header) = proxy_header::header(
+        target.proxy_protocol,
+        &ConnectionFacts {
+            peer,
+            local,
+            alpn: facts.1.as_deref(),
+            sni: sni.as_deref(),
+            tls_version: facts.0,
+        },
+    ) {
+        if let Err(e) = timeout(settings.connect_timeout, backend.write_all(&header))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "backend did not take the PROXY header",
+                ))
+            })
+        {
+            warn!(
+                listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
+                backend = %target.backend, reason = %e, outcome = "backend-error",
+                "connection closed: PROXY header not sent"
+            );
+            return;
+        }
+    }
+    let (transfer, ending) =
+        relay::relay(client, backend, settings.idle_timeout, &shared.shutdown.cut).await;
+    let reason = match &ending {
+        relay::Ending::Client(e) | relay::Ending::Backend(e) => e.to_string(),
+        _ => String::new(),
+    };
+    info!(
+        listener = %ctx.name, %peer, sni = sni_field, cert = %cert, matched = matched.as_str(),
+        backend = %target.backend, tls = facts.0.unwrap_or("-"),
+        alpn = facts.1.as_deref().map(String::from_utf8_lossy).as_deref().unwrap_or("-"),
+        up = transfer.up, down = transfer.down, ms = started.elapsed().as_millis() as u64,
+        outcome = ending.outcome(), reason = %reason,
+        "connection closed"
+    );
+}
+
+fn log_refused(ctx: &ListenerCtx, peer: SocketAddr, started: Instant, e: &HandshakeError) {
+    let outcome = match e {
+        HandshakeError::UnknownName(_) => "strict-sni",
+        HandshakeError::Closed => "client-closed",
+        _ => "handshake-failed",
+    };
+    let sni = match e {
+        HandshakeError::UnknownName(Some(name)) => name.as_str(),
+        _ => "-",
+    };
+    info!(
+        listener = %ctx.name, %peer, sni, ms = started.elapsed().as_millis() as u64,
+        outcome, reason = %e,
+        "connection closed: no TLS session"
+    );
+}

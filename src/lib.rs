@@ -1,0 +1,31 @@
+//! mailfront: a TLS-terminating front proxy for mail hosts.
+//!
+//! A connection's life, and the module that owns each step:
+//!
+//! - [`config`]: the TOML file, validated into a [`config::Config`].
+//! - [`certs`]: the certificate store (discover, load, index, server-wide fallback),
+//!   published through `ArcSwap` and read by handshakes without a lock.
+//! - [`server`]: start-up (store, sockets) and the run loop with graceful shutdown.
+//! - [`listener`]: accept loops, the connection cap, back-off on accept errors.
+//! - [`connection`]: one connection from handshake to its closing log line.
+//! - [`tls`]: the TLS policy and the handshake that picks a certificate by SNI.
+//! - [`routes`]: backend per SNI (`[[route]]`).
+//! - [`proxy_header`]: PROXY protocol v1/v2 towards the backend.
+//! - [`relay`]: backend connect and the two-way copy with half-close and idle bound.
+//! - [`shutdown`]: stop accepting, drain, cut.
+//! - [`names`]: DNS name normalisation and wildcard rules shared by certs and routes.
+
+pub mod certs;
+pub mod config;
+pub mod connection;
+pub mod listener;
+pub mod names;
+pub mod proxy_header;
+pub mod relay;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{Server, StartError};

@@ -1,0 +1,176 @@
+//! The `mailfront` binary: parse the command line, start tracing, load the config and call
+//! into the library. Signals: SIGTERM and SIGINT drain open connections for
+//! `drain_timeout`; a second one cuts them at once.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use mailfront::{certs, tls, Config, Server};
+
+#[derive(Parser)]
+#[command(version, about = "TLS-terminating front proxy for mail hosts")]
+struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the config and the whole certificate store without binding; exit 0 only
+    /// if the proxy would start.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailfront: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(&config)?;
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let (tx, mut second) = tokio::sync::mpsc::channel::<()>(1);
+        let first = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            }
+            // The second signal, during the drain, cuts it short.
+            tokio::spawn(async move {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                let _ = tx.send(()).await;
+            });
+        };
+        let cut_now = async move {
+            second.recv().await;
+            tracing::warn!("second signal: closing open connections now");
+        };
+        server.run(first, cut_now).await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    println!("config {}: ok", path.display());
+    for l in &config.listeners {
+        let binds: Vec<String> = l.bind.iter().map(ToString::to_string).collect();
+        println!(
+            "  listener {} ({}) on {} -> {}{}",
+            l.name,
+            l.protocol.as_str(),
+            binds.join(", "),
+            l.backend,
+            if l.routes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} routes)", l.routes.len())
+            }
+        );
+    }
+    let c = &config.certs;
+    let provider = tls::provider();
+    let (cert, key) = (&c.default_cert, &c.default_key);
+    if !cert.exists() && !key.exists() {
+        println!(
+            "  server-wide certificate: none yet; `run` will generate a self-signed one for {} at {} and {}",
+            config.server.name,
+            cert.display(),
+            key.display()
+        );
+    } else {
+        let source = certs::discover::Source {
+            id: "server-wide".into(),
+            cert: cert.clone(),
+            key: Some(key.clone()),
+            layout: certs::discover::Layout::Pair,
+        };
+        let loaded = certs::load::load(&source, &provider).map_err(certs::CertError::Fallback)?;
+        let names: Vec<String> = loaded.names.iter().map(ToString::to_string).collect();
+        println!(
+            "  server-wide certificate {}: ok ({})",
+            cert.display(),
+            names.join(", ")
+        );
+    }
+    let found = match certs::discover::discover(&c.dir) {
+        Ok(found) => found,
+        Err(e) => {
+            println!(
+                "  store {}: cannot be read ({e}); only the server-wide certificate would serve",
+                c.dir.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let results = certs::load::load_all(&found.sources, &provider);
+    let mut loaded = 0;
+    for (source, result) in found.sources.iter().zip(&results) {
+        match result {
+            Ok(_) => loaded += 1,
+            Err(e) => println!("  skipped {}: {e}", source.id),
+        }
+    }
+    for stray in &found.strays {
+        println!("  not an entry: {}: {}", stray.path.display(), stray.reason);
+    }
+    println!(
+        "  store {}: {loaded} entries load, {} skipped",
+        c.dir.display(),
+        results.len() - loaded
+    );
+    Ok(ExitCode::SUCCESS)
+}

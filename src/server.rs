@@ -1,0 +1,139 @@
+//! Start-up and the run loop: load the store, bind every listener, serve until the
+//! shutdown future resolves, then drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::info;
+
+use crate::certs::{self, CertError, Store};
+use crate::config::Config;
+use crate::listener::{self, ListenerCtx, Shared};
+use crate::routes::RouteTable;
+use crate::shutdown::{DrainReport, Shutdown};
+use crate::tls;
+
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The server-wide certificate is unusable.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// A listen address cannot be bound.
+    #[error("listener {listener}: cannot listen on {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// rustls refused the TLS policy (a bug, not an operator error).
+    #[error("listener {listener}: TLS configuration refused: {source}")]
+    Tls {
+        listener: String,
+        source: rustls::Error,
+    },
+}
+
+/// A proxy with its store loaded and its sockets bound, not yet accepting.
+pub struct Server {
+    listeners: Vec<(Arc<ListenerCtx>, Vec<TcpListener>)>,
+    shared: Arc<Shared>,
+    drain_timeout: std::time::Duration,
+}
+
+impl Server {
+    /// Loads the store (generating the server-wide certificate if need be) and binds every
+    /// listener address.
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
+        let provider = tls::provider();
+        let (index, report) = certs::open(&config.certs, &config.server.name, &provider)?;
+        certs::log_report(&report, &config.certs, &config.server.name);
+        let store = Arc::new(Store::new(index));
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let tls = tls::server_config(Arc::clone(&provider), &l.alpn).map_err(|source| {
+                StartError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                }
+            })?;
+            let ctx = Arc::new(ListenerCtx {
+                name: l.name.as_str().into(),
+                protocol: l.protocol,
+                tls,
+                strict_sni: l.strict_sni,
+                routes: RouteTable::new(l),
+            });
+            let mut sockets = Vec::with_capacity(l.bind.len());
+            for &addr in &l.bind {
+                let socket = listener::bind(addr).map_err(|source| StartError::Bind {
+                    listener: l.name.clone(),
+                    addr,
+                    source,
+                })?;
+                sockets.push(socket);
+            }
+            listeners.push((ctx, sockets));
+        }
+        let shared = Arc::new(Shared {
+            store,
+            settings: config.server.clone(),
+            permits: Arc::new(Semaphore::new(config.server.max_connections)),
+            shutdown: Shutdown::default(),
+        });
+        Ok(Self {
+            listeners,
+            shared,
+            drain_timeout: config.server.drain_timeout,
+        })
+    }
+
+    /// Every bound address with its listener's name (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .flat_map(|(ctx, sockets)| {
+                sockets
+                    .iter()
+                    .filter_map(|s| s.local_addr().ok())
+                    .map(|a| (ctx.name.to_string(), a))
+            })
+            .collect()
+    }
+
+    /// The certificate store the listeners serve from.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.shared.store)
+    }
+
+    /// Serves until `shutdown` resolves, then drains for `drain_timeout`; `cut_now`
+    /// resolving during the drain ends it early.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        cut_now: impl Future<Output = ()>,
+    ) -> DrainReport {
+        let stop = self.shared.shutdown.clone();
+        for (ctx, sockets) in self.listeners {
+            for socket in sockets {
+                if let Ok(addr) = socket.local_addr() {
+                    info!(listener = %ctx.name, %addr, protocol = ctx.protocol.as_str(), "listening");
+                }
+                stop.tracker.spawn(listener::accept_loop(
+                    socket,
+                    Arc::clone(&ctx),
+                    Arc::clone(&self.shared),
+                ));
+            }
+        }
+        shutdown.await;
+        let open = stop.tracker.len();
+        info!(drain_timeout = ?self.drain_timeout, tasks = open, "shutting down: no new connections; draining");
+        let report = stop.drain(self.drain_timeout, cut_now).await;
+        info!(cut = report.cut, "shutdown complete");
+        report
+    }
+}

@@ -1,0 +1,199 @@
+//! TLS policy and the handshake: Mozilla's "intermediate" profile on rustls with aws-lc-rs,
+//! and the accept path that reads the ClientHello, picks the certificate from the store,
+//! and either refuses the name (strict SNI) or completes the handshake.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
+use rustls::server::{
+    Acceptor, ClientHello, ResolvesServerCert, ServerConfig, ServerSessionMemoryCache,
+};
+use rustls::sign::CertifiedKey;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::StartHandshake;
+
+use crate::certs::{Match, Store};
+
+/// TLS sessions remembered per listener for TLS 1.2 clients without ticket support.
+const SESSION_CACHE: usize = 4096;
+
+/// The TLS alert `unrecognized_name` (112), fatal, as a plaintext record: what a strict
+/// listener answers to a name it does not serve. rustls has no call for sending an alert
+/// before a connection exists, and before ServerHello an alert is plain bytes.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// aws-lc-rs with the "intermediate" key exchange groups: X25519, P-256, P-384. Its
+/// default cipher suites are already the profile's: AEAD (AES-GCM, ChaCha20-Poly1305)
+/// with ECDHE only, for TLS 1.3 and 1.2.
+pub fn provider() -> Arc<CryptoProvider> {
+    let mut provider = aws_lc_rs::default_provider();
+    provider.kx_groups = vec![
+        aws_lc_rs::kx_group::X25519,
+        aws_lc_rs::kx_group::SECP256R1,
+        aws_lc_rs::kx_group::SECP384R1,
+    ];
+    Arc::new(provider)
+}
+
+/// The base configuration of one listener; each connection gets a copy carrying the
+/// certificate chosen for it.
+///
+/// TLS 1.2 and 1.3 only; session tickets (keys rotated by rustls) and a session cache for
+/// resumption, each private to the listener so that a session never crosses protocols;
+/// rustls never renegotiates.
+pub fn server_config(
+    provider: Arc<CryptoProvider>,
+    alpn: &[String],
+) -> Result<ServerConfig, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Unchosen));
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.ticketer = aws_lc_rs::Ticketer::new()?;
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    Ok(config)
+}
+
+/// The base configuration's resolver: never asked, since every connection's copy carries
+/// the certificate chosen from its ClientHello.
+#[derive(Debug)]
+struct Unchosen;
+
+impl ResolvesServerCert for Unchosen {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+/// A completed handshake and what it was served.
+pub struct Handshake {
+    /// The TLS stream.
+    pub stream: TlsStream<TcpStream>,
+    /// The name the client asked for, if any.
+    pub sni: Option<String>,
+    /// The entry that served it.
+    pub cert: Arc<str>,
+    /// How that entry matched.
+    pub matched: Match,
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The client closed before sending a whole ClientHello.
+    #[error("client closed before the handshake")]
+    Closed,
+    /// Reading or writing the socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The client's TLS was refused (bad ClientHello, no common parameters, ...).
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    /// A strict listener does not serve the name asked for.
+    #[error("strict SNI: no certificate for {}", .0.as_deref().unwrap_or("(no SNI)"))]
+    UnknownName(Option<String>),
+}
+
+/// Reads the ClientHello, chooses the certificate and completes the handshake.
+///
+/// The caller bounds the whole by `handshake_timeout`.
+pub async fn handshake(
+    tcp: TcpStream,
+    base: &ServerConfig,
+    store: &Store,
+    strict_sni: bool,
+) -> Result<Handshake, HandshakeError> {
+    let accepted = read_client_hello(&tcp).await?;
+    let hello = accepted.client_hello();
+    let sni = hello.server_name().map(str::to_owned);
+    let (resolver, cert, matched) = {
+        let index = store.index();
+        let (served, matched) = index.select(sni.as_deref(), hello.signature_schemes());
+        (
+            Arc::clone(&served.resolver),
+            Arc::clone(&served.id),
+            matched,
+        )
+    };
+    if strict_sni && matched == Match::Fallback {
+        let mut tcp = tcp;
+        // Best effort: the client may already be gone, and it is refused either way.
+        let _ = tcp.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+        return Err(HandshakeError::UnknownName(sni));
+    }
+    let mut config = base.clone();
+    config.cert_resolver = resolver;
+    let stream = StartHandshake::from_parts(accepted, tcp)
+        .into_stream(Arc::new(config))
+        .await
+        .map_err(unwrap_tls_error)?;
+    Ok(Handshake {
+        stream,
+        sni,
+        cert,
+        matched,
+    })
+}
+
+async fn read_client_hello(tcp: &TcpStream) -> Result<rustls::server::Accepted, HandshakeError> {
+    let mut acceptor = Acceptor::default();
+    loop {
+        tcp.readable().await?;
+        match acceptor.read_tls(&mut TryRead(tcp)) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(accepted),
+            Ok(None) => {}
+            Err((error, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                let _ = (&mut &*tcp).try_write_all(&bytes);
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+/// tokio-rustls reports TLS errors as `io::Error`; give the rustls error back when it is one.
+fn unwrap_tls_error(e: io::Error) -> HandshakeError {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return HandshakeError::Tls(tls.clone());
+    }
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return HandshakeError::Closed;
+    }
+    HandshakeError::Io(e)
+}
+
+/// Lets rustls read straight from a non-blocking socket into its own buffer.
+struct TryRead<'a>(&'a TcpStream);
+
+impl Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+/// Writes a few bytes to a socket without waiting: used for the alert that ends a
+/// connection, where a full send buffer means the client is not reading anyway.
+trait TryWriteAll {
+    fn try_write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
+impl TryWriteAll for &TcpStream {
+    fn try_write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = self.try_write(bytes)?;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+}
