@@ -1,0 +1,124 @@
+//! Shared test fixtures: an rcgen PKI written to a tempdir, the proxy on 127.0.0.1:0, small
+//! backends that speak just enough IMAP/POP3/SMTP/HTTP, and rustls and CLI clients.
+
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod client;
+pub mod pki;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use mailfront::shutdown::DrainReport;
+use mailfront::{Config, Server};
+
+pub use pki::{KeyKind, Pki};
+
+/// A running proxy; dropping it stops it.
+pub struct Proxy {
+    /// First bound address of each listener, by name.
+    pub addrs: HashMap<String, SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    cut: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<DrainReport>>,
+}
+
+impl Proxy {
+    /// Starts a proxy from config text (written into `dir` as `mailfront.toml`).
+    pub fn start(dir: &Path, config: &str) -> Self {
+        let path = dir.join("mailfront.toml");
+        std::fs::write(&path, config).unwrap();
+        let config = Config::load(&path).unwrap();
+        let server = Server::bind(&config).unwrap();
+        let mut addrs = HashMap::new();
+        for (name, addr) in server.local_addrs() {
+            addrs.entry(name).or_insert(addr);
+        }
+        let (stop, stopped) = oneshot::channel();
+        let (cut, cut_rx) = oneshot::channel();
+        let task = tokio::spawn(server.run(
+            async move {
+                let _ = stopped.await;
+            },
+            async move {
+                let _ = cut_rx.await;
+            },
+        ));
+        Self {
+            addrs,
+            stop: Some(stop),
+            cut: Some(cut),
+            task: Some(task),
+        }
+    }
+
+    /// The address of listener `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish (bounded).
+    pub async fn shutdown(mut self) -> DrainReport {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("shutdown finishes within 30 s")
+            .unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(cut) = self.cut.take() {
+            let _ = cut.send(());
+        }
+    }
+}
+
+/// One `[[listener]]` block on 127.0.0.1:0.
+pub fn listener(name: &str, protocol: &str, backend: SocketAddr, extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"{name}\"\nbind = [\"127.0.0.1:0\"]\nprotocol = \"{protocol}\"\nbackend = \"{backend}\"\n{extra}\n"
+    )
+}
+
+/// A `[server]` + `[certs]` head with short timeouts, the store at `store`.
+pub fn head(pki_dir: &Path, store: &Path, server: &str) -> String {
+    format!(
+        "[server]\nname = \"server.com\"\nhandshake_timeout = \"2s\"\nconnect_timeout = \"2s\"\n\
+         idle_timeout = \"30s\"\ndrain_timeout = \"3s\"\n{server}\n\
+         [certs]\ndir = \"{}\"\ndefault_cert = \"{}\"\ndefault_key = \"{}\"\n\n",
+        store.display(),
+        pki_dir.join("server.com.crt").display(),
+        pki_dir.join("server.com.key").display(),
+    )
+}
+
+/// A store directory under `root`.
+pub fn store_dir(root: &Path) -> PathBuf {
+    let dir = root.join("store");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` every 20 ms until it is true or `limit` passes.
+pub async fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}

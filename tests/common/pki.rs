@@ -1,0 +1,95 @@
+//! A test PKI made with rcgen: one CA, leaves for any names with ECDSA or RSA keys.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+
+/// The key type of a leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Ecdsa,
+    Rsa,
+}
+
+/// A CA whose certificate is written to `dir/ca.pem`.
+pub struct Pki {
+    pub dir: PathBuf,
+    ca: Certificate,
+    ca_key: KeyPair,
+    pub ca_pem: String,
+}
+
+/// One issued leaf, as PEM.
+pub struct Leaf {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "mailfront test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = params.self_signed(&key).unwrap();
+        let ca_pem = ca.pem();
+        std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
+        let pki = Self {
+            dir: dir.to_owned(),
+            ca,
+            ca_key: key,
+            ca_pem,
+        };
+        // The server-wide certificate, CA-issued so that a verifying client's only
+        // complaint is the name.
+        let server = pki.leaf(&["server.com"], KeyKind::Ecdsa);
+        std::fs::write(dir.join("server.com.crt"), &server.chain_pem).unwrap();
+        std::fs::write(dir.join("server.com.key"), &server.key_pem).unwrap();
+        pki
+    }
+
+    /// A leaf for `names` (the first is also the CN), chain = leaf + CA.
+    pub fn leaf(&self, names: &[&str], kind: KeyKind) -> Leaf {
+        let alg = match kind {
+            KeyKind::Ecdsa => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyKind::Rsa => &rcgen::PKCS_RSA_SHA256,
+        };
+        let key = KeyPair::generate_for(alg).unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        Leaf {
+            chain_pem: format!("{}{}", cert.pem(), self.ca_pem),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// Writes a leaf into `store` as `NAME.crt` + `NAME.key`.
+    pub fn write_pair(&self, store: &Path, file: &str, names: &[&str], kind: KeyKind) {
+        let leaf = self.leaf(names, kind);
+        std::fs::write(store.join(format!("{file}.crt")), leaf.chain_pem).unwrap();
+        std::fs::write(store.join(format!("{file}.key")), leaf.key_pem).unwrap();
+    }
+
+    /// Writes a leaf into `store` as one `NAME.pem` with chain and key.
+    pub fn write_single(&self, store: &Path, file: &str, names: &[&str], kind: KeyKind) {
+        let leaf = self.leaf(names, kind);
+        std::fs::write(
+            store.join(format!("{file}.pem")),
+            format!("{}{}", leaf.chain_pem, leaf.key_pem),
+        )
+        .unwrap();
+    }
+
+    /// The CA certificate file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
