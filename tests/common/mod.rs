@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use mailfront::shutdown::DrainReport;
 use mailfront::{Config, Server};
 
+#[allow(unused_imports)]
 pub use pki::{KeyKind, Pki};
 
 /// A running proxy; dropping it stops it.

@@ -1,0 +1,189 @@
+//! Timeouts, the connection cap and shutdown: what bounds a connection's life.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::backend::{Backend, Expect};
+use common::client::{self, read_line, send_line, Opts};
+use common::{head, listener, store_dir, Pki, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn opts() -> Opts {
+    Opts {
+        sni: Some("mail.example.com".into()),
+        ..Opts::default()
+    }
+}
+
+/// Reads until the peer closes, bounded by `limit`; returns when it closed.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A client that connects and sends nothing, and one that trickles its ClientHello a byte
+/// at a time, are both cut at `handshake_timeout` (2 s here) while a normal client is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_and_trickling_clients_are_cut_at_the_handshake_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, ""),
+        listener("imaps", "imaps", imap.addr, "")
+    );
+    let proxy = Proxy::start(tmp.path(), &config);
+    let addr = proxy.addr("imaps");
+
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut trickle = TcpStream::connect(addr).await.unwrap();
+    let trickling = async {
+        // A TLS record header announcing a 512-byte ClientHello, then a byte every 200 ms.
+        let _ = trickle
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if trickle.write_all(&[0]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let normal = async {
+        let stream = client::connect(addr, &opts()).await.unwrap();
+        let mut stream = BufReader::new(stream);
+        assert_eq!(read_line(&mut stream).await, "* OK\r\n");
+    };
+    let silent_closed = async { closed_within(&mut silent, Duration::from_secs(6)).await };
+    let (closed, (), ()) = tokio::join!(silent_closed, trickling, normal);
+    let closed = closed.expect("the silent client is cut");
+    assert!(
+        closed >= Duration::from_millis(1900) && closed < Duration::from_secs(4),
+        "{closed:?}"
+    );
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(2), trickle.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the trickling client was cut: {r:?}"
+    );
+}
+
+/// Beyond `max_connections` a new client waits in the backlog, and is served as soon as a
+/// slot frees; nothing crashes.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_cap_wait_for_a_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, "max_connections = 1"),
+        listener("imaps", "imaps", imap.addr, "")
+    );
+    let proxy = Proxy::start(tmp.path(), &config);
+    let addr = proxy.addr("imaps");
+    let first = client::connect(addr, &opts()).await.unwrap();
+    let mut first = BufReader::new(first);
+    assert_eq!(read_line(&mut first).await, "* OK\r\n");
+
+    let second = tokio::spawn(async move {
+        let stream = client::connect(addr, &opts()).await?;
+        let mut stream = BufReader::new(stream);
+        Ok::<_, std::io::Error>(read_line(&mut stream).await)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "the second client waits while the first holds the slot"
+    );
+    send_line(first.get_mut(), "a LOGOUT").await;
+    assert_eq!(read_line(&mut first).await, "BYE\r\n");
+    drop(first);
+    let line = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, "* OK\r\n");
+}
+
+/// On shutdown the proxy stops accepting, lets an open session finish within the drain
+/// timeout, and reports nothing cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_open_sessions_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, ""),
+        listener("imaps", "imaps", imap.addr, "")
+    );
+    let proxy = Proxy::start(tmp.path(), &config);
+    let addr = proxy.addr("imaps");
+    let stream = client::connect(addr, &opts()).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    assert_eq!(read_line(&mut stream).await, "* OK\r\n");
+
+    let shutdown = tokio::spawn(proxy.shutdown());
+    // New connections are refused once the listener is closed.
+    let refused = common::wait_for(Duration::from_secs(3), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+    })
+    .await;
+    assert!(refused, "the listener stops accepting");
+    // The open session still works.
+    send_line(stream.get_mut(), "a NOOP").await;
+    assert_eq!(read_line(&mut stream).await, "ECHO a NOOP\r\n");
+    send_line(stream.get_mut(), "a LOGOUT").await;
+    assert_eq!(read_line(&mut stream).await, "BYE\r\n");
+    drop(stream);
+    let report = tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.cut, 0);
+}
+
+/// A session still open at the drain deadline (3 s here) is cut, and shutdown completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_cuts_sessions_at_the_drain_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, ""),
+        listener("imaps", "imaps", imap.addr, "")
+    );
+    let proxy = Proxy::start(tmp.path(), &config);
+    let stream = client::connect(proxy.addr("imaps"), &opts()).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    assert_eq!(read_line(&mut stream).await, "* OK\r\n");
+    let started = Instant::now();
+    let report = proxy.shutdown().await;
+    let took = started.elapsed();
+    assert_eq!(report.cut, 1);
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "the client sees the connection end");
+}
