@@ -187,3 +187,85 @@ async fn shutdown_cuts_sessions_at_the_drain_deadline() {
     let r = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
     assert!(r.is_ok(), "the client sees the connection end");
 }
+
+/// A session where nothing moves for `idle_timeout` (1 s here) is closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_are_closed_at_the_idle_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, "").replace("idle_timeout = \"30s\"", "idle_timeout = \"1s\""),
+        listener("imaps", "imaps", imap.addr, "")
+    );
+    let proxy = Proxy::start(tmp.path(), &config);
+    let stream = client::connect(proxy.addr("imaps"), &opts()).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    let started = Instant::now();
+    assert_eq!(read_line(&mut stream).await, "* OK\r\n");
+    // Activity keeps it open past the timeout...
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        send_line(stream.get_mut(), &format!("a{i} NOOP")).await;
+        assert_eq!(read_line(&mut stream).await, format!("ECHO a{i} NOOP\r\n"));
+    }
+    assert!(started.elapsed() > Duration::from_millis(1400));
+    // ...silence closes it.
+    let silent = Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(4), stream.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "closed after the idle timeout");
+    let took = silent.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+/// A backend that never answers the TCP handshake is given up at `connect_timeout` (2 s
+/// here) and the client is told the service is unavailable.
+#[tokio::test(flavor = "multi_thread")]
+async fn unanswering_backend_is_given_up_at_the_connect_timeout() {
+    use socket2::{Domain, Socket, Type};
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    // A listener that never accepts, its queue filled: further SYNs go unanswered.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let full = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&full.into());
+        fillers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, ""),
+        listener("imaps", "imaps", full, "")
+    );
+    let proxy = Proxy::start(tmp.path(), &config);
+    let stream = client::connect(proxy.addr("imaps"), &opts()).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    let started = Instant::now();
+    let line = read_line(&mut stream).await;
+    let took = started.elapsed();
+    assert!(line.starts_with("* BYE [UNAVAILABLE]"), "{line}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}

@@ -1,0 +1,170 @@
+//! The TLS surface: versions, suites, resumption, IPv6 listeners.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::backend::{Backend, Expect};
+use common::client::{self, read_line};
+use common::{head, store_dir, KeyKind, Pki, Proxy};
+use rustls::pki_types::ServerName;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+
+async fn proxy(root: &std::path::Path) -> (Pki, Proxy, Backend) {
+    let pki = Pki::new(root);
+    let store = store_dir(root);
+    pki.write_pair(&store, "mail", &["mail.example.com"], KeyKind::Rsa);
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}[[listener]]\nname = \"imaps\"\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nprotocol = \"imaps\"\nbackend = \"{}\"\n",
+        head(root, &store, ""),
+        backend.addr
+    );
+    (pki, Proxy::start(root, &config), backend)
+}
+
+/// TLS 1.0 and 1.1 are refused; TLS 1.2 and 1.3 work.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_tls12_and_tls13() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, proxy, _b) = proxy(tmp.path()).await;
+    let addr = proxy.addr("imaps").to_string();
+    for (flag, ok) in [
+        ("-tls1", false),
+        ("-tls1_1", false),
+        ("-tls1_2", true),
+        ("-tls1_3", true),
+    ] {
+        let out = client::run(
+            "openssl",
+            &[
+                "s_client",
+                "-connect",
+                &addr,
+                "-servername",
+                "mail.example.com",
+                "-brief",
+                flag,
+                "-cipher",
+                "ALL:@SECLEVEL=0",
+            ],
+        )
+        .await;
+        assert_eq!(
+            out.stderr.contains("CONNECTION ESTABLISHED"),
+            ok,
+            "{flag}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// TLS 1.2 suites without ECDHE or without AEAD are refused; ECDHE-AES-GCM works.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_aead_ecdhe_suites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, proxy, _b) = proxy(tmp.path()).await;
+    let addr = proxy.addr("imaps").to_string();
+    for (cipher, ok) in [
+        ("AES128-GCM-SHA256", false),         // RSA key exchange
+        ("ECDHE-RSA-AES128-SHA", false),      // CBC
+        ("DHE-RSA-AES128-GCM-SHA256", false), // finite-field DH
+        ("ECDHE-RSA-AES128-GCM-SHA256", true),
+        ("ECDHE-RSA-CHACHA20-POLY1305", true),
+    ] {
+        let out = client::run(
+            "openssl",
+            &[
+                "s_client",
+                "-connect",
+                &addr,
+                "-servername",
+                "mail.example.com",
+                "-brief",
+                "-tls1_2",
+                "-cipher",
+                cipher,
+            ],
+        )
+        .await;
+        assert_eq!(
+            out.stderr.contains("CONNECTION ESTABLISHED"),
+            ok,
+            "{cipher}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// A TLS 1.3 client resumes with the ticket it was given.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls13_resumption_with_tickets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pki, proxy, _b) = proxy(tmp.path()).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_file_iter(pki.ca_file()).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(proxy.addr("imaps")).await.unwrap();
+        let name = ServerName::try_from("mail.example.com").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        let mut stream = BufReader::new(stream);
+        // Reading the greeting also reads the tickets sent after the handshake.
+        assert_eq!(read_line(&mut stream).await, "* OK\r\n");
+        kinds.push(stream.get_ref().get_ref().1.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}
+
+/// A listener bound to IPv4 and IPv6 serves both.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv4_and_ipv6_addresses_of_one_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_dir(tmp.path());
+    let pki = Pki::new(tmp.path());
+    pki.write_pair(&store, "mail", &["mail.example.com"], KeyKind::Ecdsa);
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}[[listener]]\nname = \"imaps\"\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nprotocol = \"imaps\"\nbackend = \"{}\"\n",
+        head(tmp.path(), &store, ""),
+        backend.addr
+    );
+    let path = tmp.path().join("m.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = mailfront::Server::bind(&mailfront::Config::load(&path).unwrap()).unwrap();
+    let addrs: Vec<_> = server.local_addrs().into_iter().map(|(_, a)| a).collect();
+    assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(
+        async {
+            let _ = stopped.await;
+        },
+        std::future::pending(),
+    ));
+    for addr in addrs {
+        assert_eq!(
+            client::names_for(addr, Some("mail.example.com")).await,
+            ["mail.example.com"],
+            "{addr}"
+        );
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+}
