@@ -83,59 +83,121 @@ fn check_config_names_key_and_line() {
     assert_eq!(code, 0, "{stdout}");
 }
 
-/// `mailfront run` serves, and SIGTERM makes it stop accepting, drain and exit 0.
+/// A `mailfront run` child process whose JSON log lines the test reads.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// The first address it listens on.
+    addr: std::net::SocketAddr,
+}
+
+impl Running {
+    /// Runs `shell_prefix mailfront --log-format json run --config PATH` through `sh`, and
+    /// waits for its first "listening" line.
+    fn start(shell_prefix: &str, path: &std::path::Path) -> Self {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{shell_prefix} exec {BIN} --log-format json run --config {}",
+                path.display()
+            ))
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Self {
+            child,
+            lines,
+            addr: "0.0.0.0:0".parse().unwrap(),
+        };
+        let listening = running
+            .wait_line("\"listening\"")
+            .expect("a listening line");
+        let addr = listening.split("\"addr\":\"").nth(1).unwrap();
+        running.addr = addr.split('"').next().unwrap().parse().unwrap();
+        running
+    }
+
+    /// The next log line containing `needle`, within 10 s.
+    fn wait_line(&self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits up to 10 s for the process to exit.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "mailfront exits within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with one IMAPS listener in front of `backend`, written into `root`.
+fn imaps_config(root: &std::path::Path, backend: std::net::SocketAddr) -> std::path::PathBuf {
+    let _pki = Pki::new(root);
+    let store = store_dir(root);
+    let config = format!(
+        "{}{}",
+        head(root, &store, ""),
+        listener("imaps", "imaps", backend, "")
+    );
+    let path = root.join("m.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// `mailfront run` serves, logs one line per connection with its fields, and SIGTERM
+/// makes it stop accepting, drain and exit 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_serves_and_exits_zero_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
-    let _pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
     let backend = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", backend.addr, "")
-    );
-    let path = tmp.path().join("m.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_line = |needle: &str| -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if line.contains(needle) {
-                return line;
-            }
-        }
-        panic!("no log line containing {needle:?} within 10 s");
-    };
-    let listening = wait_line("\"listening\"");
-    let addr = listening
-        .split("\"addr\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
-    let stream = common::client::connect(addr.parse().unwrap(), &common::client::Opts::default())
+    let mut proxy = Running::start("", &imaps_config(tmp.path(), backend.addr));
+    let stream = common::client::connect(proxy.addr, &common::client::Opts::default())
         .await
         .unwrap();
     let mut stream = tokio::io::BufReader::new(stream);
     assert_eq!(common::client::read_line(&mut stream).await, "* OK\r\n");
     drop(stream);
-    let closed = wait_line("connection closed");
+    let closed = proxy
+        .wait_line("connection closed")
+        .expect("a connection line");
     for field in [
         "\"listener\":\"imaps\"",
         "\"peer\":",
@@ -143,28 +205,14 @@ async fn run_serves_and_exits_zero_on_sigterm() {
         "\"backend\":",
         "\"up\":",
         "\"down\":",
+        "\"ms\":",
         "\"outcome\":\"closed\"",
     ] {
         assert!(closed.contains(field), "{field} missing in {closed}");
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    wait_line("shutdown complete");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mailfront exits within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    proxy.signal("-TERM");
+    assert!(proxy.wait_line("shutdown complete").is_some());
+    assert_eq!(proxy.exit_code(), Some(0));
 }
 
 /// CPU seconds (user + system) used so far by process `pid`.
@@ -172,7 +220,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_name = stat.rsplit_once(')').unwrap().1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime), counted after the ")" that ends the name.
+    // utime and stime are fields 14 and 15 of stat, 12th and 13th after the name.
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
@@ -182,63 +230,19 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn accept_backs_off_on_emfile_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
-    let _pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
     let backend = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", backend.addr, "")
-    );
-    let path = tmp.path().join("m.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 64 && exec {BIN} --log-format json run --config {}",
-            path.display()
-        ))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_line = |needle: &str| -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if line.contains(needle) {
-                return Some(line);
-            }
-        }
-        None
-    };
-    let listening = wait_line("\"listening\"").expect("listening");
-    let addr: std::net::SocketAddr = listening
-        .split("\"addr\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let proxy = Running::start("ulimit -n 64 &&", &imaps_config(tmp.path(), backend.addr));
 
     // Idle TCP connections that never start TLS: each holds a descriptor in the proxy.
     let mut idle = Vec::new();
     for _ in 0..100 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        idle.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
     }
     assert!(
-        wait_line("accept failed; pausing").is_some(),
+        proxy.wait_line("accept failed; pausing").is_some(),
         "EMFILE is logged"
     );
+    let pid = proxy.child.id();
     let before = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let used = cpu_seconds(pid) - before;
@@ -248,12 +252,12 @@ async fn accept_backs_off_on_emfile_and_recovers() {
     );
 
     drop(idle);
-    // Served again: the stalled connections are gone (closed by us, or cut at the
-    // handshake deadline) and a real client gets its greeting.
+    // Served again once the stalled connections are gone.
     let mut served = false;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !served {
-        if let Ok(stream) = common::client::connect(addr, &common::client::Opts::default()).await {
+        let opts = common::client::Opts::default();
+        if let Ok(stream) = common::client::connect(proxy.addr, &opts).await {
             let mut stream = tokio::io::BufReader::new(stream);
             served = common::client::read_line(&mut stream).await == "* OK\r\n";
         } else {
@@ -261,8 +265,4 @@ async fn accept_backs_off_on_emfile_and_recovers() {
         }
     }
     assert!(served, "serves again once descriptors are free");
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status();
-    let _ = child.wait();
 }

@@ -17,6 +17,24 @@ fn opts() -> Opts {
     }
 }
 
+/// A proxy with one IMAPS listener in front of a "* OK" backend; `tweak` edits the
+/// `[server]`/`[certs]` head, `server` adds to `[server]`.
+async fn imaps_proxy(
+    root: &std::path::Path,
+    server: &str,
+    tweak: impl Fn(String) -> String,
+) -> (Proxy, Backend) {
+    let _pki = Pki::new(root);
+    let store = store_dir(root);
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}{}",
+        tweak(head(root, &store, server)),
+        listener("imaps", "imaps", imap.addr, "")
+    );
+    (Proxy::start(root, &config), imap)
+}
+
 /// Reads until the peer closes, bounded by `limit`; returns when it closed.
 async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -35,15 +53,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_and_trickling_clients_are_cut_at_the_handshake_deadline() {
     let tmp = tempfile::tempdir().unwrap();
-    let _pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
-    let imap = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", imap.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (proxy, _imap) = imaps_proxy(tmp.path(), "", |h| h).await;
     let addr = proxy.addr("imaps");
 
     let mut silent = TcpStream::connect(addr).await.unwrap();
@@ -85,15 +95,7 @@ async fn stalled_and_trickling_clients_are_cut_at_the_handshake_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_beyond_the_cap_wait_for_a_slot() {
     let tmp = tempfile::tempdir().unwrap();
-    let _pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
-    let imap = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, "max_connections = 1"),
-        listener("imaps", "imaps", imap.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (proxy, _imap) = imaps_proxy(tmp.path(), "max_connections = 1", |h| h).await;
     let addr = proxy.addr("imaps");
     let first = client::connect(addr, &opts()).await.unwrap();
     let mut first = BufReader::new(first);
@@ -125,15 +127,7 @@ async fn connections_beyond_the_cap_wait_for_a_slot() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_open_sessions_finish() {
     let tmp = tempfile::tempdir().unwrap();
-    let _pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
-    let imap = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", imap.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (proxy, _imap) = imaps_proxy(tmp.path(), "", |h| h).await;
     let addr = proxy.addr("imaps");
     let stream = client::connect(addr, &opts()).await.unwrap();
     let mut stream = BufReader::new(stream);
@@ -163,15 +157,7 @@ async fn shutdown_lets_open_sessions_finish() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_cuts_sessions_at_the_drain_deadline() {
     let tmp = tempfile::tempdir().unwrap();
-    let _pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
-    let imap = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", imap.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (proxy, _imap) = imaps_proxy(tmp.path(), "", |h| h).await;
     let stream = client::connect(proxy.addr("imaps"), &opts()).await.unwrap();
     let mut stream = BufReader::new(stream);
     assert_eq!(read_line(&mut stream).await, "* OK\r\n");
@@ -192,15 +178,10 @@ async fn shutdown_cuts_sessions_at_the_drain_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_sessions_are_closed_at_the_idle_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let _pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
-    let imap = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, "").replace("idle_timeout = \"30s\"", "idle_timeout = \"1s\""),
-        listener("imaps", "imaps", imap.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (proxy, _imap) = imaps_proxy(tmp.path(), "", |h| {
+        h.replace("idle_timeout = \"30s\"", "idle_timeout = \"1s\"")
+    })
+    .await;
     let stream = client::connect(proxy.addr("imaps"), &opts()).await.unwrap();
     let mut stream = BufReader::new(stream);
     let started = Instant::now();
