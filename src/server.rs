@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::info;
 
-use crate::certs::{self, CertError, Store};
+use crate::certs::{self, Catalog, CertError, Store};
 use crate::config::Config;
 use crate::listener::{self, ListenerCtx, Shared};
 use crate::routes::RouteTable;
@@ -41,6 +41,9 @@ pub enum StartError {
 pub struct Server {
     listeners: Vec<(Arc<ListenerCtx>, Vec<TcpListener>)>,
     shared: Arc<Shared>,
+    /// The store's entries, handed to the reloader when the server runs.
+    catalog: Catalog,
+    rescan_interval: std::time::Duration,
     drain_timeout: std::time::Duration,
 }
 
@@ -49,8 +52,7 @@ impl Server {
     /// listener address.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         let provider = tls::provider();
-        let (index, report) = certs::open(&config.certs, &config.server.name, &provider)?;
-        certs::log_report(&report, &config.certs, &config.server.name);
+        let (catalog, index, _) = certs::open(&config.certs, &config.server.name, &provider)?;
         let store = Arc::new(Store::new(index));
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
@@ -87,6 +89,8 @@ impl Server {
         Ok(Self {
             listeners,
             shared,
+            catalog,
+            rescan_interval: config.certs.rescan_interval,
             drain_timeout: config.server.drain_timeout,
         })
     }
@@ -117,6 +121,12 @@ impl Server {
         cut_now: impl Future<Output = ()>,
     ) -> DrainReport {
         let stop = self.shared.shutdown.clone();
+        stop.tracker.spawn(certs::watch::run(
+            self.catalog,
+            Arc::clone(&self.shared.store),
+            self.rescan_interval,
+            stop.stop_accepting.clone(),
+        ));
         for (ctx, sockets) in self.listeners {
             for socket in sockets {
                 if let Ok(addr) = socket.local_addr() {

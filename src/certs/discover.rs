@@ -73,6 +73,49 @@ pub fn discover(dir: &Path) -> std::io::Result<Found> {
     Ok(found)
 }
 
+/// Lists the entries in and below `dir`, a subdirectory of the store `root`: what a change
+/// inside one certbot, Kubernetes or grouping directory can have affected. A directory
+/// that no longer exists holds no entries.
+pub fn discover_dir(root: &Path, dir: &Path) -> Found {
+    let mut found = Found::default();
+    let depth = dir
+        .strip_prefix(root)
+        .map_or(1, |rel| rel.components().count());
+    if std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) && depth <= MAX_DEPTH {
+        scan(root, dir, depth.max(1), &mut found);
+    }
+    found.sources.sort_by(|a, b| a.id.cmp(&b.id));
+    found
+}
+
+/// Lists the entry a file `STEM.ext` directly in `root` belongs to, by looking only at
+/// `STEM.crt`, `STEM.pem`, `STEM.cer` and `STEM.key`: a change to one top-level file costs
+/// four `stat`s, not a listing of a directory of 100,000 files.
+pub fn discover_stem(root: &Path, stem: &str) -> Found {
+    let mut files = BTreeMap::new();
+    for ext in ["crt", "pem", "cer", "key"] {
+        let name = format!("{stem}.{ext}");
+        let path = root.join(&name);
+        if !is_ignored(&name) && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            files.insert(name, path);
+        }
+    }
+    let mut found = Found::default();
+    pair_files(root, &files, &mut found);
+    found
+}
+
+/// The stem a top-level file name groups under (`example.com` for `example.com.crt`), or
+/// `None` for names that are never part of an entry.
+pub fn stem_of(name: &str) -> Option<&str> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let known = matches!(
+        ext.to_ascii_lowercase().as_str(),
+        "crt" | "pem" | "cer" | "key"
+    );
+    (known && !is_ignored(name)).then_some(stem)
+}
+
 /// Whether a file name is a leftover no tool means as a certificate: dot-files (which
 /// also hides Kubernetes' `..data` and `..2024_...` directories), editor backups and swap
 /// files, temporary files and the package manager's saved copies.

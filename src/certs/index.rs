@@ -67,6 +67,46 @@ impl Match {
 /// Candidates for one name, best first.
 type Candidates = Box<[Arc<Served>]>;
 
+/// Two or more entries with the same key type claim one name; `winner` serves it.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// The name claimed.
+    pub name: Pattern,
+    /// The entry that serves it (the later notAfter; then the first id).
+    pub winner: Arc<str>,
+    /// The entries that do not serve it.
+    pub losers: Vec<Arc<str>>,
+}
+
+/// Orders each name's candidates best first and records same-type conflicts.
+fn finish(
+    map: HashMap<Box<str>, Vec<Arc<Served>>>,
+    pattern: fn(Box<str>) -> Pattern,
+    conflicts: &mut Vec<Conflict>,
+) -> HashMap<Box<str>, Candidates> {
+    let mut out = HashMap::with_capacity(map.len());
+    for (key, mut list) in map {
+        if list.len() > 1 {
+            list.sort_by(|a, b| {
+                (a.rank(), b.not_after, &a.id).cmp(&(b.rank(), a.not_after, &b.id))
+            });
+            for group in list.chunk_by(|a, b| a.rank() == b.rank()) {
+                if let [winner, losers @ ..] = group {
+                    if !losers.is_empty() {
+                        conflicts.push(Conflict {
+                            name: pattern(key.clone()),
+                            winner: Arc::clone(&winner.id),
+                            losers: losers.iter().map(|l| Arc::clone(&l.id)).collect(),
+                        });
+                    }
+                }
+            }
+        }
+        out.insert(key, list.into_boxed_slice());
+    }
+    out
+}
+
 fn fitting<'a>(candidates: &'a Candidates, schemes: &[SignatureScheme]) -> Option<&'a Arc<Served>> {
     candidates.iter().find(|s| s.fits(schemes))
 }
@@ -82,43 +122,49 @@ pub struct Index {
 }
 
 impl Index {
-    /// Builds the index from loaded entries and the server-wide certificate.
+    /// Builds the index from loaded entries and the server-wide certificate, and lists the
+    /// names two entries of the same key type claim (the first listed serves).
     ///
     /// The server-wide certificate's own names are indexed after every entry, so that a
     /// client asking for the server's name matches (strict SNI accepts it) while an entry
     /// for the same name still wins.
-    pub fn build(entries: &[Loaded], fallback: &Loaded) -> Self {
-        let mut exact: HashMap<Box<str>, Vec<Arc<Served>>> = HashMap::with_capacity(entries.len());
+    pub fn build<'a>(
+        entries: impl IntoIterator<Item = &'a Loaded>,
+        fallback: &'a Loaded,
+    ) -> (Self, Vec<Conflict>) {
+        let mut exact: HashMap<Box<str>, Vec<Arc<Served>>> = HashMap::new();
         let mut wildcard: HashMap<Box<str>, Vec<Arc<Served>>> = HashMap::new();
-        for (rank, entry) in entries.iter().map(|e| (0u8, e)).chain([(1u8, fallback)]) {
+        let mut count = 0;
+        for entry in entries {
+            count += 1;
             for name in &entry.names {
                 let (map, key) = match name {
                     Pattern::Exact(n) => (&mut exact, n),
                     Pattern::Wildcard(p) => (&mut wildcard, p),
                 };
-                let list = map.entry(key.clone()).or_default();
-                if rank == 1 && !list.is_empty() {
-                    continue;
-                }
-                list.push(Arc::clone(&entry.served));
+                map.entry(key.clone())
+                    .or_default()
+                    .push(Arc::clone(&entry.served));
             }
         }
-        let finish = |map: HashMap<Box<str>, Vec<Arc<Served>>>| -> HashMap<Box<str>, Candidates> {
-            map.into_iter()
-                .map(|(k, mut v)| {
-                    v.sort_by(|a, b| {
-                        (a.rank(), b.not_after, &a.id).cmp(&(b.rank(), a.not_after, &b.id))
-                    });
-                    (k, v.into_boxed_slice())
-                })
-                .collect()
-        };
-        Self {
-            exact: finish(exact),
-            wildcard: finish(wildcard),
-            fallback: Arc::clone(&fallback.served),
-            entries: entries.len(),
+        for name in &fallback.names {
+            let (map, key) = match name {
+                Pattern::Exact(n) => (&mut exact, n),
+                Pattern::Wildcard(p) => (&mut wildcard, p),
+            };
+            map.entry(key.clone())
+                .or_insert_with(|| vec![Arc::clone(&fallback.served)]);
         }
+        let mut conflicts = Vec::new();
+        let exact = finish(exact, Pattern::Exact, &mut conflicts);
+        let wildcard = finish(wildcard, Pattern::Wildcard, &mut conflicts);
+        let index = Self {
+            exact,
+            wildcard,
+            fallback: Arc::clone(&fallback.served),
+            entries: count,
+        };
+        (index, conflicts)
     }
 
     /// Picks the certificate for `sni` and a client that accepts `schemes`.

@@ -62,20 +62,55 @@ pub enum LoadError {
     NoNames { path: PathBuf, skipped: String },
 }
 
-/// Loads one entry.
+/// The bytes of an entry's files, read once: hashed to notice changes, then parsed.
+#[derive(Debug)]
+pub struct Contents {
+    /// The certificate file.
+    pub cert: Vec<u8>,
+    /// The key file, when separate.
+    pub key: Option<Vec<u8>>,
+}
+
+impl Contents {
+    /// Reads the files of `source`.
+    pub fn read(source: &Source) -> Result<Self, LoadError> {
+        let cert = read(&source.cert)?;
+        let key = source.key.as_deref().map(read).transpose()?;
+        Ok(Self { cert, key })
+    }
+
+    /// A hash of both files, to tell a real change from a touch.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.cert.hash(&mut hasher);
+        self.key.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// Loads one entry from its files.
 pub fn load(source: &Source, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
-    let cert_bytes = read(&source.cert)?;
-    let chain = certificates(&source.cert, &cert_bytes)?;
-    let (key_path, key_bytes) = match &source.key {
-        Some(path) => (path.as_path(), read(path)?),
-        None => (source.cert.as_path(), cert_bytes),
+    parse(source, &Contents::read(source)?, provider)
+}
+
+/// Loads one entry from bytes already read.
+pub fn parse(
+    source: &Source,
+    contents: &Contents,
+    provider: &CryptoProvider,
+) -> Result<Loaded, LoadError> {
+    let chain = certificates(&source.cert, &contents.cert)?;
+    let (key_path, key_bytes) = match (&source.key, &contents.key) {
+        (Some(path), Some(bytes)) => (path.as_path(), bytes.as_slice()),
+        _ => (source.cert.as_path(), contents.cert.as_slice()),
     };
     let hint = if source.key.is_some() {
         ""
     } else {
         "; put it in the file or beside it as NAME.key"
     };
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| match e {
+    let key = PrivateKeyDer::from_pem_slice(key_bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => LoadError::NoKey {
             path: key_path.to_owned(),
             hint,
@@ -133,22 +168,27 @@ pub fn load(source: &Source, provider: &CryptoProvider) -> Result<Loaded, LoadEr
 
 /// Loads many entries using every core; results come back in the order of `sources`.
 pub fn load_all(sources: &[Source], provider: &CryptoProvider) -> Vec<Result<Loaded, LoadError>> {
+    parallel_map(sources, |s| load(s, provider))
+}
+
+/// Applies `f` to every item on all cores, keeping the order. Small batches stay on the
+/// calling thread, where starting threads would cost more than it saves.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || sources.len() < 64 {
-        return sources.iter().map(|s| load(s, provider)).collect();
+    if threads == 1 || items.len() < 64 {
+        return items.iter().map(f).collect();
     }
-    let chunk = sources.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = sources
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || part.iter().map(|s| load(s, provider)).collect::<Vec<_>>())
-            })
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
-            // A panic in a loader thread is a bug in a parser; re-raise it rather than
-            // serve a store with silently missing entries.
+            // A panic in a worker is a bug in a parser; re-raise it rather than serve a
+            // store with silently missing entries.
             .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })

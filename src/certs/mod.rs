@@ -8,12 +8,15 @@
 //! - [`resolver`]: the only rustls-version-specific code.
 //! - [`fallback`]: the server-wide certificate, generated when absent.
 
+pub mod catalog;
 pub mod discover;
 pub mod fallback;
 pub mod index;
 pub mod load;
 pub mod resolver;
+pub mod watch;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +26,8 @@ use rustls::crypto::CryptoProvider;
 use tracing::{error, info, warn};
 
 use crate::config::CertSettings;
-pub use index::{Index, Match, Served};
+pub use catalog::{Catalog, Changes, Scope};
+pub use index::{Conflict, Index, Match, Served};
 pub use load::{LoadError, Loaded};
 
 /// Errors that stop the proxy from starting: only the server-wide certificate can.
@@ -62,32 +66,16 @@ impl Store {
     }
 }
 
-/// What opening the store found, for logs and `check-config`.
-#[derive(Debug, Default)]
-pub struct OpenReport {
-    /// Entries loaded.
-    pub loaded: usize,
-    /// Entries refused, with the reason.
-    pub rejected: Vec<(Arc<str>, LoadError)>,
-    /// Files that look like entries and are not.
-    pub strays: Vec<discover::Stray>,
-    /// The store directory could not be read.
-    pub dir_error: Option<String>,
-    /// The server-wide certificate was generated now.
-    pub generated_fallback: bool,
-    /// Time taken.
-    pub elapsed: std::time::Duration,
-}
-
 /// Loads the server-wide certificate (generating it if need be) and every entry.
 ///
-/// Only the server-wide certificate can fail this: a broken entry is reported and skipped,
-/// and an unreadable store directory leaves the server-wide certificate serving alone.
+/// Only the server-wide certificate can fail this: a broken entry is reported (in the
+/// returned [`Changes`] and the log) and skipped, and an unreadable store directory leaves
+/// the server-wide certificate serving alone.
 pub fn open(
     settings: &CertSettings,
     server_name: &str,
-    provider: &CryptoProvider,
-) -> Result<(Index, OpenReport), CertError> {
+    provider: &Arc<CryptoProvider>,
+) -> Result<(Catalog, Index, Changes), CertError> {
     let started = Instant::now();
     let (fallback, generated) = fallback::load_or_generate(
         &settings.default_cert,
@@ -95,38 +83,7 @@ pub fn open(
         server_name,
         provider,
     )?;
-    let mut report = OpenReport {
-        generated_fallback: generated,
-        ..OpenReport::default()
-    };
-    let found = match discover::discover(&settings.dir) {
-        Ok(found) => found,
-        Err(e) => {
-            report.dir_error = Some(format!("cannot read {}: {e}", settings.dir.display()));
-            discover::Found::default()
-        }
-    };
-    report.strays = found.strays;
-    let mut entries = Vec::with_capacity(found.sources.len());
-    for (source, result) in found
-        .sources
-        .iter()
-        .zip(load::load_all(&found.sources, provider))
-    {
-        match result {
-            Ok(loaded) => entries.push(loaded),
-            Err(e) => report.rejected.push((Arc::clone(&source.id), e)),
-        }
-    }
-    report.loaded = entries.len();
-    let index = Index::build(&entries, &fallback);
-    report.elapsed = started.elapsed();
-    Ok((index, report))
-}
-
-/// Logs what [`open`] found: one line per problem, one summary line.
-pub fn log_report(report: &OpenReport, settings: &CertSettings, server_name: &str) {
-    if report.generated_fallback {
+    if generated {
         warn!(
             cert = %settings.default_cert.display(),
             key = %settings.default_key.display(),
@@ -135,20 +92,44 @@ pub fn log_report(report: &OpenReport, settings: &CertSettings, server_name: &st
              replaced by one from a CA"
         );
     }
-    if let Some(e) = &report.dir_error {
-        error!(dir = %settings.dir.display(), reason = %e, "certificate store unreadable; serving the server-wide certificate only");
-    }
-    for (id, e) in &report.rejected {
-        warn!(cert = %id, reason = %e, "certificate entry skipped");
-    }
-    for stray in &report.strays {
-        warn!(file = %stray.path.display(), reason = %stray.reason, "not a certificate entry");
-    }
+    let mut catalog = Catalog::new(settings.dir.clone(), Arc::clone(provider), fallback);
+    let changes = catalog.refresh(&Scope::All);
+    let (index, conflicts) = catalog.index();
+    log_changes(&changes, &conflicts, None);
     info!(
         dir = %settings.dir.display(),
-        loaded = report.loaded,
-        rejected = report.rejected.len(),
-        ms = report.elapsed.as_millis() as u64,
+        loaded = changes.added.len(),
+        rejected = changes.rejected.len(),
+        ms = started.elapsed().as_millis() as u64,
         "certificate store loaded"
     );
+    Ok((catalog, index, changes))
+}
+
+/// Logs the problems and conflicts a refresh found: one line each. With `touched`, only
+/// conflicts that involve a touched entry are logged (a reload does not repeat them all).
+pub fn log_changes(changes: &Changes, conflicts: &[Conflict], touched: Option<&HashSet<&str>>) {
+    if let Some(e) = &changes.dir_error {
+        error!(reason = %e, "certificate store unreadable; keeping the certificates already loaded");
+    }
+    for (id, e, kept) in &changes.rejected {
+        if *kept {
+            warn!(cert = %id, reason = %e, "certificate entry refused; the previous version keeps serving");
+        } else {
+            warn!(cert = %id, reason = %e, "certificate entry skipped");
+        }
+    }
+    for stray in &changes.strays {
+        warn!(file = %stray.path.display(), reason = %stray.reason, "not a certificate entry");
+    }
+    for c in conflicts {
+        let involved = |id: &Arc<str>| touched.is_none_or(|t| t.contains(&**id));
+        if involved(&c.winner) || c.losers.iter().any(involved) {
+            let losers: Vec<&str> = c.losers.iter().map(|l| &**l).collect();
+            info!(
+                name = %c.name, winner = %c.winner, over = %losers.join(", "),
+                "several entries cover this name; the later notAfter serves"
+            );
+        }
+    }
 }

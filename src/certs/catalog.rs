@@ -1,0 +1,323 @@
+//! What the store holds between reloads: every entry with the fingerprint of its files and
+//! the version that serves. A refresh looks at part of the directory (or all of it),
+//! re-reads only files whose metadata changed, re-parses only files whose contents changed,
+//! and never drops a serving version for one that fails to load.
+//!
+//! The catalog is owned by one task (start-up, then the reloader); handshakes only see the
+//! [`Index`] built from it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+
+use super::discover::{self, Found, Source, Stray};
+use super::index::{Conflict, Index};
+use super::load::{parallel_map, parse, Contents, LoadError, Loaded};
+
+/// The part of the store a refresh looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Everything: start-up, the periodic rescan, lost events.
+    All,
+    /// One subdirectory (relative to the store) and everything below it.
+    Dir(PathBuf),
+    /// The top-level files `STEM.crt|pem|cer|key`.
+    Stem(String),
+    /// The server-wide certificate's files.
+    Fallback,
+}
+
+/// File metadata that changes whenever a file is replaced or rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// Follows symlinks: a re-pointed certbot or Kubernetes link changes the stamp.
+    fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+type Stamp = (Option<FileStamp>, Option<FileStamp>);
+
+fn stamp_of(source: &Source) -> Stamp {
+    (
+        FileStamp::of(&source.cert),
+        source.key.as_deref().and_then(FileStamp::of),
+    )
+}
+
+/// One entry as the catalog tracks it.
+#[derive(Debug)]
+struct Entry {
+    source: Source,
+    /// The stamp of the files when last looked at.
+    stamp: Stamp,
+    /// The hash of their contents when last read (`None`: unreadable).
+    digest: Option<u64>,
+    /// The version that serves, which a failed load leaves in place.
+    serving: Option<Loaded>,
+}
+
+/// What a refresh changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Entries serving for the first time.
+    pub added: Vec<Arc<str>>,
+    /// Entries now serving a new version.
+    pub replaced: Vec<Arc<str>>,
+    /// Entries gone from disk (their names fall back).
+    pub removed: Vec<Arc<str>>,
+    /// Entries whose new files failed to load, with the reason; the previous version (if
+    /// any) still serves.
+    pub rejected: Vec<(Arc<str>, LoadError, bool)>,
+    /// Files that look like entries and are not.
+    pub strays: Vec<Stray>,
+    /// The server-wide certificate was replaced.
+    pub fallback_replaced: bool,
+    /// The store directory could not be read; nothing was removed.
+    pub dir_error: Option<String>,
+}
+
+impl Changes {
+    /// Whether the index must be rebuilt.
+    pub fn publishes(&self) -> bool {
+        self.fallback_replaced
+            || !self.added.is_empty()
+            || !self.replaced.is_empty()
+            || !self.removed.is_empty()
+    }
+
+    /// Every entry id this refresh touched.
+    pub fn touched(&self) -> HashSet<&str> {
+        self.added
+            .iter()
+            .chain(&self.replaced)
+            .chain(&self.removed)
+            .chain(self.rejected.iter().map(|(id, _, _)| id))
+            .map(|id| &**id)
+            .collect()
+    }
+}
+
+/// The entries of a store and the server-wide certificate.
+#[derive(Debug)]
+pub struct Catalog {
+    root: PathBuf,
+    provider: Arc<CryptoProvider>,
+    entries: BTreeMap<Arc<str>, Entry>,
+    fallback: Entry,
+}
+
+/// What was found in one source during a refresh, computed in parallel.
+enum Look {
+    Same,
+    Restamped(Stamp),
+    Changed(Stamp, Option<u64>, Result<Loaded, LoadError>),
+}
+
+impl Catalog {
+    /// A catalog of the store at `root` serving `fallback` until entries are added.
+    pub fn new(root: PathBuf, provider: Arc<CryptoProvider>, fallback: Loaded) -> Self {
+        let source = fallback.source.clone();
+        let contents = Contents::read(&source).ok();
+        Self {
+            root,
+            provider,
+            entries: BTreeMap::new(),
+            fallback: Entry {
+                stamp: stamp_of(&source),
+                digest: contents.map(|c| c.digest()),
+                source,
+                serving: Some(fallback),
+            },
+        }
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The server-wide certificate's files.
+    pub fn fallback_files(&self) -> (PathBuf, Option<PathBuf>) {
+        (
+            self.fallback.source.cert.clone(),
+            self.fallback.source.key.clone(),
+        )
+    }
+
+    /// Entries serving now.
+    pub fn serving(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.serving.is_some())
+            .count()
+    }
+
+    /// Builds the index of what serves now.
+    pub fn index(&self) -> (Index, Vec<Conflict>) {
+        let fallback = self.fallback.serving.as_ref();
+        // The fallback entry is created serving and a failed reload keeps that version.
+        let fallback = fallback.expect("the server-wide certificate always has a serving version");
+        Index::build(
+            self.entries.values().filter_map(|e| e.serving.as_ref()),
+            fallback,
+        )
+    }
+
+    /// Looks at `scope` again and applies what changed on disk.
+    pub fn refresh(&mut self, scope: &Scope) -> Changes {
+        let mut changes = Changes::default();
+        if matches!(scope, Scope::Fallback | Scope::All) {
+            self.refresh_fallback(&mut changes);
+        }
+        let found = match scope {
+            Scope::Fallback => return changes,
+            Scope::All => match discover::discover(&self.root) {
+                Ok(found) => found,
+                Err(e) => {
+                    // A vanished or unmounted store keeps serving what it served.
+                    changes.dir_error = Some(format!("cannot read {}: {e}", self.root.display()));
+                    return changes;
+                }
+            },
+            Scope::Dir(rel) => discover::discover_dir(&self.root, &self.root.join(rel)),
+            Scope::Stem(stem) => discover::discover_stem(&self.root, stem),
+        };
+        self.apply(scope, found, &mut changes);
+        changes
+    }
+
+    fn apply(&mut self, scope: &Scope, found: Found, changes: &mut Changes) {
+        changes.strays = found.strays;
+        let looks = {
+            let (entries, provider) = (&self.entries, &*self.provider);
+            parallel_map(&found.sources, |source| {
+                look(source, entries.get(&source.id), provider)
+            })
+        };
+        let mut seen = HashSet::with_capacity(found.sources.len());
+        for (source, look) in found.sources.into_iter().zip(looks) {
+            seen.insert(Arc::clone(&source.id));
+            let entry = self
+                .entries
+                .entry(Arc::clone(&source.id))
+                .or_insert_with(|| Entry {
+                    source: source.clone(),
+                    stamp: (None, None),
+                    digest: None,
+                    serving: None,
+                });
+            match look {
+                Look::Same => {}
+                Look::Restamped(stamp) => entry.stamp = stamp,
+                Look::Changed(stamp, digest, result) => {
+                    entry.source = source;
+                    entry.stamp = stamp;
+                    entry.digest = digest;
+                    match result {
+                        Ok(loaded) => {
+                            let list = if entry.serving.is_some() {
+                                &mut changes.replaced
+                            } else {
+                                &mut changes.added
+                            };
+                            list.push(Arc::clone(&entry.source.id));
+                            entry.serving = Some(loaded);
+                        }
+                        Err(e) => {
+                            let kept = entry.serving.is_some();
+                            changes
+                                .rejected
+                                .push((Arc::clone(&entry.source.id), e, kept));
+                        }
+                    }
+                }
+            }
+        }
+        let gone: Vec<Arc<str>> = self
+            .entries
+            .keys()
+            .filter(|id| in_scope(scope, id) && !seen.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(entry) = self.entries.remove(&id) {
+                if entry.serving.is_some() {
+                    changes.removed.push(id);
+                }
+            }
+        }
+    }
+
+    fn refresh_fallback(&mut self, changes: &mut Changes) {
+        let look = look(&self.fallback.source, Some(&self.fallback), &self.provider);
+        match look {
+            Look::Same => {}
+            Look::Restamped(stamp) => self.fallback.stamp = stamp,
+            Look::Changed(stamp, digest, result) => {
+                self.fallback.stamp = stamp;
+                self.fallback.digest = digest;
+                match result {
+                    Ok(loaded) => {
+                        self.fallback.serving = Some(loaded);
+                        changes.fallback_replaced = true;
+                    }
+                    Err(e) => {
+                        changes
+                            .rejected
+                            .push((Arc::clone(&self.fallback.source.id), e, true))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether entry `id` lies in `scope`, so that its absence from a scan means it is gone.
+fn in_scope(scope: &Scope, id: &str) -> bool {
+    match scope {
+        Scope::All => true,
+        Scope::Fallback => false,
+        Scope::Dir(rel) => {
+            let rel = rel.to_string_lossy();
+            id.strip_prefix(rel.as_ref())
+                .is_some_and(|rest| rest.starts_with('/'))
+        }
+        Scope::Stem(stem) => !id.contains('/') && discover::stem_of(id) == Some(stem.as_str()),
+    }
+}
+
+/// Compares a source with what the catalog knows of it: metadata first (a `stat`), then
+/// contents (a read and a hash), and parses only when the contents changed.
+fn look(source: &Source, known: Option<&Entry>, provider: &CryptoProvider) -> Look {
+    let stamp = stamp_of(source);
+    let same_source = known.is_some_and(|e| e.source == *source);
+    if same_source && known.is_some_and(|e| e.stamp == stamp) {
+        return Look::Same;
+    }
+    let contents = Contents::read(source);
+    let digest = contents.as_ref().ok().map(Contents::digest);
+    if same_source && digest.is_some() && known.is_some_and(|e| e.digest == digest) {
+        return Look::Restamped(stamp);
+    }
+    let result = contents.and_then(|c| parse(source, &c, provider));
+    Look::Changed(stamp, digest, result)
+}

@@ -1,0 +1,295 @@
+//! Live reload: notify (inotify) events on the store, debounced into the few places that
+//! changed, refreshed off the async threads, and published with one `ArcSwap::store`. A
+//! periodic full rescan catches what events miss (NFS, an overflowed inotify queue, a store
+//! directory replaced wholesale).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::catalog::{Catalog, Scope};
+use super::{discover, log_changes, Store};
+
+/// After an event, wait this long without another before reloading: a burst (certbot's
+/// four symlinks, `tar x` of a batch) becomes one reload.
+const QUIET: Duration = Duration::from_millis(25);
+/// ...but never delay a reload longer than this behind a steady stream of events.
+const MAX_DELAY: Duration = Duration::from_millis(250);
+
+type Events = mpsc::UnboundedReceiver<notify::Result<Event>>;
+
+/// Watches the store and the server-wide certificate until `stop` is cancelled.
+pub async fn run(
+    mut catalog: Catalog,
+    store: Arc<Store>,
+    rescan: Duration,
+    stop: CancellationToken,
+) {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut watcher = match RecommendedWatcher::new(
+        move |event| {
+            // The receiver is gone only during shutdown.
+            let _ = tx.send(event);
+        },
+        notify::Config::default(),
+    ) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
+            None
+        }
+    };
+    if let Some(w) = watcher.as_mut() {
+        watch(w, &catalog);
+    }
+    let mut ticker = tokio::time::interval(rescan.max(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        let (scopes, rewatch) = tokio::select! {
+            Some(event) = events.recv() => collect(&catalog, event, &mut events).await,
+            _ = ticker.tick() => (HashSet::from([Scope::All]), false),
+            () = stop.cancelled() => return,
+        };
+        if scopes.is_empty() {
+            continue;
+        }
+        if rewatch {
+            if let Some(w) = watcher.as_mut() {
+                watch(w, &catalog);
+            }
+        }
+        let started = Instant::now();
+        let store2 = Arc::clone(&store);
+        let refreshed = tokio::task::spawn_blocking(move || {
+            let stats = reload(&mut catalog, &scopes, &store2);
+            (catalog, stats)
+        })
+        .await;
+        match refreshed {
+            Ok((c, stats)) => {
+                catalog = c;
+                if let Some(stats) = stats {
+                    info!(
+                        added = stats.0,
+                        replaced = stats.1,
+                        removed = stats.2,
+                        rejected = stats.3,
+                        entries = catalog.serving(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "reloaded"
+                    );
+                }
+            }
+            Err(e) => {
+                // A panic while parsing is a bug; the store keeps serving the last index
+                // published, but the catalog is lost, so no further reloads happen.
+                warn!(reason = %e, "certificate reload failed; live reload stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// Refreshes `scopes`, publishes a new index if anything changed, and returns the counts
+/// (added, replaced, removed, rejected) for the `reloaded` line.
+fn reload(
+    catalog: &mut Catalog,
+    scopes: &HashSet<Scope>,
+    store: &Store,
+) -> Option<(usize, usize, usize, usize)> {
+    let scopes: Vec<&Scope> = if scopes.contains(&Scope::All) {
+        vec![&Scope::All]
+    } else {
+        scopes.iter().collect()
+    };
+    let (mut added, mut replaced, mut removed, mut rejected) = (0, 0, 0, 0);
+    let mut publish = false;
+    let mut all_changes = Vec::new();
+    for scope in scopes {
+        let changes = catalog.refresh(scope);
+        publish |= changes.publishes();
+        added += changes.added.len();
+        replaced += changes.replaced.len() + usize::from(changes.fallback_replaced);
+        removed += changes.removed.len();
+        rejected += changes.rejected.len();
+        all_changes.push(changes);
+    }
+    if publish {
+        let (index, conflicts) = catalog.index();
+        store.publish(index);
+        for changes in &all_changes {
+            log_changes(changes, &conflicts, Some(&changes.touched()));
+        }
+    } else {
+        for changes in &all_changes {
+            log_changes(changes, &[], Some(&HashSet::new()));
+        }
+    }
+    (publish || rejected > 0).then_some((added, replaced, removed, rejected))
+}
+
+/// (Re)establishes the watches: the store recursively, its parent for the store directory
+/// being replaced, and the server-wide certificate's directory.
+fn watch(watcher: &mut RecommendedWatcher, catalog: &Catalog) {
+    let root = catalog.root();
+    let _ = watcher.unwatch(root);
+    if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+        warn!(dir = %root.display(), reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
+    }
+    let (cert, key) = catalog.fallback_files();
+    let mut dirs: Vec<PathBuf> = [Some(root.to_owned()), Some(cert), key]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.parent().map(Path::to_owned))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        if !dir.starts_with(root) {
+            // Already watched directories answer with an error we can ignore.
+            let _ = watcher.watch(&dir, RecursiveMode::NonRecursive);
+        }
+    }
+}
+
+/// Gathers a burst of events into the scopes to refresh; `true` when the watches must be
+/// set up again (the store directory itself was removed, moved or recreated).
+async fn collect(
+    catalog: &Catalog,
+    first: notify::Result<Event>,
+    events: &mut Events,
+) -> (HashSet<Scope>, bool) {
+    let mut scopes = HashSet::new();
+    let mut rewatch = false;
+    let started = tokio::time::Instant::now();
+    let mut next = Some(first);
+    while let Some(event) = next.take() {
+        rewatch |= classify(catalog, event, &mut scopes);
+        let deadline = (tokio::time::Instant::now() + QUIET).min(started + MAX_DELAY);
+        next = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .ok()
+            .flatten();
+    }
+    (scopes, rewatch)
+}
+
+fn classify(catalog: &Catalog, event: notify::Result<Event>, scopes: &mut HashSet<Scope>) -> bool {
+    let event = match event {
+        Ok(event) => event,
+        Err(e) => {
+            warn!(reason = %e, "certificate store watch error; rescanning everything");
+            scopes.insert(Scope::All);
+            return true;
+        }
+    };
+    if event.need_rescan() {
+        scopes.insert(Scope::All);
+        return false;
+    }
+    if !relevant(&event) {
+        return false;
+    }
+    let root = catalog.root();
+    let (cert, key) = catalog.fallback_files();
+    let mut rewatch = false;
+    for path in &event.paths {
+        if path == root {
+            scopes.insert(Scope::All);
+            rewatch = true;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            if let Some(scope) = scope_of(root, rel) {
+                scopes.insert(scope);
+            }
+        } else if path.parent() == cert.parent()
+            || path.parent() == key.as_deref().and_then(Path::parent)
+        {
+            scopes.insert(Scope::Fallback);
+        }
+    }
+    rewatch
+}
+
+/// Whether an event can mean a new version: writes count when the writer closes the file
+/// (a file being written is half-written), and a newly created empty file is a writer that
+/// has not written yet.
+fn relevant(event: &Event) -> bool {
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Data(_)) => false,
+        EventKind::Create(CreateKind::File) => event
+            .paths
+            .iter()
+            .any(|p| std::fs::symlink_metadata(p).map_or(true, |m| m.len() > 0 || m.is_symlink())),
+        _ => true,
+    }
+}
+
+/// The part of the store a change at `rel` (relative to the store) can affect.
+fn scope_of(root: &Path, rel: &Path) -> Option<Scope> {
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    // Dot-names are temporary files and Kubernetes' `..data` machinery: a change there
+    // concerns the directory holding them, and a top-level one shows again under its real
+    // name when renamed into place.
+    let cut = parts
+        .iter()
+        .position(|p| p.starts_with('.'))
+        .unwrap_or(parts.len());
+    match cut {
+        0 => None,
+        1 if parts.len() == 1 => {
+            let name = &parts[0];
+            let is_dir = std::fs::metadata(root.join(name)).is_ok_and(|m| m.is_dir());
+            match discover::stem_of(name) {
+                Some(stem) if !is_dir => Some(Scope::Stem(stem.to_owned())),
+                // A directory (new, gone or renamed), or a name that is never an entry
+                // itself but may have been one's directory.
+                _ => Some(Scope::Dir(PathBuf::from(name))),
+            }
+        }
+        _ => {
+            let end = cut.min(parts.len() - 1).max(1);
+            Some(Scope::Dir(parts[..end].iter().collect()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_of_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("live/a.com")).unwrap();
+        let s = |rel: &str| scope_of(root, Path::new(rel));
+        assert_eq!(s("a.com.pem"), Some(Scope::Stem("a.com".into())));
+        assert_eq!(s("a.com.key"), Some(Scope::Stem("a.com".into())));
+        assert_eq!(s(".a.com.pem.tmp"), None);
+        assert_eq!(s("live"), Some(Scope::Dir("live".into())));
+        assert_eq!(s("gone-dir"), Some(Scope::Dir("gone-dir".into())));
+        assert_eq!(
+            s("live/a.com/fullchain.pem"),
+            Some(Scope::Dir("live/a.com".into()))
+        );
+        assert_eq!(s("k8s/..data"), Some(Scope::Dir("k8s".into())));
+        assert_eq!(
+            s("k8s/..2026_01_01/tls.crt"),
+            Some(Scope::Dir("k8s".into()))
+        );
+        assert_eq!(s("a.com.pem~"), Some(Scope::Dir("a.com.pem~".into())));
+    }
+}
