@@ -25,30 +25,51 @@ const MAX_DELAY: Duration = Duration::from_millis(250);
 
 type Events = mpsc::UnboundedReceiver<notify::Result<Event>>;
 
-/// Watches the store and the server-wide certificate until `stop` is cancelled.
+/// The watches on the store, set up before the store is first read so that no change
+/// between that read and the first event is missed; events queue until [`run`] starts.
+pub struct Watch {
+    watcher: Option<RecommendedWatcher>,
+    events: Events,
+}
+
+impl Watch {
+    /// Watches `root` (the store) and the directories of the server-wide certificate's
+    /// `cert` and `key`. Failure to watch is logged; the periodic rescan still works.
+    pub fn start(root: &Path, cert: &Path, key: &Path) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let watcher = RecommendedWatcher::new(
+            move |event| {
+                // The receiver is gone only during shutdown.
+                let _ = tx.send(event);
+            },
+            notify::Config::default(),
+        );
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
+                None
+            }
+        };
+        if let Some(w) = watcher.as_mut() {
+            watch(w, root, cert, key);
+        }
+        Self { watcher, events }
+    }
+}
+
+/// Applies store changes until `stop` is cancelled.
 pub async fn run(
+    watches: Watch,
     mut catalog: Catalog,
     store: Arc<Store>,
     rescan: Duration,
     stop: CancellationToken,
 ) {
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut watcher = match RecommendedWatcher::new(
-        move |event| {
-            // The receiver is gone only during shutdown.
-            let _ = tx.send(event);
-        },
-        notify::Config::default(),
-    ) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
-            None
-        }
-    };
-    if let Some(w) = watcher.as_mut() {
-        watch(w, &catalog);
-    }
+    let Watch {
+        mut watcher,
+        mut events,
+    } = watches;
     let mut ticker = tokio::time::interval(rescan.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -63,9 +84,11 @@ pub async fn run(
         }
         if rewatch {
             if let Some(w) = watcher.as_mut() {
-                watch(w, &catalog);
+                let (cert, key) = catalog.fallback_files();
+                watch(w, catalog.root(), &cert, key.as_deref().unwrap_or(&cert));
             }
         }
+        tracing::debug!(?scopes, rewatch, "refreshing the certificate store");
         let started = Instant::now();
         let store2 = Arc::clone(&store);
         let refreshed = tokio::task::spawn_blocking(move || {
@@ -138,24 +161,21 @@ fn reload(
 
 /// (Re)establishes the watches: the store recursively, its parent for the store directory
 /// being replaced, and the server-wide certificate's directory.
-fn watch(watcher: &mut RecommendedWatcher, catalog: &Catalog) {
-    let root = catalog.root();
+fn watch(watcher: &mut RecommendedWatcher, root: &Path, cert: &Path, key: &Path) {
     let _ = watcher.unwatch(root);
     if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
         warn!(dir = %root.display(), reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
     }
-    let (cert, key) = catalog.fallback_files();
-    let mut dirs: Vec<PathBuf> = [Some(root.to_owned()), Some(cert), key]
+    let mut dirs: Vec<&Path> = [root, cert, key]
         .into_iter()
-        .flatten()
-        .filter_map(|p| p.parent().map(Path::to_owned))
+        .filter_map(Path::parent)
         .collect();
     dirs.sort();
     dirs.dedup();
     for dir in dirs {
         if !dir.starts_with(root) {
             // Already watched directories answer with an error we can ignore.
-            let _ = watcher.watch(&dir, RecursiveMode::NonRecursive);
+            let _ = watcher.watch(dir, RecursiveMode::NonRecursive);
         }
     }
 }
@@ -201,6 +221,7 @@ fn classify(catalog: &Catalog, event: notify::Result<Event>, scopes: &mut HashSe
     let root = catalog.root();
     let (cert, key) = catalog.fallback_files();
     let mut rewatch = false;
+    tracing::trace!(kind = ?event.kind, paths = ?event.paths, "certificate store event");
     for path in &event.paths {
         if path == root {
             scopes.insert(Scope::All);

@@ -178,7 +178,11 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Absolute, so that watch events (which carry absolute paths) match the store.
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let base = base.unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+        let base = base.as_path();
         let cx = Context { path, text };
         let server = server_settings(&cx, raw.server)?;
         let certs = cert_settings(base, raw.certs);

@@ -207,3 +207,32 @@ pub async fn s_client(addr: SocketAddr, servername: Option<&str>, ca: &Path) -> 
     }
     run("openssl", &args).await
 }
+
+/// The leaf DER served for `sni`, or `None` when the handshake fails.
+pub async fn served_der(addr: SocketAddr, sni: &str) -> Option<Vec<u8>> {
+    let opts = Opts {
+        sni: Some(sni.to_owned()),
+        ..Opts::default()
+    };
+    let stream = connect(addr, &opts).await.ok()?;
+    let (_, conn) = stream.get_ref();
+    Some(conn.peer_certificates()?[0].to_vec())
+}
+
+/// Polls handshakes for `sni` until `want` is served; returns how long that took, or
+/// `None` if it was not served within `limit`.
+pub async fn wait_served(
+    addr: SocketAddr,
+    sni: &str,
+    want: &[u8],
+    limit: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if served_der(addr, sni).await.as_deref() == Some(want) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}

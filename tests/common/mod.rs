@@ -33,6 +33,11 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy from config text (written into `dir` as `mailfront.toml`).
     pub fn start(dir: &Path, config: &str) -> Self {
+        // RUST_LOG=debug shows the proxy's log lines with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let path = dir.join("mailfront.toml");
         std::fs::write(&path, config).unwrap();
         let config = Config::load(&path).unwrap();

@@ -27,6 +27,23 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
+impl Leaf {
+    /// The leaf certificate's DER, to recognise which version a client was served.
+    pub fn der(&self) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        let first = rustls::pki_types::CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        first.to_vec()
+    }
+
+    /// Chain and key in one PEM text.
+    pub fn combined(&self) -> String {
+        format!("{}{}", self.chain_pem, self.key_pem)
+    }
+}
+
 impl Pki {
     pub fn new(dir: &Path) -> Self {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

@@ -1,0 +1,400 @@
+//! Live reload: what operators and their tools do to a running proxy's store.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::backend::{Backend, Expect};
+use common::client::{self, served_der, wait_served};
+use common::{head, listener, store_dir, KeyKind, Pki, Proxy};
+
+/// How long a change may take to reach handshakes.
+const SEEN: Duration = Duration::from_secs(1);
+/// How long to wait before concluding that something did not (wrongly) change.
+const SETTLE: Duration = Duration::from_millis(400);
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    pki: Pki,
+    store: PathBuf,
+    proxy: Proxy,
+    _backend: Backend,
+}
+
+impl Setup {
+    async fn new(prepare: impl FnOnce(&Pki, &Path)) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let pki = Pki::new(&root);
+        let store = store_dir(&root);
+        prepare(&pki, &store);
+        let backend = Backend::start("* OK", Expect::Plain).await;
+        let config = format!(
+            "{}{}",
+            head(&root, &store, ""),
+            listener("imaps", "imaps", backend.addr, "")
+        );
+        let proxy = Proxy::start(&root, &config);
+        Self {
+            _tmp: tmp,
+            root,
+            pki,
+            store,
+            proxy,
+            _backend: backend,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.proxy.addr("imaps")
+    }
+
+    /// The server-wide certificate's DER.
+    fn fallback_der(&self) -> Vec<u8> {
+        let pem = std::fs::read(self.root.join("server.com.crt")).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    /// Writes `text` to `name` in the store atomically: a dot-file, then a rename.
+    fn put(&self, name: &str, text: &str) {
+        let tmp = self.store.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.store.join(name)).unwrap();
+    }
+}
+
+/// A new entry renamed into the store serves its name within a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_entry_serves_within_a_second() {
+    let s = Setup::new(|_, _| {}).await;
+    assert_eq!(
+        served_der(s.addr(), "mail.example.com").await.unwrap(),
+        s.fallback_der()
+    );
+    let leaf = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    s.put("mail.example.com.pem", &leaf.combined());
+    let took = wait_served(s.addr(), "mail.example.com", &leaf.der(), SEEN).await;
+    assert!(took.is_some(), "the new certificate serves within {SEEN:?}");
+}
+
+/// Replacing an entry by rename serves the new version; an open connection keeps the one
+/// it started with.
+#[tokio::test(flavor = "multi_thread")]
+async fn replace_by_rename_and_open_connections_keep_theirs() {
+    let old = std::sync::Mutex::new(Vec::new());
+    let s = Setup::new(|pki, store| {
+        let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
+        *old.lock().unwrap() = leaf.der();
+    })
+    .await;
+    let old = old.into_inner().unwrap();
+    let opts = client::Opts {
+        sni: Some("mail.example.com".into()),
+        ..Default::default()
+    };
+    let open = client::connect(s.addr(), &opts).await.unwrap();
+    let mut open = tokio::io::BufReader::new(open);
+    assert_eq!(client::read_line(&mut open).await, "* OK\r\n");
+    let new = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    s.put("mail.pem", &new.combined());
+    assert!(wait_served(s.addr(), "mail.example.com", &new.der(), SEEN)
+        .await
+        .is_some());
+    assert_eq!(
+        open.get_ref().get_ref().1.peer_certificates().unwrap()[0].to_vec(),
+        old
+    );
+    client::send_line(open.get_mut(), "a NOOP").await;
+    assert_eq!(client::read_line(&mut open).await, "ECHO a NOOP\r\n");
+}
+
+/// A file overwritten in place in slow pieces (separate opens) never serves half-written;
+/// the previous version serves until the file is whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_overwrite_in_place_keeps_the_old_version_until_complete() {
+    let old = std::sync::Mutex::new(Vec::new());
+    let s = Setup::new(|pki, store| {
+        let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
+        *old.lock().unwrap() = leaf.der();
+    })
+    .await;
+    let old = old.into_inner().unwrap();
+    let new = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa).combined();
+    let path = s.store.join("mail.pem");
+    let third = new.len() / 3;
+    std::fs::File::create(&path).unwrap(); // truncated to nothing
+    for (i, piece) in [&new[..third], &new[third..2 * third], &new[2 * third..]]
+        .iter()
+        .enumerate()
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(piece.as_bytes()).unwrap();
+        drop(f);
+        if i < 2 {
+            tokio::time::sleep(SETTLE).await;
+            assert_eq!(
+                served_der(s.addr(), "mail.example.com").await.unwrap(),
+                old,
+                "piece {i}"
+            );
+        }
+    }
+    let new_der = common::pki::Leaf {
+        chain_pem: new.clone(),
+        key_pem: String::new(),
+    }
+    .der();
+    assert!(wait_served(s.addr(), "mail.example.com", &new_der, SEEN)
+        .await
+        .is_some());
+}
+
+/// Certificate and key written a moment apart, in either order: the old pair serves until
+/// both match, then the new pair.
+#[tokio::test(flavor = "multi_thread")]
+async fn cert_and_key_written_apart_in_both_orders() {
+    let s = Setup::new(|pki, store| {
+        pki.write_pair(store, "mail", &["mail.example.com"], KeyKind::Ecdsa)
+    })
+    .await;
+    for cert_first in [true, false] {
+        let before = served_der(s.addr(), "mail.example.com").await.unwrap();
+        let new = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        let (first, second) = if cert_first {
+            (("mail.crt", &new.chain_pem), ("mail.key", &new.key_pem))
+        } else {
+            (("mail.key", &new.key_pem), ("mail.crt", &new.chain_pem))
+        };
+        s.put(first.0, first.1);
+        tokio::time::sleep(SETTLE).await;
+        assert_eq!(
+            served_der(s.addr(), "mail.example.com").await.unwrap(),
+            before,
+            "cert_first={cert_first}"
+        );
+        s.put(second.0, second.1);
+        let seen = wait_served(s.addr(), "mail.example.com", &new.der(), SEEN).await;
+        assert!(seen.is_some(), "cert_first={cert_first}");
+    }
+}
+
+/// A truncated file keeps the previous version serving; deleting the entry sends its name
+/// to the server-wide certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn truncate_keeps_old_and_delete_falls_back() {
+    let old = std::sync::Mutex::new(Vec::new());
+    let s = Setup::new(|pki, store| {
+        let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
+        *old.lock().unwrap() = leaf.der();
+    })
+    .await;
+    let old = old.into_inner().unwrap();
+    let path = s.store.join("mail.pem");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(served_der(s.addr(), "mail.example.com").await.unwrap(), old);
+    std::fs::write(&path, "").unwrap();
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(served_der(s.addr(), "mail.example.com").await.unwrap(), old);
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        wait_served(s.addr(), "mail.example.com", &s.fallback_der(), SEEN)
+            .await
+            .is_some()
+    );
+}
+
+/// certbot renewal: new files in archive/, then the live/ symlinks re-pointed.
+#[tokio::test(flavor = "multi_thread")]
+async fn certbot_renewal_by_repointing_symlinks() {
+    let s = Setup::new(|_, _| {}).await;
+    let archive = s.root.join("archive/mail.example.com");
+    let live = s.store.join("mail.example.com");
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::create_dir_all(&live).unwrap();
+    let mut last = Vec::new();
+    for n in 1..=2 {
+        let leaf = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        std::fs::write(archive.join(format!("fullchain{n}.pem")), &leaf.chain_pem).unwrap();
+        std::fs::write(archive.join(format!("privkey{n}.pem")), &leaf.key_pem).unwrap();
+        for (link, target) in [("fullchain.pem", "fullchain"), ("privkey.pem", "privkey")] {
+            // As certbot does: a new symlink beside the old, renamed over it.
+            let tmp = live.join(format!("{link}.new"));
+            symlink(archive.join(format!("{target}{n}.pem")), &tmp).unwrap();
+            std::fs::rename(&tmp, live.join(link)).unwrap();
+        }
+        assert!(
+            wait_served(s.addr(), "mail.example.com", &leaf.der(), SEEN)
+                .await
+                .is_some(),
+            "version {n}"
+        );
+        last = leaf.der();
+    }
+    assert_eq!(
+        served_der(s.addr(), "mail.example.com").await.unwrap(),
+        last
+    );
+}
+
+/// A Kubernetes secret volume update: a new timestamped directory and the `..data`
+/// symlink swapped to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_data_symlink_swap() {
+    let s = Setup::new(|_, _| {}).await;
+    let dir = s.store.join("mail-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in 1..=2 {
+        let leaf = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        let stamp = format!("..2026_11_22_00_00_0{n}.000");
+        std::fs::create_dir_all(dir.join(&stamp)).unwrap();
+        std::fs::write(dir.join(&stamp).join("tls.crt"), &leaf.chain_pem).unwrap();
+        std::fs::write(dir.join(&stamp).join("tls.key"), &leaf.key_pem).unwrap();
+        symlink(&stamp, dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        if n == 1 {
+            symlink("..data/tls.crt", dir.join("tls.crt")).unwrap();
+            symlink("..data/tls.key", dir.join("tls.key")).unwrap();
+        }
+        assert!(
+            wait_served(s.addr(), "mail.example.com", &leaf.der(), SEEN)
+                .await
+                .is_some(),
+            "version {n}"
+        );
+    }
+}
+
+/// The server-wide certificate is replaced live, like any entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_wide_certificate_is_replaced_live() {
+    let s = Setup::new(|_, _| {}).await;
+    let new = s.pki.leaf(&["server.com", "mx.server.com"], KeyKind::Ecdsa);
+    let key = s.root.join("server.com.key");
+    let cert = s.root.join("server.com.crt");
+    std::fs::write(s.root.join(".k.tmp"), &new.key_pem).unwrap();
+    std::fs::write(s.root.join(".c.tmp"), &new.chain_pem).unwrap();
+    std::fs::rename(s.root.join(".k.tmp"), key).unwrap();
+    std::fs::rename(s.root.join(".c.tmp"), cert).unwrap();
+    assert!(wait_served(s.addr(), "unknown.test", &new.der(), SEEN)
+        .await
+        .is_some());
+}
+
+/// Dot-files and editor or package-manager leftovers are not entries.
+#[tokio::test(flavor = "multi_thread")]
+async fn leftovers_are_ignored() {
+    let s = Setup::new(|_, _| {}).await;
+    for (i, name) in [
+        ".hidden.pem",
+        "backup.pem~",
+        ".mail.pem.swp",
+        "new.pem.tmp",
+        "x.pem.dpkg-dist",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let leaf = s
+            .pki
+            .leaf(&[&format!("left{i}.example.com")], KeyKind::Ecdsa);
+        std::fs::write(s.store.join(name), leaf.combined()).unwrap();
+    }
+    // A real entry written after them: once it serves, the leftovers have been seen.
+    let marker = s.pki.leaf(&["marker.example.com"], KeyKind::Ecdsa);
+    s.put("marker.pem", &marker.combined());
+    assert!(
+        wait_served(s.addr(), "marker.example.com", &marker.der(), SEEN)
+            .await
+            .is_some()
+    );
+    for i in 0..5 {
+        let der = served_der(s.addr(), &format!("left{i}.example.com"))
+            .await
+            .unwrap();
+        assert_eq!(der, s.fallback_der(), "leftover {i} is not served");
+    }
+}
+
+/// The store directory replaced wholesale (renamed away, a new one put in its place).
+#[tokio::test(flavor = "multi_thread")]
+async fn store_directory_replaced() {
+    let s =
+        Setup::new(|pki, store| pki.write_pair(store, "old", &["old.example.com"], KeyKind::Ecdsa))
+            .await;
+    let staged = s.root.join("store.new");
+    std::fs::create_dir_all(&staged).unwrap();
+    let leaf = s.pki.leaf(&["new.example.com"], KeyKind::Ecdsa);
+    std::fs::write(staged.join("new.pem"), leaf.combined()).unwrap();
+    std::fs::rename(&s.store, s.root.join("store.old")).unwrap();
+    std::fs::rename(&staged, &s.store).unwrap();
+    assert!(wait_served(
+        s.addr(),
+        "new.example.com",
+        &leaf.der(),
+        Duration::from_secs(2)
+    )
+    .await
+    .is_some());
+    // And the new directory is watched: a further change is seen.
+    let more = s.pki.leaf(&["more.example.com"], KeyKind::Ecdsa);
+    s.put("more.pem", &more.combined());
+    assert!(wait_served(s.addr(), "more.example.com", &more.der(), SEEN)
+        .await
+        .is_some());
+}
+
+/// A session resumed with a ticket from one name is not resumed for another.
+#[tokio::test(flavor = "multi_thread")]
+async fn resumption_does_not_cross_names() {
+    let s = Setup::new(|pki, store| {
+        pki.write_pair(store, "a", &["a.example.com"], KeyKind::Ecdsa);
+        pki.write_pair(store, "b", &["b.example.com"], KeyKind::Ecdsa);
+    })
+    .await;
+    let addr = s.addr().to_string();
+    let sess = s.root.join("sess.pem").display().to_string();
+    let first = client::run(
+        "sh",
+        &["-c", &format!("printf 'a LOGOUT\\r\\n' | openssl s_client -connect {addr} -servername a.example.com -sess_out {sess} -ign_eof -tls1_3")],
+    )
+    .await;
+    assert!(first.stdout.contains("New, TLSv1.3"), "{}", first.stdout);
+    let resume = |name: &str| {
+        let cmd = format!("printf 'a LOGOUT\\r\\n' | openssl s_client -connect {addr} -servername {name} -sess_in {sess} -ign_eof -tls1_3");
+        async move { client::run("sh", &["-c", &cmd]).await }
+    };
+    let other = resume("b.example.com").await;
+    assert!(
+        other.stdout.contains("New, TLSv1.3"),
+        "not resumed across names: {}",
+        other.stdout
+    );
+    assert!(
+        other.stdout.contains("CN = b.example.com"),
+        "{}",
+        other.stdout
+    );
+    let same = resume("a.example.com").await;
+    assert!(
+        same.stdout.contains("Reused, TLSv1.3"),
+        "resumed for the same name: {}",
+        same.stdout
+    );
+}
