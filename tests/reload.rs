@@ -398,3 +398,63 @@ async fn resumption_does_not_cross_names() {
         same.stdout
     );
 }
+
+/// 1,000 swaps of an entry (atomic renames, alternating two versions) under continuous
+/// handshakes: every handshake succeeds and gets one of the two versions, never the
+/// server-wide certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_swaps_under_continuous_handshakes() {
+    let versions = std::sync::Mutex::new(Vec::new());
+    let s = Setup::new(|pki, store| {
+        let a = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        let b = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        std::fs::write(store.join("mail.pem"), a.combined()).unwrap();
+        *versions.lock().unwrap() = vec![a, b];
+    })
+    .await;
+    let versions = versions.into_inner().unwrap();
+    let ders: Vec<Vec<u8>> = versions.iter().map(|v| v.der()).collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = s.addr();
+    let handshakes = {
+        let done = std::sync::Arc::clone(&done);
+        let ders = ders.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut seen_b) = (0u32, false);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let der = served_der(addr, "mail.example.com")
+                    .await
+                    .expect("handshake succeeds");
+                assert!(ders.contains(&der), "only the entry's versions are served");
+                seen_b |= der == ders[1];
+                ok += 1;
+            }
+            (ok, seen_b)
+        })
+    };
+    let texts: Vec<String> = versions.iter().map(|v| v.combined()).collect();
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || {
+        for i in 0..1000 {
+            let tmp = store.join(".mail.pem.tmp");
+            std::fs::write(&tmp, &texts[(i + 1) % 2]).unwrap();
+            std::fs::rename(&tmp, store.join("mail.pem")).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+    .await
+    .unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, seen_b) = tokio::time::timeout(Duration::from_secs(10), handshakes)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        ok > 50 && seen_b,
+        "{ok} handshakes, second version seen: {seen_b}"
+    );
+    // The last version written (index 0 after 1000 swaps) ends up serving.
+    assert!(wait_served(addr, "mail.example.com", &ders[0], SEEN)
+        .await
+        .is_some());
+}
