@@ -6,7 +6,7 @@
 //! The catalog is owned by one task (start-up, then the reloader); handshakes only see the
 //! [`Index`] built from it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +14,9 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 use super::discover::{self, Found, Source, Stray};
-use super::index::{Conflict, Index};
+use super::index::{rank, Conflict, Index, Served};
 use super::load::{parallel_map, parse, Contents, LoadError, Loaded};
+use crate::names::Pattern;
 
 /// The part of the store a refresh looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -123,6 +124,12 @@ pub struct Catalog {
     provider: Arc<CryptoProvider>,
     entries: BTreeMap<Arc<str>, Entry>,
     fallback: Entry,
+    /// Which serving entries claim each name (unordered; ranked when indexed).
+    claims: HashMap<Pattern, Vec<Arc<Served>>>,
+    /// Names whose candidates changed since the last index.
+    dirty: HashSet<Pattern>,
+    /// Entries serving now.
+    serving: usize,
 }
 
 /// What was found in one source during a refresh, computed in parallel.
@@ -141,12 +148,42 @@ impl Catalog {
             root,
             provider,
             entries: BTreeMap::new(),
+            dirty: fallback.names.iter().cloned().collect(),
             fallback: Entry {
                 stamp: stamp_of(&source),
                 digest: contents.map(|c| c.digest()),
                 source,
                 serving: Some(fallback),
             },
+            claims: HashMap::new(),
+            serving: 0,
+        }
+    }
+
+    /// Records that `old` stops and `new` starts serving, marking their names for the next
+    /// index.
+    fn swap_claims(&mut self, old: Option<&Loaded>, new: Option<&Loaded>) {
+        if let Some(old) = old {
+            self.serving -= 1;
+            for name in &old.names {
+                if let Some(list) = self.claims.get_mut(name) {
+                    list.retain(|s| !Arc::ptr_eq(s, &old.served));
+                    if list.is_empty() {
+                        self.claims.remove(name);
+                    }
+                }
+                self.dirty.insert(name.clone());
+            }
+        }
+        if let Some(new) = new {
+            self.serving += 1;
+            for name in &new.names {
+                self.claims
+                    .entry(name.clone())
+                    .or_default()
+                    .push(Arc::clone(&new.served));
+                self.dirty.insert(name.clone());
+            }
         }
     }
 
@@ -165,21 +202,28 @@ impl Catalog {
 
     /// Entries serving now.
     pub fn serving(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.serving.is_some())
-            .count()
+        self.serving
     }
 
-    /// Builds the index of what serves now.
-    pub fn index(&self) -> (Index, Vec<Conflict>) {
-        let fallback = self.fallback.serving.as_ref();
+    /// The index of what serves now, made from `current` by updating only the names that
+    /// changed since the last call; also the conflicts among those names.
+    pub fn next_index(&mut self, current: &Index) -> (Index, Vec<Conflict>) {
         // The fallback entry is created serving and a failed reload keeps that version.
+        let fallback = self.fallback.serving.as_ref();
         let fallback = fallback.expect("the server-wide certificate always has a serving version");
-        Index::build(
-            self.entries.values().filter_map(|e| e.serving.as_ref()),
-            fallback,
-        )
+        let mut conflicts = Vec::new();
+        let mut updates = Vec::with_capacity(self.dirty.len());
+        for name in self.dirty.drain() {
+            let mut list = self.claims.get(&name).cloned().unwrap_or_default();
+            if list.is_empty() && fallback.names.contains(&name) {
+                // The server's own names, unless an entry claims them.
+                list.push(Arc::clone(&fallback.served));
+            }
+            rank(&name, &mut list, &mut conflicts);
+            updates.push((name, list));
+        }
+        let index = current.with_updates(Arc::clone(&fallback.served), self.serving, updates);
+        (index, conflicts)
     }
 
     /// Looks at `scope` again and applies what changed on disk.
@@ -240,7 +284,9 @@ impl Catalog {
                                 &mut changes.added
                             };
                             list.push(Arc::clone(&entry.source.id));
-                            entry.serving = Some(loaded);
+                            let old = entry.serving.replace(loaded);
+                            let new = entry.serving.clone();
+                            self.swap_claims(old.as_ref(), new.as_ref());
                         }
                         Err(e) => {
                             let kept = entry.serving.is_some();
@@ -261,6 +307,7 @@ impl Catalog {
         for id in gone {
             if let Some(entry) = self.entries.remove(&id) {
                 if entry.serving.is_some() {
+                    self.swap_claims(entry.serving.as_ref(), None);
                     changes.removed.push(id);
                 }
             }
@@ -277,6 +324,11 @@ impl Catalog {
                 self.fallback.digest = digest;
                 match result {
                     Ok(loaded) => {
+                        let names = loaded.names.iter();
+                        let old = self.fallback.serving.as_ref().map(|o| o.names.iter());
+                        let touched: Vec<Pattern> =
+                            names.chain(old.into_iter().flatten()).cloned().collect();
+                        self.dirty.extend(touched);
                         self.fallback.serving = Some(loaded);
                         changes.fallback_replaced = true;
                     }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use rustls::server::ResolvesServerCert;
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
-use super::load::Loaded;
 use crate::names::{normalize, wildcard_parent, Pattern};
 
 /// One servable certificate as the handshake sees it.
@@ -67,6 +66,29 @@ impl Match {
 /// Candidates for one name, best first.
 type Candidates = Box<[Arc<Served>]>;
 
+/// How many shards the index is split into. A change copies only the shards holding the
+/// names it touches (about 1/256 of the store each), not the whole index.
+const SHARDS: usize = 256;
+
+/// Names whose key hashes to one shard.
+#[derive(Debug, Default, Clone)]
+struct Shard {
+    exact: HashMap<Box<str>, Candidates>,
+    /// Keyed by the parent: `example.com` for `*.example.com`.
+    wildcard: HashMap<Box<str>, Candidates>,
+}
+
+/// FNV-1a: cheap, and independent of the maps' random seeds, so a name always lives in
+/// the same shard.
+fn shard_of(key: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as usize % SHARDS
+}
+
 /// Two or more entries with the same key type claim one name; `winner` serves it.
 #[derive(Debug, Clone)]
 pub struct Conflict {
@@ -78,33 +100,24 @@ pub struct Conflict {
     pub losers: Vec<Arc<str>>,
 }
 
-/// Orders each name's candidates best first and records same-type conflicts.
-fn finish(
-    map: HashMap<Box<str>, Vec<Arc<Served>>>,
-    pattern: fn(Box<str>) -> Pattern,
-    conflicts: &mut Vec<Conflict>,
-) -> HashMap<Box<str>, Candidates> {
-    let mut out = HashMap::with_capacity(map.len());
-    for (key, mut list) in map {
-        if list.len() > 1 {
-            list.sort_by(|a, b| {
-                (a.rank(), b.not_after, &a.id).cmp(&(b.rank(), a.not_after, &b.id))
-            });
-            for group in list.chunk_by(|a, b| a.rank() == b.rank()) {
-                if let [winner, losers @ ..] = group {
-                    if !losers.is_empty() {
-                        conflicts.push(Conflict {
-                            name: pattern(key.clone()),
-                            winner: Arc::clone(&winner.id),
-                            losers: losers.iter().map(|l| Arc::clone(&l.id)).collect(),
-                        });
-                    }
-                }
+/// Orders one name's candidates best first (ECDSA, RSA, others; then the later notAfter;
+/// then the entry id) and records same-type conflicts.
+pub fn rank(name: &Pattern, list: &mut [Arc<Served>], conflicts: &mut Vec<Conflict>) {
+    if list.len() < 2 {
+        return;
+    }
+    list.sort_by(|a, b| (a.rank(), b.not_after, &a.id).cmp(&(b.rank(), a.not_after, &b.id)));
+    for group in list.chunk_by(|a, b| a.rank() == b.rank()) {
+        if let [winner, losers @ ..] = group {
+            if !losers.is_empty() {
+                conflicts.push(Conflict {
+                    name: name.clone(),
+                    winner: Arc::clone(&winner.id),
+                    losers: losers.iter().map(|l| Arc::clone(&l.id)).collect(),
+                });
             }
         }
-        out.insert(key, list.into_boxed_slice());
     }
-    out
 }
 
 fn fitting<'a>(candidates: &'a Candidates, schemes: &[SignatureScheme]) -> Option<&'a Arc<Served>> {
@@ -114,57 +127,54 @@ fn fitting<'a>(candidates: &'a Candidates, schemes: &[SignatureScheme]) -> Optio
 /// A snapshot of the store.
 #[derive(Debug)]
 pub struct Index {
-    exact: HashMap<Box<str>, Candidates>,
-    /// Keyed by the parent: `example.com` for `*.example.com`.
-    wildcard: HashMap<Box<str>, Candidates>,
+    shards: Box<[Arc<Shard>]>,
     fallback: Arc<Served>,
     entries: usize,
 }
 
 impl Index {
-    /// Builds the index from loaded entries and the server-wide certificate, and lists the
-    /// names two entries of the same key type claim (the first listed serves).
-    ///
-    /// The server-wide certificate's own names are indexed after every entry, so that a
-    /// client asking for the server's name matches (strict SNI accepts it) while an entry
-    /// for the same name still wins.
-    pub fn build<'a>(
-        entries: impl IntoIterator<Item = &'a Loaded>,
-        fallback: &'a Loaded,
-    ) -> (Self, Vec<Conflict>) {
-        let mut exact: HashMap<Box<str>, Vec<Arc<Served>>> = HashMap::new();
-        let mut wildcard: HashMap<Box<str>, Vec<Arc<Served>>> = HashMap::new();
-        let mut count = 0;
-        for entry in entries {
-            count += 1;
-            for name in &entry.names {
-                let (map, key) = match name {
-                    Pattern::Exact(n) => (&mut exact, n),
-                    Pattern::Wildcard(p) => (&mut wildcard, p),
-                };
-                map.entry(key.clone())
-                    .or_default()
-                    .push(Arc::clone(&entry.served));
+    /// An index with no entries: every name gets `fallback`.
+    pub fn empty(fallback: Arc<Served>) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            fallback,
+            entries: 0,
+        }
+    }
+
+    /// A copy with each name in `updates` given its new candidates (ranked; empty removes
+    /// the name). Shards no update touches are shared with `self`, so a one-entry change
+    /// costs a copy of one or two shards whatever the size of the store.
+    pub fn with_updates(
+        &self,
+        fallback: Arc<Served>,
+        entries: usize,
+        updates: Vec<(Pattern, Vec<Arc<Served>>)>,
+    ) -> Self {
+        let mut shards = self.shards.to_vec();
+        for (pattern, candidates) in updates {
+            let (key, wildcard) = match pattern {
+                Pattern::Exact(key) => (key, false),
+                Pattern::Wildcard(key) => (key, true),
+            };
+            // Copies the shard on its first update here; later updates reuse the copy.
+            let shard = Arc::make_mut(&mut shards[shard_of(&key)]);
+            let map = if wildcard {
+                &mut shard.wildcard
+            } else {
+                &mut shard.exact
+            };
+            if candidates.is_empty() {
+                map.remove(&key);
+            } else {
+                map.insert(key, candidates.into_boxed_slice());
             }
         }
-        for name in &fallback.names {
-            let (map, key) = match name {
-                Pattern::Exact(n) => (&mut exact, n),
-                Pattern::Wildcard(p) => (&mut wildcard, p),
-            };
-            map.entry(key.clone())
-                .or_insert_with(|| vec![Arc::clone(&fallback.served)]);
+        Self {
+            shards: shards.into_boxed_slice(),
+            fallback,
+            entries,
         }
-        let mut conflicts = Vec::new();
-        let exact = finish(exact, Pattern::Exact, &mut conflicts);
-        let wildcard = finish(wildcard, Pattern::Wildcard, &mut conflicts);
-        let index = Self {
-            exact,
-            wildcard,
-            fallback: Arc::clone(&fallback.served),
-            entries: count,
-        };
-        (index, conflicts)
     }
 
     /// Picks the certificate for `sni` and a client that accepts `schemes`.
@@ -178,8 +188,8 @@ impl Index {
             return (&self.fallback, Match::Fallback);
         };
         let name = normalize(sni);
-        let exact = self.exact.get(name.as_ref());
-        let wild = wildcard_parent(&name).and_then(|p| self.wildcard.get(p));
+        let exact = self.shards[shard_of(&name)].exact.get(name.as_ref());
+        let wild = wildcard_parent(&name).and_then(|p| self.shards[shard_of(p)].wildcard.get(p));
         if let Some(s) = exact.and_then(|c| fitting(c, schemes)) {
             return (s, Match::Exact);
         }
@@ -207,6 +217,9 @@ impl Index {
 
     /// How many distinct exact names and wildcards it answers for.
     pub fn names(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.shards
+            .iter()
+            .map(|s| s.exact.len() + s.wildcard.len())
+            .sum()
     }
 }

@@ -92,9 +92,11 @@ pub fn open(
              replaced by one from a CA"
         );
     }
+    let catalog_fallback = Arc::clone(&fallback.served);
     let mut catalog = Catalog::new(settings.dir.clone(), Arc::clone(provider), fallback);
     let changes = catalog.refresh(&Scope::All);
-    let (index, conflicts) = catalog.index();
+    let empty = Index::empty(Arc::clone(&catalog_fallback));
+    let (index, conflicts) = catalog.next_index(&empty);
     log_changes(&changes, &conflicts, None);
     info!(
         dir = %settings.dir.display(),

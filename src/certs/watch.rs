@@ -146,7 +146,7 @@ fn reload(
         all_changes.push(changes);
     }
     if publish {
-        let (index, conflicts) = catalog.index();
+        let (index, conflicts) = catalog.next_index(&store.index());
         store.publish(index);
         for changes in &all_changes {
             log_changes(changes, &conflicts, Some(&changes.touched()));
