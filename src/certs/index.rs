@@ -223,3 +223,117 @@ impl Index {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct NoCert;
+
+    impl ResolvesServerCert for NoCert {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+
+    fn served(id: &str, algorithm: SignatureAlgorithm, not_after: i64) -> Arc<Served> {
+        let scheme = match algorithm {
+            SignatureAlgorithm::ECDSA => SignatureScheme::ECDSA_NISTP256_SHA256,
+            _ => SignatureScheme::RSA_PSS_SHA256,
+        };
+        Arc::new(Served {
+            id: id.into(),
+            resolver: Arc::new(NoCert),
+            algorithm,
+            schemes: Box::new([scheme]),
+            not_after,
+        })
+    }
+
+    fn index(updates: Vec<(Pattern, Vec<Arc<Served>>)>) -> (Index, Vec<Conflict>) {
+        let mut conflicts = Vec::new();
+        let updates = updates
+            .into_iter()
+            .map(|(name, mut list)| {
+                rank(&name, &mut list, &mut conflicts);
+                (name, list)
+            })
+            .collect();
+        let fallback = served("fallback", SignatureAlgorithm::ECDSA, 0);
+        let index = Index::empty(Arc::clone(&fallback)).with_updates(fallback, 3, updates);
+        (index, conflicts)
+    }
+
+    const ECDSA_AND_RSA: &[SignatureScheme] = &[
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        SignatureScheme::RSA_PSS_SHA256,
+    ];
+
+    #[test]
+    fn later_not_after_wins_and_the_conflict_is_reported() {
+        let name = Pattern::Exact("mail.example.com".into());
+        let (index, conflicts) = index(vec![(
+            name.clone(),
+            vec![
+                served("a-old.pem", SignatureAlgorithm::ECDSA, 100),
+                served("z-new.pem", SignatureAlgorithm::ECDSA, 200),
+                served("rsa.pem", SignatureAlgorithm::RSA, 300),
+            ],
+        )]);
+        let (chosen, how) = index.select(Some("mail.example.com"), ECDSA_AND_RSA);
+        assert_eq!((&*chosen.id, how), ("z-new.pem", Match::Exact));
+        let (chosen, _) =
+            index.select(Some("mail.example.com"), &[SignatureScheme::RSA_PSS_SHA256]);
+        assert_eq!(&*chosen.id, "rsa.pem");
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(&*conflicts[0].winner, "z-new.pem");
+        assert_eq!(conflicts[0].losers, vec![Arc::<str>::from("a-old.pem")]);
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_updates_share_untouched_shards() {
+        let (index, _) = index(vec![
+            (
+                Pattern::Wildcard("example.com".into()),
+                vec![served("wild", SignatureAlgorithm::ECDSA, 900)],
+            ),
+            (
+                Pattern::Exact("a.example.com".into()),
+                vec![served("exact", SignatureAlgorithm::ECDSA, 1)],
+            ),
+        ]);
+        assert_eq!(
+            &*index.select(Some("a.example.com"), ECDSA_AND_RSA).0.id,
+            "exact"
+        );
+        assert_eq!(
+            &*index.select(Some("b.example.com"), ECDSA_AND_RSA).0.id,
+            "wild"
+        );
+        assert_eq!(
+            index.select(Some("example.com"), ECDSA_AND_RSA).1,
+            Match::Fallback
+        );
+        let fallback = Arc::clone(index.fallback());
+        let next = index.with_updates(
+            fallback,
+            2,
+            vec![(Pattern::Exact("a.example.com".into()), vec![])],
+        );
+        assert_eq!(
+            &*next.select(Some("a.example.com"), ECDSA_AND_RSA).0.id,
+            "wild"
+        );
+        let shared = index
+            .shards
+            .iter()
+            .zip(next.shards.iter())
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(shared, SHARDS - 1, "only the touched shard is copied");
+    }
+}

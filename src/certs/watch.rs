@@ -38,7 +38,15 @@ impl Watch {
     pub fn start(root: &Path, cert: &Path, key: &Path) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let watcher = RecommendedWatcher::new(
-            move |event| {
+            move |event: notify::Result<Event>| {
+                // inotify also reports every open (our own reads of the store among them);
+                // drop those here, on notify's thread, rather than queue them.
+                if event
+                    .as_ref()
+                    .is_ok_and(|e| matches!(e.kind, EventKind::Access(AccessKind::Open(_))))
+                {
+                    return;
+                }
                 // The receiver is gone only during shutdown.
                 let _ = tx.send(event);
             },
