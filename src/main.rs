@@ -124,27 +124,21 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let c = &config.certs;
     let provider = tls::provider();
     let (cert, key) = (&c.default_cert, &c.default_key);
-    if !cert.exists() && !key.exists() {
-        println!(
+    match certs::fallback::load_existing(cert, key, &provider)? {
+        None => println!(
             "  server-wide certificate: none yet; `run` will generate a self-signed one for {} at {} and {}",
             config.server.name,
             cert.display(),
             key.display()
-        );
-    } else {
-        let source = certs::discover::Source {
-            id: "server-wide".into(),
-            cert: cert.clone(),
-            key: Some(key.clone()),
-            layout: certs::discover::Layout::Pair,
-        };
-        let loaded = certs::load::load(&source, &provider).map_err(certs::CertError::Fallback)?;
-        let names: Vec<String> = loaded.names.iter().map(ToString::to_string).collect();
-        println!(
-            "  server-wide certificate {}: ok ({})",
-            cert.display(),
-            names.join(", ")
-        );
+        ),
+        Some(loaded) => {
+            let names: Vec<String> = loaded.names.iter().map(ToString::to_string).collect();
+            println!(
+                "  server-wide certificate {}: ok ({})",
+                cert.display(),
+                names.join(", ")
+            );
+        }
     }
     let found = match certs::discover::discover(&c.dir) {
         Ok(found) => found,

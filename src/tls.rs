@@ -10,7 +10,6 @@ use rustls::server::{
     Acceptor, ClientHello, ResolvesServerCert, ServerConfig, ServerSessionMemoryCache,
 };
 use rustls::sign::CertifiedKey;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
@@ -120,9 +119,7 @@ pub async fn handshake(
         )
     };
     if strict_sni && matched == Match::Fallback {
-        let mut tcp = tcp;
-        // Best effort: the client may already be gone, and it is refused either way.
-        let _ = tcp.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+        send_alert(&tcp, &UNRECOGNIZED_NAME_ALERT);
         return Err(HandshakeError::UnknownName(sni));
     }
     let mut config = base.clone();
@@ -155,7 +152,7 @@ async fn read_client_hello(tcp: &TcpStream) -> Result<rustls::server::Accepted, 
             Err((error, mut alert)) => {
                 let mut bytes = Vec::new();
                 let _ = alert.write_all(&mut bytes);
-                let _ = (&mut &*tcp).try_write_all(&bytes);
+                send_alert(tcp, &bytes);
                 return Err(error.into());
             }
         }
@@ -182,18 +179,14 @@ impl Read for TryRead<'_> {
     }
 }
 
-/// Writes a few bytes to a socket without waiting: used for the alert that ends a
-/// connection, where a full send buffer means the client is not reading anyway.
-trait TryWriteAll {
-    fn try_write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
-}
-
-impl TryWriteAll for &TcpStream {
-    fn try_write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let n = self.try_write(bytes)?;
-            bytes = &bytes[n..];
+/// Sends the alert that ends a connection, best effort and without waiting: it is a few
+/// bytes into an empty send buffer, the client may already be gone, and it is refused
+/// either way.
+fn send_alert(tcp: &TcpStream, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match tcp.try_write(bytes) {
+            Ok(n) if n > 0 => bytes = &bytes[n..],
+            _ => return,
         }
-        Ok(())
     }
 }

@@ -88,7 +88,7 @@ pub struct Changes {
     /// Entries whose new files failed to load, with the reason; the previous version (if
     /// any) still serves.
     pub rejected: Vec<(Arc<str>, LoadError, bool)>,
-    /// Files that look like entries and are not.
+    /// Files that look like entries and are not, reported for the first time.
     pub strays: Vec<Stray>,
     /// The server-wide certificate was replaced.
     pub fallback_replaced: bool,
@@ -103,17 +103,6 @@ impl Changes {
             || !self.added.is_empty()
             || !self.replaced.is_empty()
             || !self.removed.is_empty()
-    }
-
-    /// Every entry id this refresh touched.
-    pub fn touched(&self) -> HashSet<&str> {
-        self.added
-            .iter()
-            .chain(&self.replaced)
-            .chain(&self.removed)
-            .chain(self.rejected.iter().map(|(id, _, _)| id))
-            .map(|id| &**id)
-            .collect()
     }
 }
 
@@ -130,6 +119,8 @@ pub struct Catalog {
     dirty: HashSet<Pattern>,
     /// Entries serving now.
     serving: usize,
+    /// Files already reported as not being entries.
+    reported_strays: HashSet<PathBuf>,
 }
 
 /// What was found in one source during a refresh, computed in parallel.
@@ -157,6 +148,7 @@ impl Catalog {
             },
             claims: HashMap::new(),
             serving: 0,
+            reported_strays: HashSet::new(),
         }
     }
 
@@ -250,7 +242,18 @@ impl Catalog {
     }
 
     fn apply(&mut self, scope: &Scope, found: Found, changes: &mut Changes) {
-        changes.strays = found.strays;
+        // A stray is reported once, not at every rescan; a full scan forgets the ones gone.
+        let paths: HashSet<PathBuf> = found.strays.iter().map(|s| s.path.clone()).collect();
+        changes.strays = found
+            .strays
+            .into_iter()
+            .filter(|s| !self.reported_strays.contains(&s.path))
+            .collect();
+        if *scope == Scope::All {
+            self.reported_strays = paths;
+        } else {
+            self.reported_strays.extend(paths);
+        }
         let looks = {
             let (entries, provider) = (&self.entries, &*self.provider);
             parallel_map(&found.sources, |source| {

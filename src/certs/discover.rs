@@ -67,8 +67,7 @@ pub struct Found {
 /// Lists the entries below `dir`. Fails only when `dir` itself cannot be read.
 pub fn discover(dir: &Path) -> std::io::Result<Found> {
     let mut found = Found::default();
-    std::fs::read_dir(dir)?;
-    scan(dir, dir, 0, &mut found);
+    scan_listing(dir, dir, 0, std::fs::read_dir(dir)?, &mut found);
     found.sources.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(found)
 }
@@ -132,13 +131,16 @@ pub fn is_ignored(name: &str) -> bool {
 }
 
 fn scan(root: &Path, dir: &Path, depth: usize, found: &mut Found) {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        found.strays.push(Stray {
+    match std::fs::read_dir(dir) {
+        Ok(read) => scan_listing(root, dir, depth, read, found),
+        Err(_) => found.strays.push(Stray {
             path: dir.to_owned(),
             reason: "the directory cannot be read".into(),
-        });
-        return;
-    };
+        }),
+    }
+}
+
+fn scan_listing(root: &Path, dir: &Path, depth: usize, read: std::fs::ReadDir, found: &mut Found) {
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut dirs = Vec::new();
     for entry in read.flatten() {

@@ -22,12 +22,28 @@ pub fn load_or_generate(
     server_name: &str,
     provider: &CryptoProvider,
 ) -> Result<(Loaded, bool), CertError> {
-    let generated = match (cert.exists(), key.exists()) {
-        (true, true) => false,
-        (false, false) => {
-            generate(cert, key, server_name)?;
-            true
-        }
+    if let Some(loaded) = load_existing(cert, key, provider)? {
+        return Ok((loaded, false));
+    }
+    generate(cert, key, server_name)?;
+    let loaded = load_existing(cert, key, provider)?.ok_or_else(|| CertError::Generate {
+        path: cert.to_owned(),
+        reason: "the files were removed right after being written".into(),
+    })?;
+    Ok((loaded, true))
+}
+
+/// Loads the server-wide certificate if its files exist; `None` when neither does (it
+/// would be generated). One file without the other is an error: generating would
+/// overwrite what an operator put there.
+pub fn load_existing(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Option<Loaded>, CertError> {
+    match (cert.exists(), key.exists()) {
+        (false, false) => return Ok(None),
+        (true, true) => {}
         (cert_exists, _) => {
             let missing = if cert_exists { key } else { cert };
             return Err(CertError::Fallback(LoadError::Read {
@@ -38,15 +54,16 @@ pub fn load_or_generate(
                 ),
             }));
         }
-    };
+    }
     let source = Source {
         id: Arc::from(format!("server-wide ({})", cert.display())),
         cert: cert.to_owned(),
         key: Some(key.to_owned()),
         layout: Layout::Pair,
     };
-    let loaded = load(&source, provider).map_err(CertError::Fallback)?;
-    Ok((loaded, generated))
+    load(&source, provider)
+        .map(Some)
+        .map_err(CertError::Fallback)
 }
 
 /// Makes a self-signed ECDSA P-256 certificate for `server_name`, valid ten years, and

@@ -214,14 +214,6 @@ impl Index {
     pub fn entries(&self) -> usize {
         self.entries
     }
-
-    /// How many distinct exact names and wildcards it answers for.
-    pub fn names(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.exact.len() + s.wildcard.len())
-            .sum()
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ pub mod load;
 pub mod resolver;
 pub mod watch;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,7 +96,8 @@ pub fn open(
     let changes = catalog.refresh(&Scope::All);
     let empty = Index::empty(Arc::clone(&catalog_fallback));
     let (index, conflicts) = catalog.next_index(&empty);
-    log_changes(&changes, &conflicts, None);
+    log_problems(&changes);
+    log_conflicts(&conflicts);
     info!(
         dir = %settings.dir.display(),
         loaded = changes.added.len(),
@@ -108,9 +108,8 @@ pub fn open(
     Ok((catalog, index, changes))
 }
 
-/// Logs the problems and conflicts a refresh found: one line each. With `touched`, only
-/// conflicts that involve a touched entry are logged (a reload does not repeat them all).
-pub fn log_changes(changes: &Changes, conflicts: &[Conflict], touched: Option<&HashSet<&str>>) {
+/// Logs the problems a refresh found: one line each.
+pub fn log_problems(changes: &Changes) {
     if let Some(e) = &changes.dir_error {
         error!(reason = %e, "certificate store unreadable; keeping the certificates already loaded");
     }
@@ -124,14 +123,16 @@ pub fn log_changes(changes: &Changes, conflicts: &[Conflict], touched: Option<&H
     for stray in &changes.strays {
         warn!(file = %stray.path.display(), reason = %stray.reason, "not a certificate entry");
     }
+}
+
+/// Logs which entry serves each contested name. [`Catalog::next_index`] reports conflicts
+/// only for the names that changed, so a reload does not repeat the ones already logged.
+pub fn log_conflicts(conflicts: &[Conflict]) {
     for c in conflicts {
-        let involved = |id: &Arc<str>| touched.is_none_or(|t| t.contains(&**id));
-        if involved(&c.winner) || c.losers.iter().any(involved) {
-            let losers: Vec<&str> = c.losers.iter().map(|l| &**l).collect();
-            info!(
-                name = %c.name, winner = %c.winner, over = %losers.join(", "),
-                "several entries cover this name; the later notAfter serves"
-            );
-        }
+        let losers: Vec<&str> = c.losers.iter().map(|l| &**l).collect();
+        info!(
+            name = %c.name, winner = %c.winner, over = %losers.join(", "),
+            "several entries cover this name; the later notAfter serves"
+        );
     }
 }

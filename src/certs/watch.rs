@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::catalog::{Catalog, Scope};
-use super::{discover, log_changes, Store};
+use super::{discover, log_conflicts, log_problems, Store};
 
 /// After an event, wait this long without another before reloading: a burst (certbot's
 /// four symlinks, `tar x` of a batch) becomes one reload.
@@ -143,26 +143,19 @@ fn reload(
     };
     let (mut added, mut replaced, mut removed, mut rejected) = (0, 0, 0, 0);
     let mut publish = false;
-    let mut all_changes = Vec::new();
     for scope in scopes {
         let changes = catalog.refresh(scope);
+        log_problems(&changes);
         publish |= changes.publishes();
         added += changes.added.len();
         replaced += changes.replaced.len() + usize::from(changes.fallback_replaced);
         removed += changes.removed.len();
         rejected += changes.rejected.len();
-        all_changes.push(changes);
     }
     if publish {
         let (index, conflicts) = catalog.next_index(&store.index());
         store.publish(index);
-        for changes in &all_changes {
-            log_changes(changes, &conflicts, Some(&changes.touched()));
-        }
-    } else {
-        for changes in &all_changes {
-            log_changes(changes, &[], Some(&HashSet::new()));
-        }
+        log_conflicts(&conflicts);
     }
     (publish || rejected > 0).then_some((added, replaced, removed, rejected))
 }
