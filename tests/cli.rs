@@ -171,15 +171,7 @@ impl Drop for Running {
 /// A config with one IMAPS listener in front of `backend`, written into `root`.
 fn imaps_config(root: &std::path::Path, backend: std::net::SocketAddr) -> std::path::PathBuf {
     let _pki = Pki::new(root);
-    let store = store_dir(root);
-    let config = format!(
-        "{}{}",
-        head(root, &store, ""),
-        listener("imaps", "imaps", backend, "")
-    );
-    let path = root.join("m.toml");
-    std::fs::write(&path, config).unwrap();
-    path
+    common::write_imaps_config(root, &store_dir(root), backend)
 }
 
 /// `mailfront run` serves, logs one line per connection with its fields, and SIGTERM

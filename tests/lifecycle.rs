@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::backend::{Backend, Expect};
+use common::backend::Backend;
 use common::client::{self, read_line, send_line, Opts};
 use common::{head, listener, store_dir, Pki, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -26,13 +26,7 @@ async fn imaps_proxy(
 ) -> (Proxy, Backend) {
     let _pki = Pki::new(root);
     let store = store_dir(root);
-    let imap = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        tweak(head(root, &store, server)),
-        listener("imaps", "imaps", imap.addr, "")
-    );
-    (Proxy::start(root, &config), imap)
+    common::imaps_over(root, &tweak(head(root, &store, server))).await
 }
 
 /// Reads until the peer closes, bounded by `limit`; returns when it closed.

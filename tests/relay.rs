@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::backend::{self, Backend, Expect};
 use common::client::{self, read_line, send_line, Opts};
-use common::{head, listener, store_dir, KeyKind, Pki, Proxy};
+use common::{head, listener, store_dir, Pki, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn opts(sni: &str) -> Opts {
@@ -203,16 +203,7 @@ async fn dead_backend_closes_only_that_client() {
 #[tokio::test(flavor = "multi_thread")]
 async fn https_alpn_defaults_to_http11() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
-    pki.write_pair(&store, "webmail", &["webmail.example.net"], KeyKind::Ecdsa);
-    let http = Backend::http().await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("https", "https", http.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (_pki, proxy, _http) = common::webmail_proxy(tmp.path()).await;
     let mut o = opts("webmail.example.net");
     o.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut stream = client::connect(proxy.addr("https"), &o).await.unwrap();

@@ -7,9 +7,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::backend::{Backend, Expect};
+use common::backend::Backend;
 use common::client::{self, served_der, wait_served};
-use common::{head, listener, store_dir, KeyKind, Pki, Proxy};
+use common::{head, store_dir, KeyKind, Pki, Proxy};
 
 /// How long a change may take to reach handshakes.
 const SEEN: Duration = Duration::from_secs(1);
@@ -27,26 +27,36 @@ struct Setup {
 
 impl Setup {
     async fn new(prepare: impl FnOnce(&Pki, &Path)) -> Self {
+        Self::prepared(prepare).await.0
+    }
+
+    /// Like [`Setup::new`], also returning what `prepare` made.
+    async fn prepared<T>(prepare: impl FnOnce(&Pki, &Path) -> T) -> (Self, T) {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_owned();
         let pki = Pki::new(&root);
         let store = store_dir(&root);
-        prepare(&pki, &store);
-        let backend = Backend::start("* OK", Expect::Plain).await;
-        let config = format!(
-            "{}{}",
-            head(&root, &store, ""),
-            listener("imaps", "imaps", backend.addr, "")
-        );
-        let proxy = Proxy::start(&root, &config);
-        Self {
+        let made = prepare(&pki, &store);
+        let (proxy, backend) = common::imaps_over(&root, &head(&root, &store, "")).await;
+        let setup = Self {
             _tmp: tmp,
             root,
             pki,
             store,
             proxy,
             _backend: backend,
-        }
+        };
+        (setup, made)
+    }
+
+    /// A store holding `mail.pem` for mail.example.com; also that leaf's DER.
+    async fn with_mail_entry() -> (Self, Vec<u8>) {
+        Self::prepared(|pki, store| {
+            let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+            std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
+            leaf.der()
+        })
+        .await
     }
 
     fn addr(&self) -> std::net::SocketAddr {
@@ -55,13 +65,7 @@ impl Setup {
 
     /// The server-wide certificate's DER.
     fn fallback_der(&self) -> Vec<u8> {
-        let pem = std::fs::read(self.root.join("server.com.crt")).unwrap();
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-            .next()
-            .unwrap()
-            .unwrap()
-            .to_vec()
+        common::pki::first_der(&std::fs::read(self.root.join("server.com.crt")).unwrap())
     }
 
     /// Writes `text` to `name` in the store atomically: a dot-file, then a rename.
@@ -90,14 +94,7 @@ async fn new_entry_serves_within_a_second() {
 /// it started with.
 #[tokio::test(flavor = "multi_thread")]
 async fn replace_by_rename_and_open_connections_keep_theirs() {
-    let old = std::sync::Mutex::new(Vec::new());
-    let s = Setup::new(|pki, store| {
-        let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-        std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
-        *old.lock().unwrap() = leaf.der();
-    })
-    .await;
-    let old = old.into_inner().unwrap();
+    let (s, old) = Setup::with_mail_entry().await;
     let opts = client::Opts {
         sni: Some("mail.example.com".into()),
         ..Default::default()
@@ -122,15 +119,9 @@ async fn replace_by_rename_and_open_connections_keep_theirs() {
 /// the previous version serves until the file is whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_overwrite_in_place_keeps_the_old_version_until_complete() {
-    let old = std::sync::Mutex::new(Vec::new());
-    let s = Setup::new(|pki, store| {
-        let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-        std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
-        *old.lock().unwrap() = leaf.der();
-    })
-    .await;
-    let old = old.into_inner().unwrap();
-    let new = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa).combined();
+    let (s, old) = Setup::with_mail_entry().await;
+    let leaf = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    let new = leaf.combined();
     let path = s.store.join("mail.pem");
     let third = new.len() / 3;
     std::fs::File::create(&path).unwrap(); // truncated to nothing
@@ -153,11 +144,7 @@ async fn slow_overwrite_in_place_keeps_the_old_version_until_complete() {
             );
         }
     }
-    let new_der = common::pki::Leaf {
-        chain_pem: new.clone(),
-        key_pem: String::new(),
-    }
-    .der();
+    let new_der = leaf.der();
     assert!(wait_served(s.addr(), "mail.example.com", &new_der, SEEN)
         .await
         .is_some());
@@ -196,14 +183,7 @@ async fn cert_and_key_written_apart_in_both_orders() {
 /// to the server-wide certificate.
 #[tokio::test(flavor = "multi_thread")]
 async fn truncate_keeps_old_and_delete_falls_back() {
-    let old = std::sync::Mutex::new(Vec::new());
-    let s = Setup::new(|pki, store| {
-        let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-        std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
-        *old.lock().unwrap() = leaf.der();
-    })
-    .await;
-    let old = old.into_inner().unwrap();
+    let (s, old) = Setup::with_mail_entry().await;
     let path = s.store.join("mail.pem");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
@@ -404,15 +384,13 @@ async fn resumption_does_not_cross_names() {
 /// server-wide certificate.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_swaps_under_continuous_handshakes() {
-    let versions = std::sync::Mutex::new(Vec::new());
-    let s = Setup::new(|pki, store| {
+    let (s, versions) = Setup::prepared(|pki, store| {
         let a = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
         let b = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
         std::fs::write(store.join("mail.pem"), a.combined()).unwrap();
-        *versions.lock().unwrap() = vec![a, b];
+        vec![a, b]
     })
     .await;
-    let versions = versions.into_inner().unwrap();
     let ders: Vec<Vec<u8>> = versions.iter().map(|v| v.der()).collect();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let addr = s.addr();

@@ -206,16 +206,7 @@ async fn strict_sni_refuses_unknown_names() {
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_verifies_and_reports_mismatch() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = Pki::new(tmp.path());
-    let store = store_dir(tmp.path());
-    pki.write_pair(&store, "webmail", &["webmail.example.net"], KeyKind::Ecdsa);
-    let http = Backend::http().await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("https", "https", http.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (pki, proxy, _http) = common::webmail_proxy(tmp.path()).await;
     let port = proxy.addr("https").port();
     let ca = pki.ca_file().display().to_string();
     let curl = |name: &'static str| {

@@ -47,13 +47,7 @@ async fn every_layout_serves_its_names() {
     std::fs::copy(store.join("single.pem"), store.join(".single.pem.swp")).unwrap();
     std::fs::copy(store.join("single.pem"), store.join("other.pem~")).unwrap();
 
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", backend.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (proxy, _backend) = common::imaps_over(tmp.path(), &head(tmp.path(), &store, "")).await;
     let addr = proxy.addr("imaps");
     for name in [
         "single.example.com",
@@ -82,13 +76,8 @@ async fn broken_entries_are_skipped_not_fatal() {
     std::fs::write(store.join("mismatch.key"), &b.key_pem).unwrap();
     std::fs::write(store.join("nokey.pem"), &a.chain_pem).unwrap();
 
-    let config_text = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", "127.0.0.1:1".parse().unwrap(), "")
-    );
-    std::fs::write(tmp.path().join("m.toml"), &config_text).unwrap();
-    let config = Config::load(&tmp.path().join("m.toml")).unwrap();
+    let unused = "127.0.0.1:1".parse().unwrap();
+    let config = Config::load(&common::write_imaps_config(tmp.path(), &store, unused)).unwrap();
     let provider = mailfront::tls::provider();
     let (_, index, report) =
         mailfront::certs::open(&config.certs, "server.com", &provider).unwrap();
@@ -113,13 +102,7 @@ async fn broken_entries_are_skipped_not_fatal() {
     );
     assert_eq!(index.entries(), 1);
 
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", backend.addr, "")
-    );
-    let proxy = Proxy::start(tmp.path(), &config);
+    let (proxy, _backend) = common::imaps_over(tmp.path(), &head(tmp.path(), &store, "")).await;
     let addr = proxy.addr("imaps");
     assert_eq!(
         client::names_for(addr, Some("good.example.com")).await,
@@ -142,13 +125,8 @@ fn broken_server_wide_certificate_stops_start() {
         "-----BEGIN PRIVATE KEY-----\nAAAA",
     )
     .unwrap();
-    let text = format!(
-        "{}{}",
-        head(tmp.path(), &store, ""),
-        listener("imaps", "imaps", "127.0.0.1:1".parse().unwrap(), "")
-    );
-    std::fs::write(tmp.path().join("m.toml"), text).unwrap();
-    let config = Config::load(&tmp.path().join("m.toml")).unwrap();
+    let unused = "127.0.0.1:1".parse().unwrap();
+    let config = Config::load(&common::write_imaps_config(tmp.path(), &store, unused)).unwrap();
     let err = Server::bind(&config).err().expect("start refused");
     assert!(matches!(err, StartError::Cert(_)));
     let message = err.to_string();

@@ -24,39 +24,36 @@ async fn proxy(root: &std::path::Path) -> (Pki, Proxy, Backend) {
     (pki, Proxy::start(root, &config), backend)
 }
 
+/// Whether `openssl s_client` with `args` completes a handshake for mail.example.com.
+async fn openssl_connects(proxy: &Proxy, args: &[&str]) -> (bool, String) {
+    let addr = proxy.addr("imaps").to_string();
+    let mut all = vec![
+        "s_client",
+        "-connect",
+        &addr,
+        "-servername",
+        "mail.example.com",
+        "-brief",
+    ];
+    all.extend_from_slice(args);
+    let out = client::run("openssl", &all).await;
+    (out.stderr.contains("CONNECTION ESTABLISHED"), out.stderr)
+}
+
 /// TLS 1.0 and 1.1 are refused; TLS 1.2 and 1.3 work.
 #[tokio::test(flavor = "multi_thread")]
 async fn only_tls12_and_tls13() {
     let tmp = tempfile::tempdir().unwrap();
     let (_pki, proxy, _b) = proxy(tmp.path()).await;
-    let addr = proxy.addr("imaps").to_string();
     for (flag, ok) in [
         ("-tls1", false),
         ("-tls1_1", false),
         ("-tls1_2", true),
         ("-tls1_3", true),
     ] {
-        let out = client::run(
-            "openssl",
-            &[
-                "s_client",
-                "-connect",
-                &addr,
-                "-servername",
-                "mail.example.com",
-                "-brief",
-                flag,
-                "-cipher",
-                "ALL:@SECLEVEL=0",
-            ],
-        )
-        .await;
-        assert_eq!(
-            out.stderr.contains("CONNECTION ESTABLISHED"),
-            ok,
-            "{flag}: {}",
-            out.stderr
-        );
+        let (connected, stderr) =
+            openssl_connects(&proxy, &[flag, "-cipher", "ALL:@SECLEVEL=0"]).await;
+        assert_eq!(connected, ok, "{flag}: {stderr}");
     }
 }
 
@@ -65,7 +62,6 @@ async fn only_tls12_and_tls13() {
 async fn only_aead_ecdhe_suites() {
     let tmp = tempfile::tempdir().unwrap();
     let (_pki, proxy, _b) = proxy(tmp.path()).await;
-    let addr = proxy.addr("imaps").to_string();
     for (cipher, ok) in [
         ("AES128-GCM-SHA256", false),         // RSA key exchange
         ("ECDHE-RSA-AES128-SHA", false),      // CBC
@@ -73,27 +69,8 @@ async fn only_aead_ecdhe_suites() {
         ("ECDHE-RSA-AES128-GCM-SHA256", true),
         ("ECDHE-RSA-CHACHA20-POLY1305", true),
     ] {
-        let out = client::run(
-            "openssl",
-            &[
-                "s_client",
-                "-connect",
-                &addr,
-                "-servername",
-                "mail.example.com",
-                "-brief",
-                "-tls1_2",
-                "-cipher",
-                cipher,
-            ],
-        )
-        .await;
-        assert_eq!(
-            out.stderr.contains("CONNECTION ESTABLISHED"),
-            ok,
-            "{cipher}: {}",
-            out.stderr
-        );
+        let (connected, stderr) = openssl_connects(&proxy, &["-tls1_2", "-cipher", cipher]).await;
+        assert_eq!(connected, ok, "{cipher}: {stderr}");
     }
 }
 
@@ -137,34 +114,14 @@ async fn tls13_resumption_with_tickets() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv4_and_ipv6_addresses_of_one_listener() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = store_dir(tmp.path());
-    let pki = Pki::new(tmp.path());
-    pki.write_pair(&store, "mail", &["mail.example.com"], KeyKind::Ecdsa);
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let config = format!(
-        "{}[[listener]]\nname = \"imaps\"\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nprotocol = \"imaps\"\nbackend = \"{}\"\n",
-        head(tmp.path(), &store, ""),
-        backend.addr
-    );
-    let path = tmp.path().join("m.toml");
-    std::fs::write(&path, config).unwrap();
-    let server = mailfront::Server::bind(&mailfront::Config::load(&path).unwrap()).unwrap();
-    let addrs: Vec<_> = server.local_addrs().into_iter().map(|(_, a)| a).collect();
+    let (_pki, proxy, _b) = proxy(tmp.path()).await;
+    let addrs = &proxy.bound;
     assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(
-        async {
-            let _ = stopped.await;
-        },
-        std::future::pending(),
-    ));
-    for addr in addrs {
+    for &addr in addrs {
         assert_eq!(
             client::names_for(addr, Some("mail.example.com")).await,
             ["mail.example.com"],
             "{addr}"
         );
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
 }

@@ -25,6 +25,8 @@ pub use pki::{KeyKind, Pki};
 pub struct Proxy {
     /// First bound address of each listener, by name.
     pub addrs: HashMap<String, SocketAddr>,
+    /// Every bound address, in config order.
+    pub bound: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     cut: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<DrainReport>>,
@@ -43,8 +45,10 @@ impl Proxy {
         let config = Config::load(&path).unwrap();
         let server = Server::bind(&config).unwrap();
         let mut addrs = HashMap::new();
+        let mut bound = Vec::new();
         for (name, addr) in server.local_addrs() {
             addrs.entry(name).or_insert(addr);
+            bound.push(addr);
         }
         let (stop, stopped) = oneshot::channel();
         let (cut, cut_rx) = oneshot::channel();
@@ -58,6 +62,7 @@ impl Proxy {
         ));
         Self {
             addrs,
+            bound,
             stop: Some(stop),
             cut: Some(cut),
             task: Some(task),
@@ -127,4 +132,40 @@ pub async fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// A proxy with one `https` listener in front of a test HTTP backend, and a store holding
+/// an ECDSA certificate for webmail.example.net.
+pub async fn webmail_proxy(root: &Path) -> (Pki, Proxy, backend::Backend) {
+    let pki = Pki::new(root);
+    let store = store_dir(root);
+    pki.write_pair(&store, "webmail", &["webmail.example.net"], KeyKind::Ecdsa);
+    let http = backend::Backend::http().await;
+    let config = format!(
+        "{}{}",
+        head(root, &store, ""),
+        listener("https", "https", http.addr, "")
+    );
+    (pki, Proxy::start(root, &config), http)
+}
+
+/// Writes `root/m.toml`: the test head with the store at `store` and one `imaps` listener
+/// in front of `backend`; returns its path.
+pub fn write_imaps_config(root: &Path, store: &Path, backend: SocketAddr) -> PathBuf {
+    let config = format!(
+        "{}{}",
+        head(root, store, ""),
+        listener("imaps", "imaps", backend, "")
+    );
+    let path = root.join("m.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// A proxy with one `imaps` listener in front of a backend greeting "* OK", the store at
+/// `store`; `head_text` is the `[server]`/`[certs]` head (see [`head`]).
+pub async fn imaps_over(root: &Path, head_text: &str) -> (Proxy, backend::Backend) {
+    let imap = backend::Backend::start("* OK", backend::Expect::Plain).await;
+    let config = format!("{head_text}{}", listener("imaps", "imaps", imap.addr, ""));
+    (Proxy::start(root, &config), imap)
 }

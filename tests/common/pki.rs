@@ -30,12 +30,7 @@ pub struct Leaf {
 impl Leaf {
     /// The leaf certificate's DER, to recognise which version a client was served.
     pub fn der(&self) -> Vec<u8> {
-        use rustls::pki_types::pem::PemObject;
-        let first = rustls::pki_types::CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
-        first.to_vec()
+        first_der(self.chain_pem.as_bytes())
     }
 
     /// Chain and key in one PEM text.
@@ -109,4 +104,11 @@ impl Pki {
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
+}
+
+/// The DER of the first certificate in PEM text.
+pub fn first_der(pem: &[u8]) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let first = rustls::pki_types::CertificateDer::pem_slice_iter(pem).next();
+    first.expect("a certificate").unwrap().to_vec()
 }
