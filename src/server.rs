@@ -43,7 +43,6 @@ pub struct Server {
     shared: Arc<Shared>,
     /// The store's entries, handed to the reloader when the server runs.
     catalog: Catalog,
-    watch: certs::watch::Watch,
     rescan_interval: std::time::Duration,
     drain_timeout: std::time::Duration,
 }
@@ -53,8 +52,6 @@ impl Server {
     /// listener address.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         let provider = tls::provider();
-        let c = &config.certs;
-        let watch = certs::watch::Watch::start(&c.dir, &c.default_cert, &c.default_key);
         let (catalog, index, _) = certs::open(&config.certs, &config.server.name, &provider)?;
         let store = Arc::new(Store::new(index));
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -93,7 +90,6 @@ impl Server {
             listeners,
             shared,
             catalog,
-            watch,
             rescan_interval: config.certs.rescan_interval,
             drain_timeout: config.server.drain_timeout,
         })
@@ -126,7 +122,6 @@ impl Server {
     ) -> DrainReport {
         let stop = self.shared.shutdown.clone();
         stop.tracker.spawn(certs::watch::run(
-            self.watch,
             self.catalog,
             Arc::clone(&self.shared.store),
             self.rescan_interval,

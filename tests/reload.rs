@@ -90,6 +90,37 @@ async fn new_entry_serves_within_a_second() {
     assert!(took.is_some(), "the new certificate serves within {SEEN:?}");
 }
 
+/// A change made after the store was loaded and before the watches were in place (no event
+/// can report it) is caught by the refresh that follows setting them up.
+#[tokio::test(flavor = "multi_thread")]
+async fn change_between_load_and_watch_is_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pki = Pki::new(root);
+    let store = store_dir(root);
+    let old = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    std::fs::write(store.join("mail.pem"), old.combined()).unwrap();
+    let new = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    let added = pki.leaf(&["new.example.com"], KeyKind::Ecdsa);
+    let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
+    let config = format!(
+        "{}{}",
+        head(root, &store, ""),
+        common::listener("imaps", "imaps", imap.addr, "")
+    );
+    let proxy = Proxy::start_loaded_then(root, &config, || {
+        std::fs::write(store.join("mail.pem"), new.combined()).unwrap();
+        std::fs::write(store.join("new.pem"), added.combined()).unwrap();
+    });
+    let addr = proxy.addr("imaps");
+    assert!(wait_served(addr, "mail.example.com", &new.der(), SEEN)
+        .await
+        .is_some());
+    assert!(wait_served(addr, "new.example.com", &added.der(), SEEN)
+        .await
+        .is_some());
+}
+
 /// Replacing an entry by rename serves the new version; an open connection keeps the one
 /// it started with.
 #[tokio::test(flavor = "multi_thread")]

@@ -149,10 +149,16 @@ fn scan_listing(root: &Path, dir: &Path, depth: usize, read: std::fs::ReadDir, f
             continue;
         }
         let path = entry.path();
-        // metadata() follows symlinks: certbot's live/ and Kubernetes' volumes are symlinks.
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => dirs.push(path),
-            Ok(m) if m.is_file() => {
+        // The listing's own file type costs nothing; only symlinks (certbot's live/ and
+        // Kubernetes' volumes are made of them) and file systems that do not report types
+        // need a stat, which follows the link.
+        let kind = match entry.file_type() {
+            Ok(t) if !t.is_symlink() => Ok(t),
+            _ => std::fs::metadata(&path).map(|m| m.file_type()),
+        };
+        match kind {
+            Ok(t) if t.is_dir() => dirs.push(path),
+            Ok(t) if t.is_file() => {
                 files.insert(name, path);
             }
             Ok(_) => {}

@@ -25,9 +25,13 @@ const MAX_DELAY: Duration = Duration::from_millis(250);
 
 type Events = mpsc::UnboundedReceiver<notify::Result<Event>>;
 
-/// The watches on the store, set up before the store is first read so that no change
-/// between that read and the first event is missed; events queue until [`run`] starts.
-pub struct Watch {
+/// The watches on the store and their events.
+///
+/// They are set up after the first load, not before: inotify reports every file opened in
+/// a watched directory, and the load opens them all (100,000 events that overflow the
+/// kernel's queue and cost a tenth of the load's CPU). A full refresh right after the
+/// watches are in place catches whatever changed while the store loaded.
+struct Watch {
     watcher: Option<RecommendedWatcher>,
     events: Events,
 }
@@ -35,7 +39,8 @@ pub struct Watch {
 impl Watch {
     /// Watches `root` (the store) and the directories of the server-wide certificate's
     /// `cert` and `key`. Failure to watch is logged; the periodic rescan still works.
-    pub fn start(root: &Path, cert: &Path, key: &Path) -> Self {
+    /// Blocks while notify walks the store to watch its subdirectories.
+    fn start(root: &Path, cert: &Path, key: &Path) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let watcher = RecommendedWatcher::new(
             move |event: notify::Result<Event>| {
@@ -66,47 +71,58 @@ impl Watch {
     }
 }
 
-/// Applies store changes until `stop` is cancelled.
+/// Watches the store and applies its changes until `stop` is cancelled. `catalog` is what
+/// was loaded at start-up; the first refresh catches up with what changed since.
 pub async fn run(
-    watches: Watch,
     mut catalog: Catalog,
     store: Arc<Store>,
     rescan: Duration,
     stop: CancellationToken,
 ) {
-    let Watch {
+    let (root, (cert, key)) = (catalog.root().to_owned(), catalog.fallback_files());
+    let key = key.unwrap_or_else(|| cert.clone());
+    let Ok(Watch {
         mut watcher,
         mut events,
-    } = watches;
+    }) = tokio::task::spawn_blocking(move || Watch::start(&root, &cert, &key)).await
+    else {
+        warn!("cannot watch the certificate store: the watcher panicked; live reload stopped");
+        return;
+    };
     let mut ticker = tokio::time::interval(rescan.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut catch_up = Some((HashSet::from([Scope::All]), false));
     loop {
-        let (scopes, rewatch) = tokio::select! {
-            Some(event) = events.recv() => collect(&catalog, event, &mut events).await,
-            _ = ticker.tick() => (HashSet::from([Scope::All]), false),
-            () = stop.cancelled() => return,
+        let (scopes, rewatch) = match catch_up.take() {
+            Some(first) => first,
+            None => tokio::select! {
+                Some(event) = events.recv() => collect(&catalog, event, &mut events).await,
+                _ = ticker.tick() => (HashSet::from([Scope::All]), false),
+                () = stop.cancelled() => return,
+            },
         };
         if scopes.is_empty() {
             continue;
         }
-        if rewatch {
-            if let Some(w) = watcher.as_mut() {
-                let (cert, key) = catalog.fallback_files();
-                watch(w, catalog.root(), &cert, key.as_deref().unwrap_or(&cert));
-            }
-        }
         tracing::debug!(?scopes, rewatch, "refreshing the certificate store");
         let started = Instant::now();
         let store2 = Arc::clone(&store);
+        let mut w = watcher.take();
         let refreshed = tokio::task::spawn_blocking(move || {
+            // Re-watching walks the store, so it is done here, off the async threads.
+            if let (true, Some(w)) = (rewatch, w.as_mut()) {
+                let (cert, key) = catalog.fallback_files();
+                watch(w, catalog.root(), &cert, key.as_deref().unwrap_or(&cert));
+            }
             let stats = reload(&mut catalog, &scopes, &store2);
-            (catalog, stats)
+            (catalog, w, stats)
         })
         .await;
         match refreshed {
-            Ok((c, stats)) => {
+            Ok((c, w, stats)) => {
                 catalog = c;
+                watcher = w;
                 if let Some(stats) = stats {
                     info!(
                         added = stats.0,

@@ -35,6 +35,12 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy from config text (written into `dir` as `mailfront.toml`).
     pub fn start(dir: &Path, config: &str) -> Self {
+        Self::start_loaded_then(dir, config, || {})
+    }
+
+    /// Like [`Proxy::start`], running `between` once the store is loaded and before the
+    /// proxy serves (and watches the store).
+    pub fn start_loaded_then(dir: &Path, config: &str, between: impl FnOnce()) -> Self {
         // RUST_LOG=debug shows the proxy's log lines with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -44,6 +50,7 @@ impl Proxy {
         std::fs::write(&path, config).unwrap();
         let config = Config::load(&path).unwrap();
         let server = Server::bind(&config).unwrap();
+        between();
         let mut addrs = HashMap::new();
         let mut bound = Vec::new();
         for (name, addr) in server.local_addrs() {
