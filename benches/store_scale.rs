@@ -5,8 +5,15 @@
 //!
 //! Stores are generated once into `target/bench-stores/N/` (rcgen, P-256 leaves signed by
 //! one CA) and reused. For each N a fresh `mailfront run` is started; the numbers come
-//! from its own log (load time), `/proc/PID/status` (VmRSS, VmHWM) and `/proc/PID/stat`
-//! (server CPU time), while this process plays client and backend.
+//! from its own log (load time), `/proc/PID/status` (VmRSS, VmHWM) and the CPU time of
+//! its threads (`/proc/PID/task/*/schedstat`, nanoseconds), while this process plays
+//! client and backend.
+//!
+//! Handshake CPU is measured side by side: a proxy serving the 1-entry store runs through
+//! the whole benchmark, and batches of handshakes alternate between it and the N-entry
+//! proxy, so that both see the same state of the machine; the ratio is the median of the
+//! rounds' ratios. The row for N = 1 compares two 1-entry proxies: the noise floor.
+//! `benches/handshake_scale.rs` counts the same in instructions.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,7 +27,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-const HANDSHAKES: usize = 4000;
+mod common;
+
+/// Alternating rounds of handshakes, and handshakes per proxy per round.
+const ROUNDS: usize = 9;
+const BATCH: usize = 400;
 const SWAPS: usize = 7;
 
 fn main() {
@@ -34,12 +45,14 @@ fn main() {
         sizes
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    println!("| entries | load ms | RSS MiB | KiB/entry over 1 | handshake server CPU us | change seen ms (median of {SWAPS}) | peak RSS / loaded RSS |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let backend = runtime.block_on(backend());
+    let mut baseline = Running::start(&store_for(1), backend);
+    println!("| entries | load ms | RSS MiB | KiB/entry over 1 | handshake server CPU us | same vs 1 entry, side by side | change seen ms (median of {SWAPS}) | peak RSS / loaded RSS |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut base_rss = None;
     for n in sizes {
         let dir = store_for(n);
-        let r = runtime.block_on(measure(&dir, n));
+        let r = runtime.block_on(measure(&dir, n, backend, &baseline));
         let base = *base_rss.get_or_insert(r.rss_kib);
         let per_entry = if n > 1 {
             format!("{:.2}", (r.rss_kib as f64 - base as f64) / (n - 1) as f64)
@@ -47,14 +60,16 @@ fn main() {
             "-".into()
         };
         println!(
-            "| {n} | {} | {:.1} | {per_entry} | {:.1} | {:.1} | {:.2} |",
+            "| {n} | {} | {:.1} | {per_entry} | {:.1} | {:.3} | {:.1} | {:.2} |",
             r.load_ms,
             r.rss_kib as f64 / 1024.0,
             r.handshake_cpu_us,
+            r.handshake_ratio,
             r.change_ms,
             r.peak_kib as f64 / r.rss_kib as f64,
         );
     }
+    baseline.proxy.stop();
 }
 
 struct Result {
@@ -62,6 +77,8 @@ struct Result {
     rss_kib: u64,
     peak_kib: u64,
     handshake_cpu_us: f64,
+    /// Median over the rounds of (N-entry CPU / 1-entry CPU).
+    handshake_ratio: f64,
     change_ms: f64,
 }
 
@@ -111,9 +128,10 @@ fn store_for(n: usize) -> PathBuf {
     dir
 }
 
-async fn measure(dir: &Path, n: usize) -> Result {
+/// A backend that greets like an IMAP server and closes; shared by every proxy.
+async fn backend() -> SocketAddr {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
+    let addr = backend.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = backend.accept().await {
             tokio::spawn(async move {
@@ -121,38 +139,81 @@ async fn measure(dir: &Path, n: usize) -> Result {
             });
         }
     });
-    let config = dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nname = \"server.com\"\n[certs]\ndir = \"store\"\ndefault_cert = \"server.pem\"\n\
-             default_key = \"server.pem\"\nrescan_interval = \"1h\"\n[[listener]]\nname = \"imaps\"\n\
-             bind = \"127.0.0.1:0\"\nprotocol = \"imaps\"\nbackend = \"{backend_addr}\"\n"
-        ),
-    )
-    .unwrap();
-    let mut proxy = Proxy::start(&config);
-    let load_ms: u64 = field(&proxy.wait_line("certificate store loaded"), "ms")
-        .parse()
+    addr
+}
+
+/// A proxy serving the store in `dir`, loaded and listening.
+struct Running {
+    proxy: Proxy,
+    addr: SocketAddr,
+    load_ms: u64,
+}
+
+impl Running {
+    fn start(dir: &Path, backend: SocketAddr) -> Self {
+        let config = dir.join("bench.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nname = \"server.com\"\n[certs]\ndir = \"store\"\ndefault_cert = \"server.pem\"\n\
+                 default_key = \"server.pem\"\nrescan_interval = \"1h\"\n[[listener]]\nname = \"imaps\"\n\
+                 bind = \"127.0.0.1:0\"\nprotocol = \"imaps\"\nbackend = \"{backend}\"\n"
+            ),
+        )
         .unwrap();
-    let addr: SocketAddr = field(&proxy.wait_line("\"listening\""), "addr")
-        .parse()
-        .unwrap();
+        let proxy = Proxy::start(&config);
+        let load_ms = field(&proxy.wait_line("certificate store loaded"), "ms")
+            .parse()
+            .unwrap();
+        let addr = field(&proxy.wait_line("\"listening\""), "addr")
+            .parse()
+            .unwrap();
+        Self {
+            proxy,
+            addr,
+            load_ms,
+        }
+    }
+
+    /// Server CPU nanoseconds for `count` full handshakes to names `name(i)`.
+    async fn handshakes(
+        &self,
+        client: &tokio_rustls::TlsConnector,
+        count: usize,
+        name: impl Fn(usize) -> String,
+    ) -> u64 {
+        let before = self.proxy.cpu_ns();
+        for i in 0..count {
+            handshake(client, self.addr, &name(i)).await;
+        }
+        self.proxy.cpu_ns() - before
+    }
+}
+
+async fn measure(dir: &Path, n: usize, backend: SocketAddr, baseline: &Running) -> Result {
+    let mut this = Running::start(dir, backend);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_kib = proxy.status("VmRSS:");
+    let rss_kib = this.proxy.status("VmRSS:");
 
     let client = client();
-    // Warm up, then count the server's CPU over many handshakes to names spread over the store.
-    for i in 0..200 {
-        handshake(&client, addr, &format!("d{:07}.example.test", i % n)).await;
+    // Names spread over the store; the 1-entry proxy has one name.
+    let spread = |i: usize| format!("d{:07}.example.test", (i * 7919) % n);
+    let only = |_: usize| "d0000000.example.test".to_owned();
+    this.handshakes(&client, 200, spread).await;
+    baseline.handshakes(&client, 200, only).await;
+    let (mut ratios, mut per_handshake) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so that neither always follows the other.
+        let (mine, base) = if round % 2 == 0 {
+            let mine = this.handshakes(&client, BATCH, spread).await;
+            (mine, baseline.handshakes(&client, BATCH, only).await)
+        } else {
+            let base = baseline.handshakes(&client, BATCH, only).await;
+            (this.handshakes(&client, BATCH, spread).await, base)
+        };
+        ratios.push(mine as f64 / base as f64);
+        per_handshake.push(mine as f64 / BATCH as f64 / 1000.0);
     }
-    let cpu_before = proxy.cpu_ticks();
-    for i in 0..HANDSHAKES {
-        let name = format!("d{:07}.example.test", (i * 7919) % n);
-        handshake(&client, addr, &name).await;
-    }
-    let cpu = proxy.cpu_ticks() - cpu_before;
-    let handshake_cpu_us = cpu as f64 * 10_000.0 / HANDSHAKES as f64;
 
     // One entry replaced by rename: time until a handshake sees the new version.
     let ca_text = std::fs::read_to_string(dir.join("issue-ca.pem")).unwrap();
@@ -173,7 +234,7 @@ async fn measure(dir: &Path, n: usize) -> Result {
         let started = Instant::now();
         std::fs::rename(&tmp, dir.join("store").join(format!("{name}.pem"))).unwrap();
         loop {
-            if handshake(&client, addr, &name).await == want {
+            if handshake(&client, this.addr, &name).await == want {
                 break;
             }
             assert!(
@@ -184,16 +245,21 @@ async fn measure(dir: &Path, n: usize) -> Result {
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let peak_kib = proxy.status("VmHWM:");
-    proxy.stop();
+    let peak_kib = this.proxy.status("VmHWM:");
+    this.proxy.stop();
     Result {
-        load_ms,
+        load_ms: this.load_ms,
         rss_kib,
         peak_kib,
-        handshake_cpu_us,
-        change_ms: times[SWAPS / 2],
+        handshake_cpu_us: median(&mut per_handshake),
+        handshake_ratio: median(&mut ratios),
+        change_ms: median(&mut times),
     }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
 }
 
 fn field(line: &str, name: &str) -> String {
@@ -255,15 +321,15 @@ impl Proxy {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    /// CPU time of the process's threads now, in nanoseconds (the first field of each
+    /// thread's schedstat; /proc/PID/stat counts in 10 ms ticks, too coarse here).
+    fn cpu_ns(&self) -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap();
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 
     fn stop(&mut self) {
@@ -273,52 +339,7 @@ impl Proxy {
 }
 
 fn client() -> tokio_rustls::TlsConnector {
-    #[derive(Debug)]
-    struct Any;
-    impl rustls::client::danger::ServerCertVerifier for Any {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error>
-        {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
-        {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
-        {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            vec![rustls::SignatureScheme::ECDSA_NISTP256_SHA256]
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Any))
-        .with_no_client_auth();
-    // Full handshakes only: resumption would hide the certificate work.
-    config.resumption = rustls::client::Resumption::disabled();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(common::client_config()))
 }
 
 /// One full handshake to `name`; returns the leaf served.

@@ -107,33 +107,58 @@ pub async fn handshake(
     strict_sni: bool,
 ) -> Result<Handshake, HandshakeError> {
     let accepted = read_client_hello(&tcp).await?;
-    let hello = accepted.client_hello();
-    let sni = hello.server_name().map(str::to_owned);
-    let (resolver, cert, matched) = {
-        let index = store.index();
-        let (served, matched) = index.select(sni.as_deref(), hello.signature_schemes());
-        (
-            Arc::clone(&served.resolver),
-            Arc::clone(&served.id),
-            matched,
-        )
-    };
-    if strict_sni && matched == Match::Fallback {
+    let chosen = choose(&accepted.client_hello(), store);
+    if strict_sni && chosen.matched == Match::Fallback {
         send_alert(&tcp, &UNRECOGNIZED_NAME_ALERT);
-        return Err(HandshakeError::UnknownName(sni));
+        return Err(HandshakeError::UnknownName(chosen.sni));
     }
-    let mut config = base.clone();
-    config.cert_resolver = resolver;
+    let config = connection_config(base, chosen.resolver);
     let stream = StartHandshake::from_parts(accepted, tcp)
-        .into_stream(Arc::new(config))
+        .into_stream(config)
         .await
         .map_err(unwrap_tls_error)?;
     Ok(Handshake {
         stream,
-        sni,
-        cert,
-        matched,
+        sni: chosen.sni,
+        cert: chosen.cert,
+        matched: chosen.matched,
     })
+}
+
+/// The certificate chosen for one ClientHello.
+pub struct Chosen {
+    /// The name the client asked for, if any.
+    pub sni: Option<String>,
+    /// Hands rustls the chosen certificate.
+    pub resolver: Arc<dyn ResolvesServerCert>,
+    /// The entry it comes from.
+    pub cert: Arc<str>,
+    /// How it matched.
+    pub matched: Match,
+}
+
+/// Chooses the certificate for `hello` from the index in force: one atomic load and at
+/// most two hash lookups, whatever the size of the store.
+pub fn choose(hello: &ClientHello<'_>, store: &Store) -> Chosen {
+    let sni = hello.server_name().map(str::to_owned);
+    let index = store.index();
+    let (served, matched) = index.select(sni.as_deref(), hello.signature_schemes());
+    Chosen {
+        resolver: Arc::clone(&served.resolver),
+        cert: Arc::clone(&served.id),
+        matched,
+        sni,
+    }
+}
+
+/// One connection's copy of the listener's configuration, serving `resolver`'s certificate.
+pub fn connection_config(
+    base: &ServerConfig,
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Arc<ServerConfig> {
+    let mut config = base.clone();
+    config.cert_resolver = resolver;
+    Arc::new(config)
 }
 
 async fn read_client_hello(tcp: &TcpStream) -> Result<rustls::server::Accepted, HandshakeError> {
