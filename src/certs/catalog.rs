@@ -123,11 +123,13 @@ pub struct Catalog {
     reported_strays: HashSet<PathBuf>,
 }
 
-/// What was found in one source during a refresh, computed in parallel.
+/// What was found in one source during a refresh, computed in parallel. A full rescan of
+/// an unchanged store makes one per entry, all `Same`: the others are boxed so that this
+/// list stays at 16 bytes an entry (it was 30 MiB at 100,000 entries unboxed).
 enum Look {
     Same,
-    Restamped(Stamp),
-    Changed(Stamp, Option<u64>, Result<Loaded, LoadError>),
+    Restamped(Box<Stamp>),
+    Changed(Box<(Stamp, Option<u64>, Result<Loaded, LoadError>)>),
 }
 
 impl Catalog {
@@ -274,8 +276,9 @@ impl Catalog {
                 });
             match look {
                 Look::Same => {}
-                Look::Restamped(stamp) => entry.stamp = stamp,
-                Look::Changed(stamp, digest, result) => {
+                Look::Restamped(stamp) => entry.stamp = *stamp,
+                Look::Changed(changed) => {
+                    let (stamp, digest, result) = *changed;
                     entry.source = source;
                     entry.stamp = stamp;
                     entry.digest = digest;
@@ -321,8 +324,9 @@ impl Catalog {
         let look = look(&self.fallback.source, Some(&self.fallback), &self.provider);
         match look {
             Look::Same => {}
-            Look::Restamped(stamp) => self.fallback.stamp = stamp,
-            Look::Changed(stamp, digest, result) => {
+            Look::Restamped(stamp) => self.fallback.stamp = *stamp,
+            Look::Changed(changed) => {
+                let (stamp, digest, result) = *changed;
                 self.fallback.stamp = stamp;
                 self.fallback.digest = digest;
                 match result {
@@ -371,8 +375,8 @@ fn look(source: &Source, known: Option<&Entry>, provider: &CryptoProvider) -> Lo
     let contents = Contents::read(source);
     let digest = contents.as_ref().ok().map(Contents::digest);
     if same_source && digest.is_some() && known.is_some_and(|e| e.digest == digest) {
-        return Look::Restamped(stamp);
+        return Look::Restamped(Box::new(stamp));
     }
     let result = contents.and_then(|c| parse(source, &c, provider));
-    Look::Changed(stamp, digest, result)
+    Look::Changed(Box::new((stamp, digest, result)))
 }

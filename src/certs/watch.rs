@@ -152,7 +152,8 @@ fn reload(
     scopes: &HashSet<Scope>,
     store: &Store,
 ) -> Option<(usize, usize, usize, usize)> {
-    let scopes: Vec<&Scope> = if scopes.contains(&Scope::All) {
+    let full = scopes.contains(&Scope::All);
+    let scopes: Vec<&Scope> = if full {
         vec![&Scope::All]
     } else {
         scopes.iter().collect()
@@ -172,6 +173,9 @@ fn reload(
         let (index, conflicts) = catalog.next_index(&store.index());
         store.publish(index);
         log_conflicts(&conflicts);
+    }
+    if full {
+        super::release_free_memory();
     }
     (publish || rejected > 0).then_some((added, replaced, removed, rejected))
 }
