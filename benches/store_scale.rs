@@ -1,12 +1,13 @@
 //! Store scale: start-up load time, resident memory per entry, handshake CPU and the
 //! latency of one change, for stores of N ECDSA entries, measured on the release binary.
 //!
-//! `cargo bench --bench store_scale -- 1 10000 100000`
+//! `cargo bench --bench store_scale -- 1 10000 100000` (add `--cold` to empty the page
+//! cache before each proxy starts: the first start after boot; needs root)
 //!
 //! Stores are generated once into `target/bench-stores/N/` (rcgen, P-256 leaves signed by
 //! one CA) and reused. For each N a fresh `mailfront run` is started; the numbers come
 //! from its own log (load time), `/proc/PID/status` (VmRSS, VmHWM) and the CPU time of
-//! its threads (`/proc/PID/task/*/schedstat`, nanoseconds), while this process plays
+//! the process (its CPU-time clock, nanoseconds), while this process plays
 //! client and backend.
 //!
 //! Handshake CPU is measured side by side: a proxy serving the 1-entry store runs through
@@ -35,10 +36,9 @@ const BATCH: usize = 400;
 const SWAPS: usize = 7;
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cold = args.iter().any(|a| a == "--cold");
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
         vec![1, 10_000]
     } else {
@@ -47,22 +47,29 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let backend = runtime.block_on(backend());
     let mut baseline = Running::start(&store_for(1), backend);
-    println!("| entries | load ms | RSS MiB | KiB/entry over 1 | handshake server CPU us | same vs 1 entry, side by side | change seen ms (median of {SWAPS}) | peak RSS / loaded RSS |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| entries | load ms | RSS MiB loaded | RSS MiB after first rescan | KiB/entry over 1 | handshake server CPU us | same vs 1 entry, side by side | change seen ms (median of {SWAPS}) | peak RSS / loaded RSS |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut base_rss = None;
     for n in sizes {
         let dir = store_for(n);
+        if cold {
+            drop_page_cache();
+        }
         let r = runtime.block_on(measure(&dir, n, backend, &baseline));
-        let base = *base_rss.get_or_insert(r.rss_kib);
+        let base = *base_rss.get_or_insert(r.settled_kib);
         let per_entry = if n > 1 {
-            format!("{:.2}", (r.rss_kib as f64 - base as f64) / (n - 1) as f64)
+            format!(
+                "{:.2}",
+                (r.settled_kib as f64 - base as f64) / (n - 1) as f64
+            )
         } else {
             "-".into()
         };
         println!(
-            "| {n} | {} | {:.1} | {per_entry} | {:.1} | {:.3} | {:.1} | {:.2} |",
+            "| {n} | {} | {:.1} | {:.1} | {per_entry} | {:.1} | {:.3} | {:.1} | {:.2} |",
             r.load_ms,
             r.rss_kib as f64 / 1024.0,
+            r.settled_kib as f64 / 1024.0,
             r.handshake_cpu_us,
             r.handshake_ratio,
             r.change_ms,
@@ -74,7 +81,11 @@ fn main() {
 
 struct Result {
     load_ms: u64,
+    /// When the proxy starts listening.
     rss_kib: u64,
+    /// After the full refresh that follows setting up the watches (what every periodic
+    /// rescan also does).
+    settled_kib: u64,
     peak_kib: u64,
     handshake_cpu_us: f64,
     /// Median over the rounds of (N-entry CPU / 1-entry CPU).
@@ -192,8 +203,9 @@ impl Running {
 
 async fn measure(dir: &Path, n: usize, backend: SocketAddr, baseline: &Running) -> Result {
     let mut this = Running::start(dir, backend);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_kib = this.proxy.status("VmRSS:");
+    this.proxy.wait_idle().await;
+    let settled_kib = this.proxy.status("VmRSS:");
 
     let client = client();
     // Names spread over the store; the 1-entry proxy has one name.
@@ -250,11 +262,22 @@ async fn measure(dir: &Path, n: usize, backend: SocketAddr, baseline: &Running) 
     Result {
         load_ms: this.load_ms,
         rss_kib,
+        settled_kib,
         peak_kib,
         handshake_cpu_us: median(&mut per_handshake),
         handshake_ratio: median(&mut ratios),
         change_ms: median(&mut times),
     }
+}
+
+/// Empties the page cache, as after a boot.
+fn drop_page_cache() {
+    let synced = Command::new("sync").status().is_ok_and(|s| s.success());
+    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    assert!(
+        synced && dropped.is_ok(),
+        "--cold needs root to write /proc/sys/vm/drop_caches: {dropped:?}"
+    );
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -321,15 +344,37 @@ impl Proxy {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    /// CPU time of the process's threads now, in nanoseconds (the first field of each
-    /// thread's schedstat; /proc/PID/stat counts in 10 ms ticks, too coarse here).
+    /// Waits (up to 60 s) until the process uses less than 2 ms of CPU in 250 ms: the
+    /// catch-up refresh after start-up is done.
+    async fn wait_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut before = self.cpu_ns();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.cpu_ns();
+            if now - before < 2_000_000 {
+                return;
+            }
+            before = now;
+        }
+    }
+
+    /// CPU time the process has used so far, all threads (gone ones too), in nanoseconds:
+    /// its CPU-time clock, where /proc/PID/stat counts in 10 ms ticks.
     fn cpu_ns(&self) -> u64 {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap();
-        tasks
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+        let pid = self.child.id() as libc::pid_t;
+        let mut clock: libc::clockid_t = 0;
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: both out-pointers point to live locals of the right types.
+        let ok = unsafe {
+            libc::clock_getcpuclockid(pid, &mut clock) == 0
+                && libc::clock_gettime(clock, &mut now) == 0
+        };
+        assert!(ok, "cannot read the CPU clock of process {pid}");
+        now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
     }
 
     fn stop(&mut self) {
