@@ -9,6 +9,7 @@
 //! - [`fallback`]: the server-wide certificate, generated when absent.
 
 pub mod catalog;
+pub mod check;
 pub mod discover;
 pub mod fallback;
 pub mod index;

@@ -1,0 +1,375 @@
+//! The chain of one entry: which certificate is the server's, the order the others must be
+//! served in, the issuer that is missing (or the one `issuers_dir` supplies), and whether
+//! the path ends at a trusted root, with signatures and revocation verified by webpki.
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
+
+use super::facts::CertFacts;
+use super::trust::Trust;
+use super::{describe, Code, Depth, Finding, Outcome, Severity, Subject};
+
+/// How long a chain can be before we stop following issuers.
+const MAX_DEPTH: usize = 8;
+
+/// The path served: the leaf, the file's certificates in issuing order, then issuers from
+/// `issuers_dir`.
+#[derive(Debug)]
+pub struct ChainPath {
+    /// The leaf's position in the file.
+    pub leaf: usize,
+    /// File positions, leaf first, each the issuer of the one before.
+    pub from_file: Vec<usize>,
+    /// Positions in the trust's issuers, appended after the file's.
+    pub added: Vec<usize>,
+}
+
+impl ChainPath {
+    /// The facts of each served certificate, in order.
+    pub fn served_facts<'a>(&self, facts: &'a [CertFacts], trust: &'a Trust) -> Vec<&'a CertFacts> {
+        let file = self.from_file.iter().map(|&i| &facts[i]);
+        file.chain(self.added.iter().map(|&i| &trust.issuers[i].facts))
+            .collect()
+    }
+
+    /// The certificates to serve, in order.
+    pub fn served_ders(
+        &self,
+        subject: &Subject<'_>,
+        trust: &Trust,
+    ) -> Vec<CertificateDer<'static>> {
+        let file = self.from_file.iter().map(|&i| subject.chain[i].clone());
+        file.chain(self.added.iter().map(|&i| trust.issuers[i].der.clone()))
+            .collect()
+    }
+}
+
+fn names(facts: &[CertFacts], at: impl Iterator<Item = usize>) -> String {
+    at.map(|i| format!("\"{}\"", facts[i].label()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Finds the leaf and the served order; `None` when there is no single leaf to serve.
+pub fn order(
+    subject: &Subject<'_>,
+    facts: &[CertFacts],
+    trust: &Trust,
+    out: &mut Outcome,
+) -> Option<ChainPath> {
+    let file = subject.cert_path;
+    let leaves: Vec<usize> = (0..facts.len()).filter(|&i| !facts[i].is_ca).collect();
+    let error = |message: String, fix: &str| Finding {
+        code: Code::NotOneLeaf,
+        severity: Severity::Error,
+        file: file.to_owned(),
+        message,
+        fix: fix.to_owned(),
+    };
+    let leaf = match leaves.as_slice() {
+        [] => {
+            out.findings.push(error(
+                format!(
+                    "{} holds only CA certificates ({}): the server's own certificate is \
+                     missing, as if the chain file had been given in its place",
+                    file.display(),
+                    names(facts, 0..facts.len())
+                ),
+                "use the certificate issued for your domain, followed by this chain \
+                 (certbot: fullchain.pem)",
+            ));
+            return None;
+        }
+        [leaf] => *leaf,
+        many => {
+            out.findings.push(error(
+                format!(
+                    "{} holds {} server certificates ({}); an entry serves one",
+                    file.display(),
+                    many.len(),
+                    names(facts, many.iter().copied())
+                ),
+                "keep this entry's certificate first, followed by its CA certificates, and \
+                 give each other certificate its own file",
+            ));
+            return None;
+        }
+    };
+    if leaf != 0 {
+        out.findings.push(error(
+            format!(
+                "the first certificate in {} is the CA certificate \"{}\" and the server's \
+                 certificate \"{}\" comes later: the certificate and the chain look swapped",
+                file.display(),
+                facts[0].label(),
+                facts[leaf].label()
+            ),
+            "put the server's certificate first, then the chain \
+             (cat certificate.crt chain.crt > fullchain.pem)",
+        ));
+    }
+    let mut path = ChainPath {
+        leaf,
+        from_file: vec![leaf],
+        added: Vec::new(),
+    };
+    while path.from_file.len() < MAX_DEPTH {
+        let current = &facts[*path.from_file.last().expect("starts with the leaf")];
+        if current.self_issued() {
+            break;
+        }
+        let next =
+            (0..facts.len()).find(|i| !path.from_file.contains(i) && current.issued_by(&facts[*i]));
+        match next {
+            Some(i) => path.from_file.push(i),
+            None => break,
+        }
+    }
+    let extras: Vec<usize> = (0..facts.len())
+        .filter(|i| !path.from_file.contains(i))
+        .collect();
+    let in_order = path.from_file.iter().enumerate().all(|(pos, &i)| pos == i);
+    if leaf == 0 && (!in_order || !extras.is_empty()) {
+        let mut message = format!("the chain in {} is not in issuing order", file.display());
+        if in_order {
+            message = format!(
+                "{} holds certificates that are not part of the chain",
+                file.display()
+            );
+        }
+        if !extras.is_empty() {
+            message.push_str(&format!(
+                "; {} issued nothing in it and is left out",
+                names(facts, extras.iter().copied())
+            ));
+        }
+        message.push_str(&format!(
+            "; served as {}",
+            names(facts, path.from_file.iter().copied())
+        ));
+        out.findings.push(Finding {
+            code: Code::NotOneLeaf,
+            severity: Severity::Warning,
+            file: file.to_owned(),
+            message,
+            fix: "write the file in that order: the server's certificate, then each issuer".into(),
+        });
+    }
+    complete(subject, facts, trust, &mut path, out);
+    if leaf == 0 && (!in_order || !extras.is_empty() || !path.added.is_empty()) {
+        out.chain = Some(path.served_ders(subject, trust));
+    }
+    Some(path)
+}
+
+/// Appends issuers from `issuers_dir` while the path ends short of a root, and reports
+/// the issuer nobody has.
+fn complete(
+    subject: &Subject<'_>,
+    facts: &[CertFacts],
+    trust: &Trust,
+    path: &mut ChainPath,
+    out: &mut Outcome,
+) {
+    let file = subject.cert_path;
+    loop {
+        let served = path.served_facts(facts, trust);
+        let last = *served.last().expect("starts with the leaf");
+        if last.self_issued() || trust.has_root_named(&last.issuer_der) {
+            return;
+        }
+        let found = trust
+            .issuers
+            .iter()
+            .position(|i| last.issued_by(&i.facts))
+            .filter(|i| !path.added.contains(i));
+        match found {
+            Some(i) if served.len() < MAX_DEPTH => {
+                let issuer = &trust.issuers[i];
+                out.findings.push(Finding {
+                    code: Code::ChainIncomplete,
+                    severity: Severity::Warning,
+                    file: file.to_owned(),
+                    message: format!(
+                        "{} lacks \"{}\", the issuer of \"{}\"; it is served with the copy in {}",
+                        file.display(),
+                        issuer.facts.label(),
+                        last.label(),
+                        issuer.path.display()
+                    ),
+                    fix: format!(
+                        "append it to the file (cat {} >> {})",
+                        issuer.path.display(),
+                        file.display()
+                    ),
+                });
+                path.added.push(i);
+            }
+            _ => {
+                if let Some(bundle) = &trust.bundle {
+                    out.findings.push(Finding {
+                        code: Code::ChainIncomplete,
+                        severity: Severity::Error,
+                        file: file.to_owned(),
+                        message: format!(
+                            "no path to a trusted root: \"{}\" was issued by \"{}\", which is \
+                             neither in {}, nor in issuers_dir, nor a root in {}",
+                            last.label(),
+                            last.issuer,
+                            file.display(),
+                            bundle.display()
+                        ),
+                        fix: "append the intermediate certificates your CA provides (often \
+                              chain.pem or ca-bundle.crt) to the file, or put them in issuers_dir"
+                            .into(),
+                    });
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Judges the path's end (self-signed, untrusted root) and, when `depth` asks or a CRL
+/// applies, verifies signatures and revocation with webpki.
+pub fn verify(
+    subject: &Subject<'_>,
+    facts: &[CertFacts],
+    path: &ChainPath,
+    trust: &Trust,
+    now: i64,
+    depth: Depth,
+    out: &mut Outcome,
+) {
+    let file = subject.cert_path;
+    let served = path.served_facts(facts, trust);
+    let last = *served.last().expect("starts with the leaf");
+    if served.len() == 1 && last.self_issued() {
+        out.findings.push(Finding {
+            code: Code::SelfSigned,
+            severity: Severity::Warning,
+            file: file.to_owned(),
+            message: format!(
+                "{} is self-signed: clients will warn that it is not trusted",
+                describe(last)
+            ),
+            fix: "use a certificate from a certificate authority (Let's Encrypt issues them free)"
+                .into(),
+        });
+        return;
+    }
+    let ends_at_own_root = last.self_issued();
+    if ends_at_own_root {
+        if let Some(bundle) = &trust.bundle {
+            if !trust.has_root_named(&last.subject_der) {
+                out.findings.push(Finding {
+                    code: Code::UntrustedIssuer,
+                    severity: Severity::Warning,
+                    file: file.to_owned(),
+                    message: format!(
+                        "the chain ends at the root \"{}\", which is not in {}: clients that do \
+                         not trust it will warn",
+                        last.label(),
+                        bundle.display()
+                    ),
+                    fix: "use a certificate from a publicly trusted CA, or install this root on \
+                          every client"
+                        .into(),
+                });
+            }
+        }
+    }
+    let reaches_root = ends_at_own_root || trust.has_root_named(&last.issuer_der);
+    let crl_applies = served.iter().any(|c| {
+        trust
+            .crls
+            .iter()
+            .any(|crl| crl.issuer() == name_contents(&c.issuer_der))
+    });
+    if path.leaf != 0 || !reaches_root || !(depth == Depth::Full || crl_applies) {
+        return;
+    }
+    let ders = path.served_ders(subject, trust);
+    let mut anchors = trust.roots.clone();
+    if ends_at_own_root {
+        // Verify the chain as if its own root were trusted: whether it is trusted was
+        // judged above; signatures and revocation are judged here.
+        if let Ok(own) = webpki::anchor_from_trusted_cert(ders.last().expect("not empty")) {
+            anchors.push(own.to_owned());
+        }
+    }
+    let Ok(ee) = EndEntityCert::try_from(&ders[0]) else {
+        return;
+    };
+    // A time inside every certificate's validity, so that dates (reported on their own)
+    // do not hide what else is wrong.
+    let start = served.iter().map(|c| c.not_before).max().unwrap_or(now);
+    let end = served.iter().map(|c| c.not_after).min().unwrap_or(now);
+    let at = if start <= end {
+        now.clamp(start, end)
+    } else {
+        now
+    };
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.max(0) as u64));
+    let crls: Vec<_> = trust.crls.iter().collect();
+    let revocation = RevocationOptionsBuilder::new(&crls)
+        .ok()
+        .map(|b| b.with_status_policy(UnknownStatusPolicy::Allow).build());
+    let algorithms = rustls::crypto::aws_lc_rs::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let result = ee.verify_for_usage(
+        algorithms,
+        &anchors,
+        &ders[1..],
+        time,
+        KeyUsage::server_auth(),
+        revocation,
+        None,
+    );
+    match result {
+        Ok(_) => {}
+        Err(webpki::Error::CertRevoked) => revoked(subject, &served, trust, out),
+        Err(
+            webpki::Error::CertExpired { .. }
+            | webpki::Error::CertNotValidYet { .. }
+            | webpki::Error::InvalidCertValidity,
+        ) => {}
+        Err(e) => out.findings.push(Finding {
+            code: Code::ChainIncomplete,
+            severity: Severity::Error,
+            file: file.to_owned(),
+            message: format!(
+                "the chain of \"{}\" does not verify: {e}",
+                served[0].label()
+            ),
+            fix: "the file's certificates do not belong together; download the certificate \
+                  and chain again from your CA"
+                .into(),
+        }),
+    }
+}
+
+/// Names the revoked certificate: the first whose serial a CRL from its issuer lists.
+fn revoked(subject: &Subject<'_>, served: &[&CertFacts], trust: &Trust, out: &mut Outcome) {
+    let listed = served.iter().find_map(|c| {
+        trust.crls.iter().find_map(|crl| {
+            let ours = crl.issuer() == name_contents(&c.issuer_der);
+            let hit = ours && crl.find_serial(&c.serial_der).ok().flatten().is_some();
+            hit.then_some(*c)
+        })
+    });
+    let what = listed.map_or_else(|| "a certificate of the chain".to_owned(), describe);
+    out.findings.push(Finding {
+        code: Code::Revoked,
+        severity: Severity::Error,
+        file: subject.cert_path.to_owned(),
+        message: format!("{what} is revoked: a CRL from crl_dir lists it"),
+        fix: "have a new certificate issued; a revoked one cannot be reinstated".into(),
+    });
+}
+
+/// The contents of a DER `Name`, as CRLs and trust anchors hold it.
+fn name_contents(der: &[u8]) -> &[u8] {
+    super::trust::name_contents(der).unwrap_or(der)
+}

@@ -1,0 +1,227 @@
+//! What chains are checked against: trusted roots (`ca_bundle`, by default the system
+//! bundle), intermediates that may complete a short chain (`issuers_dir`), and
+//! certificate revocation lists (`crl_dir`, DER or PEM).
+
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
+use webpki::{CertRevocationList, OwnedCertRevocationList};
+
+use super::facts::CertFacts;
+
+/// Where Debian, Ubuntu and their derivatives keep the system's roots.
+pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why the trust settings cannot be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// A file or directory cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The bundle holds no usable root.
+    #[error("{path}: no CA certificate could be read from it{reason}")]
+    EmptyBundle { path: PathBuf, reason: String },
+}
+
+/// An intermediate from `issuers_dir`, with the file it came from.
+#[derive(Debug)]
+pub struct Issuer {
+    pub der: CertificateDer<'static>,
+    pub facts: CertFacts,
+    pub path: PathBuf,
+}
+
+/// Roots, extra intermediates and CRLs, loaded once and shared by every check.
+#[derive(Debug, Default)]
+pub struct Trust {
+    /// The bundle the roots came from; `None`: no trust store, chains are not judged.
+    pub bundle: Option<PathBuf>,
+    pub(super) roots: Vec<TrustAnchor<'static>>,
+    pub(super) issuers: Vec<Issuer>,
+    pub(super) crls: Vec<CertRevocationList<'static>>,
+    /// Files in `issuers_dir` or `crl_dir` that could not be used, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+impl Trust {
+    /// Loads the roots of `bundle` (or of the system bundle when `None` and present), the
+    /// certificates in `issuers_dir` and the CRLs in `crl_dir`. Unusable files in the two
+    /// directories are listed in `skipped`; an unreadable bundle or directory is an error.
+    pub fn load(
+        bundle: Option<&Path>,
+        issuers_dir: Option<&Path>,
+        crl_dir: Option<&Path>,
+    ) -> Result<Self, TrustError> {
+        let mut trust = Trust::default();
+        let bundle = match bundle {
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from(SYSTEM_BUNDLE)).filter(|p| p.exists()),
+        };
+        if let Some(path) = bundle {
+            trust.roots = roots_of(&path)?;
+            trust.bundle = Some(path);
+        }
+        if let Some(dir) = issuers_dir {
+            for path in files_in(dir)? {
+                match certificates_in(&path) {
+                    Ok(certs) if !certs.is_empty() => {
+                        for der in certs {
+                            match CertFacts::parse(&der) {
+                                Ok(facts) => trust.issuers.push(Issuer {
+                                    der,
+                                    facts,
+                                    path: path.clone(),
+                                }),
+                                Err(e) => trust.skipped.push((path.clone(), e)),
+                            }
+                        }
+                    }
+                    Ok(_) => trust
+                        .skipped
+                        .push((path, "no certificate in it".to_owned())),
+                    Err(e) => trust.skipped.push((path, e)),
+                }
+            }
+        }
+        if let Some(dir) = crl_dir {
+            for path in files_in(dir)? {
+                match crls_in(&path) {
+                    Ok(crls) if !crls.is_empty() => trust.crls.extend(crls),
+                    Ok(_) => trust.skipped.push((path, "no CRL in it".to_owned())),
+                    Err(e) => trust.skipped.push((path, e)),
+                }
+            }
+        }
+        Ok(trust)
+    }
+
+    /// No roots, issuers or CRLs: chains are not judged.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether a root with the subject `issuer_der` is trusted.
+    pub(super) fn has_root_named(&self, issuer_der: &[u8]) -> bool {
+        // A trust anchor's subject is the Name's contents, without its SEQUENCE header.
+        self.roots
+            .iter()
+            .any(|r| name_contents(issuer_der) == Some(r.subject.as_ref()))
+    }
+}
+
+/// The contents of a DER `Name` (a SEQUENCE), as trust anchors store it.
+pub(super) fn name_contents(der: &[u8]) -> Option<&[u8]> {
+    let (&tag, rest) = der.split_first()?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (&len, rest) = rest.split_first()?;
+    let (len, rest) = if len < 0x80 {
+        (usize::from(len), rest)
+    } else {
+        let n = usize::from(len & 0x7f);
+        let (bytes, rest) = (rest.get(..n)?, rest.get(n..)?);
+        (
+            bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
+            rest,
+        )
+    };
+    rest.get(..len)
+}
+
+fn roots_of(path: &Path) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
+    let certs = certificates_in(path).map_err(|reason| TrustError::EmptyBundle {
+        path: path.to_owned(),
+        reason: format!(": {reason}"),
+    })?;
+    let roots: Vec<_> = certs
+        .iter()
+        .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
+        .map(|anchor| anchor.to_owned())
+        .collect();
+    if roots.is_empty() {
+        return Err(TrustError::EmptyBundle {
+            path: path.to_owned(),
+            reason: String::new(),
+        });
+    }
+    Ok(roots)
+}
+
+/// The regular files of `dir`, sorted, dot-files left out.
+fn files_in(dir: &Path) -> Result<Vec<PathBuf>, TrustError> {
+    let read = std::fs::read_dir(dir).map_err(|source| TrustError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = read
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Certificates in a PEM file, or the one certificate of a DER file.
+fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateDer::from(bytes)]);
+    }
+    CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))
+}
+
+/// CRLs in a PEM file, or the one CRL of a DER file.
+fn crls_in(path: &Path) -> Result<Vec<CertRevocationList<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let ders: Vec<Vec<u8>> = if bytes.first() == Some(&0x30) {
+        vec![bytes]
+    } else {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .map(|r| r.map(|d| d.as_ref().to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad PEM: {e}"))?
+    };
+    ders.iter()
+        .map(|der| {
+            OwnedCertRevocationList::from_der(der)
+                .map(CertRevocationList::from)
+                .map_err(|e| format!("not a CRL: {e:?}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_contents_strips_the_sequence_header() {
+        assert_eq!(name_contents(&[0x30, 2, 1, 2]), Some(&[1u8, 2][..]));
+        let long: Vec<u8> = [0x30, 0x81, 0x80]
+            .into_iter()
+            .chain(std::iter::repeat_n(7, 0x80))
+            .collect();
+        assert_eq!(name_contents(&long).map(<[u8]>::len), Some(0x80));
+        assert_eq!(name_contents(&[0x31, 0]), None);
+        assert_eq!(name_contents(&[0x30, 5, 1]), None);
+    }
+
+    #[test]
+    fn a_missing_bundle_is_an_error_and_the_system_one_loads() {
+        let e = Trust::load(Some(Path::new("/nonexistent/ca.pem")), None, None).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        if Path::new(SYSTEM_BUNDLE).exists() {
+            let trust = Trust::load(None, None, None).unwrap();
+            assert!(trust.roots.len() > 10);
+        }
+    }
+}
