@@ -93,10 +93,13 @@ struct Result {
     change_ms: f64,
 }
 
-/// Generates (once) a store of `n` entries `dNNNNNNN.example.test.pem`.
+/// Generates (once) a store of `n` entries `dNNNNNNN.example.test.pem`, as an operator's
+/// would be: files mode 0600, and the CA in `ca.pem`, which the config names as
+/// `ca_bundle`, so that the certificate checks find nothing to warn about.
 fn store_for(n: usize) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-stores/{n}"));
     if dir.join(".complete").exists() {
+        as_operators_keep_it(&dir);
         return dir;
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -136,7 +139,26 @@ fn store_for(n: usize) -> PathBuf {
     )
     .unwrap();
     std::fs::write(dir.join(".complete"), b"").unwrap();
+    as_operators_keep_it(&dir);
     dir
+}
+
+/// Makes the store's files private and writes the CA alone to `ca.pem` (stores generated
+/// before the certificate checks lack both).
+fn as_operators_keep_it(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.join("ca.pem").exists() {
+        return;
+    }
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(dir.join("server.pem"), private.clone()).unwrap();
+    for entry in std::fs::read_dir(dir.join("store")).unwrap().flatten() {
+        std::fs::set_permissions(entry.path(), private.clone()).unwrap();
+    }
+    let ca_text = std::fs::read_to_string(dir.join("issue-ca.pem")).unwrap();
+    let end = "-----END CERTIFICATE-----\n";
+    let cert = &ca_text[..ca_text.find(end).unwrap() + end.len()];
+    std::fs::write(dir.join("ca.pem"), cert).unwrap();
 }
 
 /// A backend that greets like an IMAP server and closes; shared by every proxy.
@@ -167,7 +189,7 @@ impl Running {
             &config,
             format!(
                 "[server]\nname = \"server.com\"\n[certs]\ndir = \"store\"\ndefault_cert = \"server.pem\"\n\
-                 default_key = \"server.pem\"\nrescan_interval = \"1h\"\n[[listener]]\nname = \"imaps\"\n\
+                 default_key = \"server.pem\"\nca_bundle = \"ca.pem\"\nrescan_interval = \"1h\"\n[[listener]]\nname = \"imaps\"\n\
                  bind = \"127.0.0.1:0\"\nprotocol = \"imaps\"\nbackend = \"{backend}\"\n"
             ),
         )

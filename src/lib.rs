@@ -18,6 +18,7 @@
 pub mod certs;
 pub mod config;
 pub mod connection;
+pub mod inspect;
 pub mod listener;
 pub mod names;
 pub mod proxy_header;

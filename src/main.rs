@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use mailfront::{certs, tls, Config, Server};
+use mailfront::{certs, inspect, tls, Config, Server};
 
 #[derive(Parser)]
 #[command(version, about = "TLS-terminating front proxy for mail hosts")]
@@ -37,6 +37,43 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the certificate checks on files: a chain and its key in either order, or one
+    /// file holding both. Exit 0 without errors, 1 with errors, 2 on usage problems.
+    Check {
+        /// The domain the certificate must cover.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Roots to build the chain to (default: the system bundle).
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
+        /// Intermediates that may complete a short chain.
+        #[arg(long)]
+        issuers_dir: Option<PathBuf>,
+        /// CRLs (DER or PEM) to check revocation against.
+        #[arg(long)]
+        crl_dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+impl From<OutputFormat> for inspect::Format {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Text => Self::Text,
+            OutputFormat::Json => Self::Json,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -51,6 +88,30 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Check {
+            domain,
+            ca_bundle,
+            issuers_dir,
+            crl_dir,
+            format,
+            files,
+        } => {
+            let req = inspect::check::Request {
+                domain,
+                ca_bundle,
+                issuers_dir,
+                crl_dir,
+                files,
+            };
+            return match inspect::check::run(&req, format.into(), &mut std::io::stdout()) {
+                Ok(false) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("mailfront check: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(code) => code,
@@ -122,9 +183,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
     }
     let c = &config.certs;
-    let provider = tls::provider();
+    let ctx = certs::context(c, &tls::provider())?;
     let (cert, key) = (&c.default_cert, &c.default_key);
-    match certs::fallback::load_existing(cert, key, &provider)? {
+    match certs::fallback::load_existing(cert, key, &ctx)? {
         None => println!(
             "  server-wide certificate: none yet; `run` will generate a self-signed one for {} at {} and {}",
             config.server.name,
@@ -150,7 +211,7 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let results = certs::load::load_all(&found.sources, &provider);
+    let results = certs::load::load_all(&found.sources, &ctx);
     let mut loaded = 0;
     for (source, result) in found.sources.iter().zip(&results) {
         match result {

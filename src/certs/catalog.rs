@@ -11,11 +11,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
-
+use super::check::Finding;
 use super::discover::{self, Found, Source, Stray};
 use super::index::{rank, Conflict, Index, Served};
-use super::load::{parallel_map, parse, Contents, LoadError, Loaded};
+use super::load::{parallel_map, parse, Contents, Context, LoadError, Loaded, Role};
 use crate::names::Pattern;
 
 /// The part of the store a refresh looks at.
@@ -88,6 +87,13 @@ pub struct Changes {
     /// Entries whose new files failed to load, with the reason; the previous version (if
     /// any) still serves.
     pub rejected: Vec<(Arc<str>, LoadError, bool)>,
+    /// What the checks found in the versions that now serve (warnings; errors too for the
+    /// server-wide certificate).
+    pub findings: Vec<(Arc<str>, Vec<Finding>)>,
+    /// Serving entries whose certificate has expired, with its notAfter: they keep
+    /// serving (the server-wide certificate would help nobody), and every full rescan
+    /// says so.
+    pub expired: Vec<(Arc<str>, i64)>,
     /// Files that look like entries and are not, reported for the first time.
     pub strays: Vec<Stray>,
     /// The server-wide certificate was replaced.
@@ -110,7 +116,7 @@ impl Changes {
 #[derive(Debug)]
 pub struct Catalog {
     root: PathBuf,
-    provider: Arc<CryptoProvider>,
+    ctx: Arc<Context>,
     entries: BTreeMap<Arc<str>, Entry>,
     fallback: Entry,
     /// Which serving entries claim each name (unordered; ranked when indexed).
@@ -134,12 +140,12 @@ enum Look {
 
 impl Catalog {
     /// A catalog of the store at `root` serving `fallback` until entries are added.
-    pub fn new(root: PathBuf, provider: Arc<CryptoProvider>, fallback: Loaded) -> Self {
+    pub fn new(root: PathBuf, ctx: Arc<Context>, fallback: Loaded) -> Self {
         let source = fallback.source.clone();
         let contents = Contents::read(&source).ok();
         Self {
             root,
-            provider,
+            ctx,
             entries: BTreeMap::new(),
             dirty: fallback.names.iter().cloned().collect(),
             fallback: Entry {
@@ -257,9 +263,9 @@ impl Catalog {
             self.reported_strays.extend(paths);
         }
         let looks = {
-            let (entries, provider) = (&self.entries, &*self.provider);
+            let (entries, ctx) = (&self.entries, &*self.ctx);
             parallel_map(&found.sources, |source| {
-                look(source, entries.get(&source.id), provider)
+                look(source, entries.get(&source.id), ctx, Role::Entry)
             })
         };
         let mut seen = HashSet::with_capacity(found.sources.len());
@@ -284,6 +290,11 @@ impl Catalog {
                     entry.digest = digest;
                     match result {
                         Ok(loaded) => {
+                            if !loaded.findings.is_empty() {
+                                changes
+                                    .findings
+                                    .push((Arc::clone(&loaded.source.id), loaded.findings.clone()));
+                            }
                             let list = if entry.serving.is_some() {
                                 &mut changes.replaced
                             } else {
@@ -318,10 +329,27 @@ impl Catalog {
                 }
             }
         }
+        if *scope == Scope::All {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            changes.expired = self
+                .entries
+                .values()
+                .filter_map(|e| e.serving.as_ref())
+                .filter(|l| l.served.not_after < now)
+                .map(|l| (Arc::clone(&l.source.id), l.served.not_after))
+                .collect();
+        }
     }
 
     fn refresh_fallback(&mut self, changes: &mut Changes) {
-        let look = look(&self.fallback.source, Some(&self.fallback), &self.provider);
+        let look = look(
+            &self.fallback.source,
+            Some(&self.fallback),
+            &self.ctx,
+            Role::ServerWide,
+        );
         match look {
             Look::Same => {}
             Look::Restamped(stamp) => self.fallback.stamp = *stamp,
@@ -331,6 +359,11 @@ impl Catalog {
                 self.fallback.digest = digest;
                 match result {
                     Ok(loaded) => {
+                        if !loaded.findings.is_empty() {
+                            changes
+                                .findings
+                                .push((Arc::clone(&loaded.source.id), loaded.findings.clone()));
+                        }
                         let names = loaded.names.iter();
                         let old = self.fallback.serving.as_ref().map(|o| o.names.iter());
                         let touched: Vec<Pattern> =
@@ -366,7 +399,7 @@ fn in_scope(scope: &Scope, id: &str) -> bool {
 
 /// Compares a source with what the catalog knows of it: metadata first (a `stat`), then
 /// contents (a read and a hash), and parses only when the contents changed.
-fn look(source: &Source, known: Option<&Entry>, provider: &CryptoProvider) -> Look {
+fn look(source: &Source, known: Option<&Entry>, ctx: &Context, role: Role) -> Look {
     let stamp = stamp_of(source);
     let same_source = known.is_some_and(|e| e.source == *source);
     if same_source && known.is_some_and(|e| e.stamp == stamp) {
@@ -377,6 +410,6 @@ fn look(source: &Source, known: Option<&Entry>, provider: &CryptoProvider) -> Lo
     if same_source && digest.is_some() && known.is_some_and(|e| e.digest == digest) {
         return Look::Restamped(Box::new(stamp));
     }
-    let result = contents.and_then(|c| parse(source, &c, provider));
+    let result = contents.and_then(|c| parse(source, &c, ctx, role));
     Look::Changed(Box::new((stamp, digest, result)))
 }

@@ -7,10 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
-
 use super::discover::{Layout, Source};
-use super::load::{load, LoadError, Loaded};
+use super::load::{load, Context, LoadError, Loaded, Role};
 use super::CertError;
 
 /// Loads the server-wide certificate, generating it first when neither file exists.
@@ -20,13 +18,13 @@ pub fn load_or_generate(
     cert: &Path,
     key: &Path,
     server_name: &str,
-    provider: &CryptoProvider,
+    ctx: &Context,
 ) -> Result<(Loaded, bool), CertError> {
-    if let Some(loaded) = load_existing(cert, key, provider)? {
+    if let Some(loaded) = load_existing(cert, key, ctx)? {
         return Ok((loaded, false));
     }
     generate(cert, key, server_name)?;
-    let loaded = load_existing(cert, key, provider)?.ok_or_else(|| CertError::Generate {
+    let loaded = load_existing(cert, key, ctx)?.ok_or_else(|| CertError::Generate {
         path: cert.to_owned(),
         reason: "the files were removed right after being written".into(),
     })?;
@@ -36,11 +34,7 @@ pub fn load_or_generate(
 /// Loads the server-wide certificate if its files exist; `None` when neither does (it
 /// would be generated). One file without the other is an error: generating would
 /// overwrite what an operator put there.
-pub fn load_existing(
-    cert: &Path,
-    key: &Path,
-    provider: &CryptoProvider,
-) -> Result<Option<Loaded>, CertError> {
+pub fn load_existing(cert: &Path, key: &Path, ctx: &Context) -> Result<Option<Loaded>, CertError> {
     match (cert.exists(), key.exists()) {
         (false, false) => return Ok(None),
         (true, true) => {}
@@ -61,7 +55,7 @@ pub fn load_existing(
         key: Some(key.to_owned()),
         layout: Layout::Pair,
     };
-    load(&source, provider)
+    load(&source, ctx, Role::ServerWide)
         .map(Some)
         .map_err(CertError::Fallback)
 }

@@ -1,21 +1,19 @@
 //! Turning an entry's files into a servable certificate: PEM to DER, the key into a
-//! signing key, the names from the leaf's DNS SANs. Runs at start and reload, in parallel
-//! across cores, never on the handshake path.
+//! signing key, the checks of [`super::check`], the names from the leaf's DNS SANs. Runs
+//! at start and reload, in parallel across cores, never on the handshake path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
-
+use super::check::{self, Depth, Finding, Severity, Trust};
 use super::discover::Source;
 use super::index::Served;
 use super::resolver::{schemes_of, signing_key, Fixed};
 use crate::names::Pattern;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate ready to serve, with what the index needs to know of it.
 #[derive(Debug, Clone)]
@@ -28,6 +26,28 @@ pub struct Loaded {
     pub names: Vec<Pattern>,
     /// SAN entries that cannot be served (partial wildcards, bad characters).
     pub skipped_names: Vec<String>,
+    /// What the checks found and did not refuse it for (warnings; for the server-wide
+    /// certificate also errors, see [`Role`]).
+    pub findings: Vec<Finding>,
+}
+
+/// What loading needs besides the files: the crypto provider and the trust the checks
+/// judge chains by.
+#[derive(Debug)]
+pub struct Context {
+    pub provider: Arc<CryptoProvider>,
+    pub trust: Trust,
+}
+
+/// Which certificate is loaded. An entry with an error finding is refused (its names fall
+/// back, or its previous version keeps serving). The server-wide certificate has nothing
+/// to fall back to: it is refused only when it cannot be served at all (no single leaf
+/// first, a key of another certificate, an unusable key) and otherwise serves with its
+/// errors logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Entry,
+    ServerWide,
 }
 
 /// Why an entry cannot be served; each names the file.
@@ -51,12 +71,9 @@ pub enum LoadError {
     /// A key rustls cannot sign with.
     #[error("{path}: unsupported private key: {reason}")]
     UnsupportedKey { path: PathBuf, reason: String },
-    /// The key is not the certificate's.
-    #[error("key-mismatch: the private key in {key} does not match the certificate in {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
-    /// The leaf certificate cannot be parsed.
-    #[error("{path}: the first certificate cannot be parsed: {reason}")]
-    BadCertificate { path: PathBuf, reason: String },
+    /// The checks found errors (each names its file).
+    #[error("{}", list(.0))]
+    Refused(Vec<Finding>),
     /// The leaf has no DNS name that could be served.
     #[error("{path}: the certificate has no usable DNS name in its subjectAltName{skipped}")]
     NoNames { path: PathBuf, skipped: String },
@@ -90,15 +107,16 @@ impl Contents {
 }
 
 /// Loads one entry from its files.
-pub fn load(source: &Source, provider: &CryptoProvider) -> Result<Loaded, LoadError> {
-    parse(source, &Contents::read(source)?, provider)
+pub fn load(source: &Source, ctx: &Context, role: Role) -> Result<Loaded, LoadError> {
+    parse(source, &Contents::read(source)?, ctx, role)
 }
 
 /// Loads one entry from bytes already read.
 pub fn parse(
     source: &Source,
     contents: &Contents,
-    provider: &CryptoProvider,
+    ctx: &Context,
+    role: Role,
 ) -> Result<Loaded, LoadError> {
     let chain = certificates(&source.cert, &contents.cert)?;
     let (key_path, key_bytes) = match (&source.key, &contents.key) {
@@ -120,27 +138,48 @@ pub fn parse(
             reason: describe_pem(&other),
         },
     })?;
-    let signing = signing_key(key, provider).map_err(|e| LoadError::UnsupportedKey {
+    let signing = signing_key(key, &ctx.provider);
+    let subject = check::Subject {
+        cert_path: &source.cert,
+        key_path,
+        chain: &chain,
+        key: signing.as_ref().ok().map(|k| k.as_ref()),
+        domain: check::domain_of_entry(&source.id),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let outcome = check::check(&subject, &ctx.trust, now, Depth::Load);
+    let fatal =
+        |f: &Finding| f.severity == Severity::Error && (role == Role::Entry || unservable(f.code));
+    if outcome.findings.iter().any(fatal) || outcome.leaf.is_none() {
+        return Err(LoadError::Refused(outcome.findings));
+    }
+    // A key the checks had nothing against (weak keys are refused above) that rustls
+    // still cannot sign with.
+    let signing = signing.map_err(|e| LoadError::UnsupportedKey {
         path: key_path.to_owned(),
         reason: e.to_string(),
     })?;
+    let leaf = outcome.leaf.expect("checked above");
+    let chain = outcome.chain.unwrap_or(chain);
     let schemes = schemes_of(signing.as_ref());
     let algorithm = signing.algorithm();
     let certified = Arc::new(CertifiedKey::new(chain, signing));
-    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
-        certified.keys_match()
-    {
-        return Err(LoadError::KeyMismatch {
-            cert: source.cert.clone(),
-            key: key_path.to_owned(),
-        });
+    let mut names = Vec::new();
+    let mut skipped = Vec::new();
+    for dns in &leaf.dns_names {
+        match Pattern::parse(dns) {
+            Ok(p) if !names.contains(&p) => names.push(p),
+            Ok(_) => {}
+            Err(_) => skipped.push(dns.clone()),
+        }
     }
-    let leaf = leaf_facts(&source.cert, &certified.cert[0])?;
-    if leaf.names.is_empty() {
-        let skipped = if leaf.skipped.is_empty() {
+    if names.is_empty() {
+        let skipped = if skipped.is_empty() {
             String::new()
         } else {
-            format!(" (unusable: {})", leaf.skipped.join(", "))
+            format!(" (unusable: {})", skipped.join(", "))
         };
         return Err(LoadError::NoNames {
             path: source.cert.clone(),
@@ -157,14 +196,30 @@ pub fn parse(
     Ok(Loaded {
         source: source.clone(),
         served,
-        names: leaf.names,
-        skipped_names: leaf.skipped,
+        names,
+        skipped_names: skipped,
+        findings: outcome.findings,
     })
 }
 
+/// Errors that make a certificate impossible to serve, whatever its role.
+fn unservable(code: check::Code) -> bool {
+    use check::Code::*;
+    matches!(code, KeyMismatch | NotOneLeaf | BadCertificate | WeakKey)
+}
+
+fn list(findings: &[Finding]) -> String {
+    let lines: Vec<String> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    lines.join("; ")
+}
+
 /// Loads many entries using every core; results come back in the order of `sources`.
-pub fn load_all(sources: &[Source], provider: &CryptoProvider) -> Vec<Result<Loaded, LoadError>> {
-    parallel_map(sources, |s| load(s, provider))
+pub fn load_all(sources: &[Source], ctx: &Context) -> Vec<Result<Loaded, LoadError>> {
+    parallel_map(sources, |s| load(s, ctx, Role::Entry))
 }
 
 /// Applies `f` to every item on all cores, keeping the order. Small batches stay on the
@@ -238,7 +293,7 @@ fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>
 }
 
 /// pki-types prints byte vectors; say it in words, with the likely cause.
-fn describe_pem(e: &pem::Error) -> String {
+pub fn describe_pem(e: &pem::Error) -> String {
     match e {
         pem::Error::MissingSectionEnd { end_marker } => format!(
             "the file ends inside a PEM block (no \"{}\" line): it looks truncated or half-written",
@@ -250,39 +305,6 @@ fn describe_pem(e: &pem::Error) -> String {
         pem::Error::Base64Decode(e) => format!("bad base64 inside a PEM block: {e}"),
         other => other.to_string(),
     }
-}
-
-struct LeafFacts {
-    names: Vec<Pattern>,
-    skipped: Vec<String>,
-    not_after: i64,
-}
-
-fn leaf_facts(path: &Path, der: &CertificateDer<'_>) -> Result<LeafFacts, LoadError> {
-    let bad = |reason: String| LoadError::BadCertificate {
-        path: path.to_owned(),
-        reason,
-    };
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| bad(e.to_string()))?;
-    let mut names = Vec::new();
-    let mut skipped = Vec::new();
-    for name in san.iter().flat_map(|san| san.value.general_names.iter()) {
-        if let GeneralName::DNSName(dns) = name {
-            match Pattern::parse(dns) {
-                Ok(p) if !names.contains(&p) => names.push(p),
-                Ok(_) => {}
-                Err(_) => skipped.push((*dns).to_owned()),
-            }
-        }
-    }
-    Ok(LeafFacts {
-        names,
-        skipped,
-        not_after: cert.validity().not_after.timestamp(),
-    })
 }
 
 #[cfg(test)]

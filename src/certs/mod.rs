@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::config::CertSettings;
 pub use catalog::{Catalog, Changes, Scope};
+use check::Severity;
 pub use index::{Conflict, Index, Match, Served};
 pub use load::{LoadError, Loaded};
 
@@ -36,6 +37,9 @@ pub enum CertError {
     /// The server-wide certificate exists but cannot be served.
     #[error("the server-wide certificate cannot be used: {0}")]
     Fallback(#[source] LoadError),
+    /// `ca_bundle`, `issuers_dir` or `crl_dir` cannot be used.
+    #[error("certificate checks: {0}")]
+    Trust(#[from] check::TrustError),
     /// Generating the server-wide certificate failed.
     #[error("cannot generate the server-wide certificate at {path}: {reason}")]
     Generate { path: PathBuf, reason: String },
@@ -77,11 +81,12 @@ pub fn open(
     provider: &Arc<CryptoProvider>,
 ) -> Result<(Catalog, Index, Changes), CertError> {
     let started = Instant::now();
+    let ctx = Arc::new(context(settings, provider)?);
     let (fallback, generated) = fallback::load_or_generate(
         &settings.default_cert,
         &settings.default_key,
         server_name,
-        provider,
+        &ctx,
     )?;
     if generated {
         warn!(
@@ -92,8 +97,9 @@ pub fn open(
              replaced by one from a CA"
         );
     }
+    log_findings(&fallback.source.id, &fallback.findings);
     let catalog_fallback = Arc::clone(&fallback.served);
-    let mut catalog = Catalog::new(settings.dir.clone(), Arc::clone(provider), fallback);
+    let mut catalog = Catalog::new(settings.dir.clone(), ctx, fallback);
     let changes = catalog.refresh(&Scope::All);
     let empty = Index::empty(Arc::clone(&catalog_fallback));
     let (index, conflicts) = catalog.next_index(&empty);
@@ -108,6 +114,26 @@ pub fn open(
         "certificate store loaded"
     );
     Ok((catalog, index, changes))
+}
+
+/// The crypto provider and the trust the checks use, from `ca_bundle` (by default the
+/// system bundle), `issuers_dir` and `crl_dir`.
+pub fn context(
+    settings: &CertSettings,
+    provider: &Arc<CryptoProvider>,
+) -> Result<load::Context, CertError> {
+    let trust = check::Trust::load(
+        settings.ca_bundle.as_deref(),
+        settings.issuers_dir.as_deref(),
+        settings.crl_dir.as_deref(),
+    )?;
+    for (path, reason) in &trust.skipped {
+        warn!(file = %path.display(), %reason, "not used for certificate checks");
+    }
+    Ok(load::Context {
+        provider: Arc::clone(provider),
+        trust,
+    })
 }
 
 /// Hands the heap's free pages back to the system after a full load or scan.
@@ -137,15 +163,50 @@ pub fn log_problems(changes: &Changes) {
         error!(reason = %e, "certificate store unreadable; keeping the certificates already loaded");
     }
     for (id, e, kept) in &changes.rejected {
-        if *kept {
-            warn!(cert = %id, reason = %e, "certificate entry refused; the previous version keeps serving");
+        let outcome = if *kept {
+            "certificate entry refused; the previous version keeps serving"
         } else {
-            warn!(cert = %id, reason = %e, "certificate entry skipped");
+            "certificate entry refused"
+        };
+        match e {
+            LoadError::Refused(findings) => {
+                for f in findings.iter().filter(|f| f.severity == Severity::Error) {
+                    warn!(cert = %id, code = f.code.as_str(), file = %f.file.display(), reason = %f.message, fix = %f.fix, "{outcome}");
+                }
+            }
+            other => warn!(cert = %id, reason = %other, "{outcome}"),
         }
+    }
+    for (id, findings) in &changes.findings {
+        log_findings(id, findings);
+    }
+    for (id, not_after) in &changes.expired {
+        let days = (now() - not_after) / 86_400;
+        error!(cert = %id, code = "expired", days, "the certificate has expired and still serves; renew it");
     }
     for stray in &changes.strays {
         warn!(file = %stray.path.display(), reason = %stray.reason, "not a certificate entry");
     }
+}
+
+/// Logs what the checks found in a certificate that serves: one line per finding.
+pub fn log_findings(id: &str, findings: &[check::Finding]) {
+    for f in findings {
+        match f.severity {
+            Severity::Error => {
+                error!(cert = %id, code = f.code.as_str(), file = %f.file.display(), reason = %f.message, fix = %f.fix, "certificate serves with an error")
+            }
+            Severity::Warning => {
+                warn!(cert = %id, code = f.code.as_str(), file = %f.file.display(), reason = %f.message, fix = %f.fix, "certificate warning")
+            }
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Logs which entry serves each contested name. [`Catalog::next_index`] reports conflicts
