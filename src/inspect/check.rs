@@ -111,15 +111,6 @@ pub fn run(req: &Request, format: Format, out: &mut dyn Write) -> Result<bool, U
             let signing = key.map(|(path, der)| {
                 signing_key(der, &crate::tls::provider()).map_err(|e| (path, e))
             });
-            if let Some(Err((path, e))) = &signing {
-                findings.push(Finding {
-                    code: Code::WeakKey,
-                    severity: Severity::Error,
-                    file: path.clone(),
-                    message: format!("the private key cannot be used: {e}"),
-                    fix: "use an ECDSA P-256/P-384 or RSA (2048 bits or more) key".into(),
-                });
-            }
             let subject = check::Subject {
                 cert_path,
                 key_path: &key_path,
@@ -134,7 +125,17 @@ pub fn run(req: &Request, format: Format, out: &mut dyn Write) -> Result<bool, U
                 }),
             };
             let outcome = check::check(&subject, &trust, now, Depth::Full);
+            let weak = outcome.findings.iter().any(|f| f.code == Code::WeakKey);
             findings.extend(outcome.findings);
+            if let (Some(Err((path, e))), false) = (&signing, weak) {
+                findings.push(Finding {
+                    code: Code::WeakKey,
+                    severity: Severity::Error,
+                    file: path.clone(),
+                    message: format!("the private key cannot be used: {e}"),
+                    fix: "use an ECDSA P-256/P-384 or RSA (2048 bits or more) key".into(),
+                });
+            }
             leaf = outcome.leaf;
         }
         None if findings.is_empty() => {

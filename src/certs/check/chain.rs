@@ -58,7 +58,12 @@ pub fn order(
     out: &mut Outcome,
 ) -> Option<ChainPath> {
     let file = subject.cert_path;
-    let leaves: Vec<usize> = (0..facts.len()).filter(|&i| !facts[i].is_ca).collect();
+    let mut leaves: Vec<usize> = (0..facts.len()).filter(|&i| !facts[i].is_ca).collect();
+    if leaves.is_empty() && !facts[0].dns_names.is_empty() {
+        // `openssl req -x509` marks the self-signed certificates it makes as CAs; one
+        // that names hosts is meant as the server's own.
+        leaves.push(0);
+    }
     let error = |message: String, fix: &str| Finding {
         code: Code::NotOneLeaf,
         severity: Severity::Error,
@@ -175,7 +180,7 @@ fn complete(
     loop {
         let served = path.served_facts(facts, trust);
         let last = *served.last().expect("starts with the leaf");
-        if last.self_issued() || trust.has_root_named(&last.issuer_der) {
+        if last.self_issued() || reaches_trust(last, trust) {
             return;
         }
         let found = trust
@@ -279,7 +284,7 @@ pub fn verify(
             }
         }
     }
-    let reaches_root = ends_at_own_root || trust.has_root_named(&last.issuer_der);
+    let reaches_root = ends_at_own_root || reaches_trust(last, trust);
     let crl_applies = served.iter().any(|c| {
         trust
             .crls
@@ -335,18 +340,51 @@ pub fn verify(
             | webpki::Error::CertNotValidYet { .. }
             | webpki::Error::InvalidCertValidity,
         ) => {}
+        // Reported as weak-signature already.
+        Err(webpki::Error::UnsupportedSignatureAlgorithmContext(_))
+            if served.iter().any(|c| c.weak_signature) => {}
         Err(e) => out.findings.push(Finding {
             code: Code::ChainIncomplete,
             severity: Severity::Error,
             file: file.to_owned(),
             message: format!(
-                "the chain of \"{}\" does not verify: {e}",
-                served[0].label()
+                "the chain of \"{}\" does not verify: {}",
+                served[0].label(),
+                reason(&e)
             ),
             fix: "the file's certificates do not belong together; download the certificate \
                   and chain again from your CA"
                 .into(),
         }),
+    }
+}
+
+/// Whether `last` is itself trusted, or issued by a trusted root.
+fn reaches_trust(last: &CertFacts, trust: &Trust) -> bool {
+    trust.has_root_named(&last.subject_der) || trust.has_root_named(&last.issuer_der)
+}
+
+/// webpki's error in words (its `Display` lists every algorithm it supports).
+fn reason(e: &webpki::Error) -> String {
+    use webpki::Error::*;
+    match e {
+        InvalidSignatureForPublicKey => {
+            "a signature in it is not made by the key of the certificate that should have \
+             made it"
+                .into()
+        }
+        UnsupportedSignatureAlgorithmContext(_)
+        | UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "it is signed with an algorithm TLS clients do not accept".into()
+        }
+        UnknownIssuer => "no certificate it names as issuer verifies it".into(),
+        CaUsedAsEndEntity => "the first certificate is a CA certificate".into(),
+        EndEntityUsedAsCa => "a server certificate stands where a CA should".into(),
+        RequiredEkuNotFoundContext(_) => {
+            "the certificate is not for TLS servers (its extended key usage lacks serverAuth)"
+                .into()
+        }
+        other => format!("{other:?}").chars().take(200).collect(),
     }
 }
 
