@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show every entry of the store: names, issuer, key, expiry, state, and which entry
+    /// serves each name.
+    Certs {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
     /// Run the certificate checks on files: a chain and its key in either order, or one
     /// file holding both. Exit 0 without errors, 1 with errors, 2 on usage problems.
     Check {
@@ -88,6 +98,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Certs { config, format } => certs_view(&config, format.into()),
         Command::Check {
             domain,
             ca_bundle,
@@ -162,6 +173,14 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         server.run(first, cut_now).await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+fn certs_view(path: &std::path::Path, format: inspect::Format) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let view = inspect::certs::view(&config)?;
+    // A closed stdout (`| head`) ends the listing, not in an error.
+    let _ = inspect::certs::print(&view, format, &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {

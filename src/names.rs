@@ -28,7 +28,7 @@ pub fn wildcard_parent(name: &str) -> Option<&str> {
 }
 
 /// A name as written in a certificate's SAN or a route's `sni`: exact, or `*.parent`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pattern {
     /// Matches this one name only.
     Exact(Box<str>),

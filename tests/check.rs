@@ -553,3 +553,81 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// `mailfront certs`: a row per entry with its state (serving, superseded, refused with its
+/// codes), which entry serves a contested name, and route names only the server-wide
+/// certificate covers; the same as JSON.
+#[test]
+fn certs_view_of_a_store() {
+    let pki = Pki::new();
+    let root = pki.tmp.path();
+    let _server = common::Pki::new(root);
+    let store = common::store_dir(root);
+    let older = pki.leaf_with(&["mail.example.com"], (-30, 100), 11);
+    let newer = pki.leaf_with(&["mail.example.com"], (-1, 300), 12);
+    let bad = pki.leaf(&["bad.example.com"]);
+    let wrong_key = pki.leaf(&["x.example.com"]);
+    for (file, leaf, key) in [
+        ("older.pem", &older, &older.key),
+        ("newer.pem", &newer, &newer.key),
+        ("bad.pem", &bad, &wrong_key.key),
+    ] {
+        write_atomically(&store.join(file), &format!("{}{key}", pki.fullchain(leaf)));
+    }
+    let config = format!(
+        "{}{}[[route]]\nsni = \"webmail.example.com\"\nbackend = \"127.0.0.1:1\"\n",
+        common::head(root, &store, "").replace(
+            "[certs]\n",
+            &format!(
+                "[certs]\nca_bundle = \"{}\"\n",
+                pki.path("root.pem").display()
+            )
+        ),
+        common::listener("imaps", "imaps", "127.0.0.1:1".parse().unwrap(), "")
+    );
+    let config_path = pki.write("m.toml", &config);
+    let run = |format: &str| {
+        let out = Command::new(BIN)
+            .args(["certs", "--format", format, "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run("text");
+    let line = |entry: &str| {
+        text.lines()
+            .find(|l| l.starts_with(entry))
+            .unwrap_or_else(|| panic!("no row for {entry}:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("newer.pem").contains("serving"), "{text}");
+    assert!(line("older.pem").contains("superseded"), "{text}");
+    assert!(line("bad.pem").contains("refused") && line("bad.pem").contains("key-mismatch"));
+    assert!(
+        line("newer.pem").contains("Check Intermediate")
+            && line("newer.pem").contains("ECDSA P-256")
+    );
+    assert!(
+        text.contains("mail.example.com: served by newer.pem; superseded: older.pem"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route webmail.example.com: no entry covers it"),
+        "{text}"
+    );
+
+    let doc: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let entries = doc["entries"].as_array().unwrap();
+    let state = |id: &str| entries.iter().find(|e| e["entry"] == id).unwrap()["state"].clone();
+    assert_eq!(state("newer.pem"), "serving");
+    assert_eq!(state("older.pem"), "superseded");
+    assert_eq!(state("bad.pem"), "refused");
+    assert_eq!(doc["uncovered_routes"][0], "webmail.example.com");
+    assert_eq!(doc["server_wide"]["names"][0], "server.com");
+}

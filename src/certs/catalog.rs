@@ -330,9 +330,7 @@ impl Catalog {
             }
         }
         if *scope == Scope::All {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now = super::check::now();
             changes.expired = self
                 .entries
                 .values()

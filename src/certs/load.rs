@@ -146,10 +146,7 @@ pub fn parse(
         key: signing.as_ref().ok().map(|k| k.as_ref()),
         domain: check::domain_of_entry(&source.id),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let outcome = check::check(&subject, &ctx.trust, now, Depth::Load);
+    let outcome = check::check(&subject, &ctx.trust, check::now(), Depth::Load);
     let fatal =
         |f: &Finding| f.severity == Severity::Error && (role == Role::Entry || unservable(f.code));
     if outcome.findings.iter().any(fatal) || outcome.leaf.is_none() {

@@ -181,7 +181,7 @@ pub fn log_problems(changes: &Changes) {
         log_findings(id, findings);
     }
     for (id, not_after) in &changes.expired {
-        let days = (now() - not_after) / 86_400;
+        let days = (check::now() - not_after) / 86_400;
         error!(cert = %id, code = "expired", days, "the certificate has expired and still serves; renew it");
     }
     for stray in &changes.strays {
@@ -201,12 +201,6 @@ pub fn log_findings(id: &str, findings: &[check::Finding]) {
             }
         }
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Logs which entry serves each contested name. [`Catalog::next_index`] reports conflicts

@@ -9,7 +9,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
 use super::Format;
-use crate::certs::check::{self, CertFacts, Code, Depth, Domain, Finding, Severity, Trust};
+use crate::certs::check::{
+    self, date, now, CertFacts, Code, Depth, Domain, Finding, Severity, Trust,
+};
 use crate::certs::resolver::signing_key;
 
 /// What `mailfront check` was asked.
@@ -235,16 +237,4 @@ fn text(
     } else {
         writeln!(out, "\n{errors} error(s), {warnings} warning(s)")
     }
-}
-
-fn date(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .map(|d| d.date().to_string())
-        .unwrap_or_else(|_| t.to_string())
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

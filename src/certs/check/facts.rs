@@ -102,6 +102,14 @@ impl CertFacts {
             }
     }
 
+    /// The issuer's CN, else its whole name.
+    pub fn issuer_label(&self) -> String {
+        self.issuer
+            .split(", ")
+            .find_map(|rdn| rdn.strip_prefix("CN="))
+            .map_or_else(|| self.issuer.clone(), str::to_owned)
+    }
+
     /// The first name a person would recognise it by: the CN, else the first DNS name,
     /// else the whole subject.
     pub fn label(&self) -> String {

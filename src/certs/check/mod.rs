@@ -344,12 +344,21 @@ fn name_check(file: &Path, leaf: &CertFacts, domain: &Domain, out: &mut Outcome)
 
 const DAY: i64 = 86_400;
 
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A Unix time as the date operators read (`2027-03-01`).
+pub fn date(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .map(|d| d.date().to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
 fn date_checks(file: &Path, cert: &CertFacts, leaf: bool, now: i64, out: &mut Outcome) {
-    let date = |t: i64| {
-        time::OffsetDateTime::from_unix_timestamp(t)
-            .map(|d| d.date().to_string())
-            .unwrap_or_else(|_| t.to_string())
-    };
     if now > cert.not_after {
         let days = (now - cert.not_after) / DAY;
         out.findings.push(Finding {
