@@ -207,6 +207,41 @@ async fn run_serves_and_exits_zero_on_sigterm() {
     assert_eq!(proxy.exit_code(), Some(0));
 }
 
+/// An entry whose certificate expires while it serves keeps serving (the server-wide
+/// certificate would help nobody) and every full rescan logs it as an error with the days.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_expiring_while_serving_keeps_serving_and_is_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let leaf = pki.leaf_expiring_in(&["soon.example.com"], 3);
+    std::fs::write(store.join("soon.example.com.pem"), leaf.combined()).unwrap();
+    let path = common::write_imaps_config(tmp.path(), &store, backend.addr);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[certs]\n", "[certs]\nrescan_interval = \"1s\"\n"),
+    )
+    .unwrap();
+    let proxy = Running::start("", &path);
+    let expired = proxy
+        .wait_line("\"code\":\"expired\"")
+        .expect("an expired line within 10 s");
+    assert!(
+        expired.contains("soon.example.com.pem") && expired.contains("\"days\":0"),
+        "{expired}"
+    );
+    assert_eq!(
+        common::client::served_der(proxy.addr, "soon.example.com")
+            .await
+            .unwrap(),
+        leaf.der()
+    );
+    // At the next rescan, again.
+    assert!(proxy.wait_line("\"code\":\"expired\"").is_some());
+}
+
 /// CPU seconds (user + system) used so far by process `pid`.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

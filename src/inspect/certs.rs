@@ -53,6 +53,8 @@ pub struct NameRow {
 /// The whole view.
 #[derive(Debug, Serialize)]
 pub struct View {
+    /// The store directory.
+    pub store: PathBuf,
     pub server_wide: Row,
     pub entries: Vec<Row>,
     pub names: Vec<NameRow>,
@@ -137,6 +139,7 @@ pub fn view(config: &Config) -> Result<View, certs::CertError> {
         .into_iter()
         .collect();
     Ok(View {
+        store: c.dir.clone(),
         server_wide,
         entries,
         names,
@@ -197,6 +200,7 @@ pub fn print(view: &View, format: Format, out: &mut dyn Write) -> std::io::Resul
         serde_json::to_writer_pretty(&mut *out, view).map_err(std::io::Error::from)?;
         return writeln!(out);
     }
+    writeln!(out, "store {}\n", view.store.display())?;
     writeln!(
         out,
         "{:<32} {:<10} {:<30} {:<22} {:<12} {:<10} {:>6}  FILES / PROBLEMS",
@@ -209,7 +213,17 @@ pub fn print(view: &View, format: Format, out: &mut dyn Write) -> std::io::Resul
         } else {
             row.entry.clone()
         };
-        let mut tail: Vec<String> = row.files.iter().map(|f| f.display().to_string()).collect();
+        // Entries' files relative to the store, as operators name them.
+        let mut tail: Vec<String> = row
+            .files
+            .iter()
+            .map(|f| {
+                f.strip_prefix(&view.store)
+                    .unwrap_or(f)
+                    .display()
+                    .to_string()
+            })
+            .collect();
         if !row.codes.is_empty() {
             tail.push(format!("[{}]", row.codes.join(", ")));
         }

@@ -83,6 +83,23 @@ impl Pki {
         }
     }
 
+    /// A leaf for `names` that expires `secs` seconds from now.
+    pub fn leaf_expiring_in(&self, names: &[&str], secs: i64) -> Leaf {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::seconds(secs);
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        Leaf {
+            chain_pem: format!("{}{}", cert.pem(), self.ca_pem),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// Writes a leaf into `store` as `NAME.crt` + `NAME.key`.
     pub fn write_pair(&self, store: &Path, file: &str, names: &[&str], kind: KeyKind) {
         let leaf = self.leaf(names, kind);
