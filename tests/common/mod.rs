@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod chains;
 pub mod client;
 pub mod pki;
 

@@ -1,0 +1,205 @@
+//! The certificate checks in the store, and `mailfront certs`: a bad version dropped over a
+//! good one never replaces it, and the view shows what serves.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::chains::{sha1_leaf, weak_rsa, write_atomically, ChainPki as Pki, Leaf};
+use common::client::wait_served;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailfront");
+/// How long to wait before concluding that something did not (wrongly) change.
+const SETTLE: Duration = Duration::from_millis(400);
+
+/// Each bad case dropped over a serving good version of the same entry leaves the good
+/// version serving; a name that only the entry's file name suggests does not refuse it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_keeps_the_good_version_over_each_bad_case() {
+    let pki = Pki::new();
+    let root = pki.tmp.path();
+    let store = common::store_dir(root);
+    // The server-wide certificate the test head names.
+    let _server = common::Pki::new(root);
+    std::fs::create_dir(pki.path("crl")).unwrap();
+    let revoked = pki.leaf_with(&["revoked.example.com"], (-10, 300), 4242);
+    pki.write(
+        "crl/inter.crl",
+        &pki.crl_revoking(revoked.serial).pem().unwrap(),
+    );
+    sha1_leaf(root);
+    weak_rsa(root);
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    let settings = format!(
+        "[certs]\nca_bundle = \"{}\"\ncrl_dir = \"{}\"\n",
+        pki.path("root.pem").display(),
+        pki.path("crl").display()
+    );
+    let head = common::head(root, &store, "").replace("[certs]\n", &settings);
+    let (proxy, _backend) = common::imaps_over(root, &head).await;
+    let addr = proxy.addr("imaps");
+
+    let combined = |leaf: &Leaf, key: &str| format!("{}{key}", pki.fullchain(leaf));
+    let other = pki.leaf(&["mismatch.example.com"]);
+    let expired = pki.leaf_with(&["expired.example.com"], (-90, -1), 3);
+    let early = pki.leaf_with(&["early.example.com"], (2, 90), 4);
+    let swapped = pki.leaf(&["swapped.example.com"]);
+    let short = pki.leaf(&["short.example.com"]);
+    let cases = [
+        (
+            "key-mismatch",
+            "mismatch.example.com",
+            format!(
+                "{}{}",
+                pki.fullchain(&other),
+                pki.leaf(&["x.example.com"]).key
+            ),
+        ),
+        (
+            "expired",
+            "expired.example.com",
+            combined(&expired, &expired.key),
+        ),
+        (
+            "not-yet-valid",
+            "early.example.com",
+            combined(&early, &early.key),
+        ),
+        (
+            "not-one-leaf",
+            "swapped.example.com",
+            format!("{}{}{}", pki.inter.cert.pem(), swapped.cert, swapped.key),
+        ),
+        (
+            "chain-incomplete",
+            "short.example.com",
+            format!("{}{}", short.cert, short.key),
+        ),
+        (
+            "revoked",
+            "revoked.example.com",
+            combined(&revoked, &revoked.key),
+        ),
+        (
+            "weak-signature",
+            "sha1.example.com",
+            format!(
+                "{}{}{}",
+                read("sha1.crt"),
+                read("rsa-ca.crt"),
+                read("sha1.key")
+            ),
+        ),
+        (
+            "weak-key",
+            "weak.example.com",
+            format!("{}{}", read("weak.crt"), read("weak.key")),
+        ),
+    ];
+    for (code, name, bad) in cases {
+        let good = pki.leaf(&[name]);
+        let entry = store.join(format!("{name}.pem"));
+        write_atomically(&entry, &combined(&good, &good.key));
+        let good_der = common::pki::first_der(good.cert.as_bytes());
+        let seen = wait_served(addr, name, &good_der, Duration::from_secs(2)).await;
+        assert!(seen.is_some(), "{code}: the good version serves first");
+        write_atomically(&entry, &bad);
+        // A refusal changes nothing a client sees: let the reload happen (it takes tens
+        // of milliseconds), then check that the good version still serves.
+        tokio::time::sleep(SETTLE).await;
+        let kept = wait_served(addr, name, &good_der, Duration::from_secs(2)).await;
+        assert!(kept.is_some(), "{code}: the good version keeps serving");
+    }
+    // A name-mismatch guessed from the file name is only a warning: it loads.
+    let wrong_name = pki.leaf(&["other.example.com"]);
+    let entry = store.join("mismatch.example.com.pem");
+    write_atomically(&entry, &combined(&wrong_name, &wrong_name.key));
+    let wrong_der = common::pki::first_der(wrong_name.cert.as_bytes());
+    let seen = wait_served(
+        addr,
+        "other.example.com",
+        &wrong_der,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(seen.is_some());
+}
+
+/// `mailfront certs`: a row per entry with its state (serving, superseded, refused with its
+/// codes), which entry serves a contested name, and route names only the server-wide
+/// certificate covers; the same as JSON.
+#[test]
+fn certs_view_of_a_store() {
+    let pki = Pki::new();
+    let root = pki.tmp.path();
+    let _server = common::Pki::new(root);
+    let store = common::store_dir(root);
+    let older = pki.leaf_with(&["mail.example.com"], (-30, 100), 11);
+    let newer = pki.leaf_with(&["mail.example.com"], (-1, 300), 12);
+    let bad = pki.leaf(&["bad.example.com"]);
+    let wrong_key = pki.leaf(&["x.example.com"]);
+    for (file, leaf, key) in [
+        ("older.pem", &older, &older.key),
+        ("newer.pem", &newer, &newer.key),
+        ("bad.pem", &bad, &wrong_key.key),
+    ] {
+        write_atomically(&store.join(file), &format!("{}{key}", pki.fullchain(leaf)));
+    }
+    let config = format!(
+        "{}{}[[route]]\nsni = \"webmail.example.com\"\nbackend = \"127.0.0.1:1\"\n",
+        common::head(root, &store, "").replace(
+            "[certs]\n",
+            &format!(
+                "[certs]\nca_bundle = \"{}\"\n",
+                pki.path("root.pem").display()
+            )
+        ),
+        common::listener("imaps", "imaps", "127.0.0.1:1".parse().unwrap(), "")
+    );
+    let config_path = pki.write("m.toml", &config);
+    let run = |format: &str| {
+        let out = Command::new(BIN)
+            .args(["certs", "--format", format, "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run("text");
+    let line = |entry: &str| {
+        text.lines()
+            .find(|l| l.starts_with(entry))
+            .unwrap_or_else(|| panic!("no row for {entry}:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("newer.pem").contains("serving"), "{text}");
+    assert!(line("older.pem").contains("superseded"), "{text}");
+    assert!(line("bad.pem").contains("refused") && line("bad.pem").contains("key-mismatch"));
+    assert!(
+        line("newer.pem").contains("Check Intermediate")
+            && line("newer.pem").contains("ECDSA P-256")
+    );
+    assert!(
+        text.contains("mail.example.com: served by newer.pem; superseded: older.pem"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route webmail.example.com: no entry covers it"),
+        "{text}"
+    );
+
+    let doc: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let entries = doc["entries"].as_array().unwrap();
+    let state = |id: &str| entries.iter().find(|e| e["entry"] == id).unwrap()["state"].clone();
+    assert_eq!(state("newer.pem"), "serving");
+    assert_eq!(state("older.pem"), "superseded");
+    assert_eq!(state("bad.pem"), "refused");
+    assert_eq!(doc["uncovered_routes"][0], "webmail.example.com");
+    assert_eq!(doc["server_wide"]["names"][0], "server.com");
+}
