@@ -203,3 +203,39 @@ fn certs_view_of_a_store() {
     assert_eq!(doc["uncovered_routes"][0], "webmail.example.com");
     assert_eq!(doc["server_wide"]["names"][0], "server.com");
 }
+
+/// An intermediate put into `issuers_dir` while the proxy runs completes the chain of an
+/// entry refused for lacking it: the next full rescan checks every entry again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_intermediate_in_issuers_dir_completes_a_refused_chain() {
+    let pki = Pki::new();
+    let root = pki.tmp.path();
+    let store = common::store_dir(root);
+    let _server = common::Pki::new(root);
+    std::fs::create_dir(pki.path("issuers")).unwrap();
+    let short = pki.leaf(&["short.example.com"]);
+    write_atomically(
+        &store.join("short.example.com.pem"),
+        &format!("{}{}", short.cert, short.key),
+    );
+    let settings = format!(
+        "[certs]\nca_bundle = \"{}\"\nissuers_dir = \"{}\"\nrescan_interval = \"1s\"\n",
+        pki.path("root.pem").display(),
+        pki.path("issuers").display()
+    );
+    let head = common::head(root, &store, "").replace("[certs]\n", &settings);
+    let (proxy, _backend) = common::imaps_over(root, &head).await;
+    let addr = proxy.addr("imaps");
+    let leaf_der = common::pki::first_der(short.cert.as_bytes());
+    let served = common::client::served_der(addr, "short.example.com")
+        .await
+        .unwrap();
+    assert_ne!(served, leaf_der, "refused while its chain is incomplete");
+
+    pki.write("issuers/inter.pem", &pki.inter.cert.pem());
+    let seen = wait_served(addr, "short.example.com", &leaf_der, Duration::from_secs(5)).await;
+    assert!(
+        seen.is_some(),
+        "served once issuers_dir holds the intermediate"
+    );
+}

@@ -100,6 +100,10 @@ pub struct Changes {
     pub fallback_replaced: bool,
     /// The store directory could not be read; nothing was removed.
     pub dir_error: Option<String>,
+    /// The trust files changed and every entry was checked again.
+    pub trust_reloaded: bool,
+    /// The trust files changed and cannot be used; the previous trust stays.
+    pub trust_error: Option<String>,
 }
 
 impl Changes {
@@ -229,6 +233,9 @@ impl Catalog {
     /// Looks at `scope` again and applies what changed on disk.
     pub fn refresh(&mut self, scope: &Scope) -> Changes {
         let mut changes = Changes::default();
+        if *scope == Scope::All {
+            self.reload_trust(&mut changes);
+        }
         if matches!(scope, Scope::Fallback | Scope::All) {
             self.refresh_fallback(&mut changes);
         }
@@ -338,6 +345,30 @@ impl Catalog {
                 .filter(|l| l.served.not_after < now)
                 .map(|l| (Arc::clone(&l.source.id), l.served.not_after))
                 .collect();
+        }
+    }
+
+    /// Loads `ca_bundle`, `issuers_dir` and `crl_dir` again when their files changed, and
+    /// then checks every entry again against them: a new CRL can refuse a version (which
+    /// keeps serving, as any refused replacement does, with the reason logged), and an
+    /// intermediate added to `issuers_dir` can complete a chain that was refused.
+    fn reload_trust(&mut self, changes: &mut Changes) {
+        let Some(result) = self.ctx.trust.reloaded() else {
+            return;
+        };
+        match result {
+            Ok(trust) => {
+                self.ctx = Arc::new(Context {
+                    provider: Arc::clone(&self.ctx.provider),
+                    trust,
+                });
+                for entry in self.entries.values_mut().chain([&mut self.fallback]) {
+                    entry.stamp = (None, None);
+                    entry.digest = None;
+                }
+                changes.trust_reloaded = true;
+            }
+            Err(e) => changes.trust_error = Some(e.to_string()),
         }
     }
 

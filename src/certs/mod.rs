@@ -159,6 +159,12 @@ pub fn release_free_memory() {
 
 /// Logs the problems a refresh found: one line each.
 pub fn log_problems(changes: &Changes) {
+    if changes.trust_reloaded {
+        info!("ca_bundle, issuers_dir or crl_dir changed; every entry was checked again");
+    }
+    if let Some(e) = &changes.trust_error {
+        error!(reason = %e, "ca_bundle, issuers_dir or crl_dir changed and cannot be used; keeping the previous ones");
+    }
     if let Some(e) = &changes.dir_error {
         error!(reason = %e, "certificate store unreadable; keeping the certificates already loaded");
     }

@@ -45,6 +45,45 @@ pub struct Trust {
     pub(super) crls: Vec<CertRevocationList<'static>>,
     /// Files in `issuers_dir` or `crl_dir` that could not be used, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    /// What it was loaded from, to load it again when those files change (`None` for
+    /// [`Trust::none`]).
+    pub(super) sources: Option<Sources>,
+    /// The files' metadata when loaded.
+    pub(super) fingerprint: u64,
+}
+
+/// The settings a [`Trust`] was loaded from.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Sources {
+    bundle: Option<PathBuf>,
+    issuers_dir: Option<PathBuf>,
+    crl_dir: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The metadata (size, times, inode) of the bundle and of every file in the two
+    /// directories: a new CRL, a renewed intermediate or an updated bundle changes it.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        use std::os::unix::fs::MetadataExt;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let bundle = self
+            .bundle
+            .clone()
+            .or_else(|| Some(PathBuf::from(SYSTEM_BUNDLE)));
+        let dirs = [&self.issuers_dir, &self.crl_dir];
+        let listed = dirs
+            .into_iter()
+            .flatten()
+            .flat_map(|d| files_in(d).unwrap_or_default());
+        for path in bundle.into_iter().chain(listed) {
+            path.hash(&mut hasher);
+            if let Ok(m) = std::fs::metadata(&path) {
+                (m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ino()).hash(&mut hasher);
+            }
+        }
+        hasher.finish()
+    }
 }
 
 impl Trust {
@@ -56,7 +95,16 @@ impl Trust {
         issuers_dir: Option<&Path>,
         crl_dir: Option<&Path>,
     ) -> Result<Self, TrustError> {
-        let mut trust = Trust::default();
+        let sources = Sources {
+            bundle: bundle.map(Path::to_owned),
+            issuers_dir: issuers_dir.map(Path::to_owned),
+            crl_dir: crl_dir.map(Path::to_owned),
+        };
+        let mut trust = Trust {
+            fingerprint: sources.fingerprint(),
+            sources: Some(sources),
+            ..Trust::default()
+        };
         let bundle = match bundle {
             Some(path) => Some(path.to_owned()),
             None => Some(PathBuf::from(SYSTEM_BUNDLE)).filter(|p| p.exists()),
@@ -97,6 +145,21 @@ impl Trust {
             }
         }
         Ok(trust)
+    }
+
+    /// The same settings loaded again when their files changed since this was loaded
+    /// (a new CRL, an intermediate added to `issuers_dir`, an updated bundle); `None`
+    /// when nothing changed.
+    pub fn reloaded(&self) -> Option<Result<Trust, TrustError>> {
+        let s = self.sources.as_ref()?;
+        if s.fingerprint() == self.fingerprint {
+            return None;
+        }
+        Some(Trust::load(
+            s.bundle.as_deref(),
+            s.issuers_dir.as_deref(),
+            s.crl_dir.as_deref(),
+        ))
     }
 
     /// No roots, issuers or CRLs: chains are not judged.
