@@ -5,6 +5,7 @@
 use rustls::pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
 
+use super::crl::spki_contents;
 use super::facts::CertFacts;
 use super::trust::Trust;
 use super::{describe, Code, Depth, Finding, Outcome, Severity, Subject};
@@ -285,13 +286,11 @@ pub fn verify(
         }
     }
     let reaches_root = ends_at_own_root || reaches_trust(last, trust);
-    let crl_applies = served.iter().any(|c| {
-        trust
-            .crls
-            .iter()
-            .any(|crl| crl.issuer() == name_contents(&c.issuer_der))
-    });
-    if path.leaf != 0 || !reaches_root || !(depth == Depth::Full || crl_applies) {
+    if depth == Depth::Load {
+        revoked_on_load(subject, &served, trust, out);
+        return;
+    }
+    if path.leaf != 0 || !reaches_root {
         return;
     }
     let ders = path.served_ders(subject, trust);
@@ -316,7 +315,7 @@ pub fn verify(
         now
     };
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.max(0) as u64));
-    let crls: Vec<_> = trust.crls.iter().collect();
+    let crls: Vec<_> = trust.crls.iter().map(|c| &c.list).collect();
     let revocation = RevocationOptionsBuilder::new(&crls)
         .ok()
         .map(|b| b.with_status_policy(UnknownStatusPolicy::Allow).build());
@@ -378,6 +377,9 @@ fn reason(e: &webpki::Error) -> String {
             "it is signed with an algorithm TLS clients do not accept".into()
         }
         UnknownIssuer => "no certificate it names as issuer verifies it".into(),
+        InvalidCrlSignatureForPublicKey => {
+            "a CRL in crl_dir names an issuer of the chain but that issuer did not sign it".into()
+        }
         CaUsedAsEndEntity => "the first certificate is a CA certificate".into(),
         EndEntityUsedAsCa => "a server certificate stands where a CA should".into(),
         RequiredEkuNotFoundContext(_) => {
@@ -390,14 +392,43 @@ fn reason(e: &webpki::Error) -> String {
 
 /// Names the revoked certificate: the first whose serial a CRL from its issuer lists.
 fn revoked(subject: &Subject<'_>, served: &[&CertFacts], trust: &Trust, out: &mut Outcome) {
-    let listed = served.iter().find_map(|c| {
-        trust.crls.iter().find_map(|crl| {
-            let ours = crl.issuer() == name_contents(&c.issuer_der);
-            let hit = ours && crl.find_serial(&c.serial_der).ok().flatten().is_some();
-            hit.then_some(*c)
-        })
+    let listed = served.iter().find(|c| {
+        trust
+            .crls
+            .iter()
+            .any(|crl| crl.names(&c.issuer_der) && crl.lists(&c.serial_der))
     });
-    let what = listed.map_or_else(|| "a certificate of the chain".to_owned(), describe);
+    push_revoked(subject, listed.copied(), out);
+}
+
+/// Revocation without webpki: each served certificate (the root aside) is looked up in the
+/// CRLs that name its issuer and that its issuer's key signed.
+fn revoked_on_load(subject: &Subject<'_>, served: &[&CertFacts], trust: &Trust, out: &mut Outcome) {
+    if trust.crls.is_empty() {
+        return;
+    }
+    for (i, cert) in served.iter().enumerate() {
+        if i > 0 && cert.self_issued() {
+            break;
+        }
+        let next = served.get(i + 1).filter(|n| cert.issued_by(n));
+        let issuer_key: Option<&[u8]> = match next {
+            Some(n) => Some(spki_contents(&n.spki)),
+            None => trust.root_key_named(&cert.issuer_der),
+        };
+        let Some(key) = issuer_key else { continue };
+        let revoked = trust.crls.iter().any(|crl| {
+            crl.names(&cert.issuer_der) && crl.lists(&cert.serial_der) && crl.signed_by(key)
+        });
+        if revoked {
+            push_revoked(subject, Some(*cert), out);
+            return;
+        }
+    }
+}
+
+fn push_revoked(subject: &Subject<'_>, cert: Option<&CertFacts>, out: &mut Outcome) {
+    let what = cert.map_or_else(|| "a certificate of the chain".to_owned(), describe);
     out.findings.push(Finding {
         code: Code::Revoked,
         severity: Severity::Error,
@@ -405,9 +436,4 @@ fn revoked(subject: &Subject<'_>, served: &[&CertFacts], trust: &Trust, out: &mu
         message: format!("{what} is revoked: a CRL from crl_dir lists it"),
         fix: "have a new certificate issued; a revoked one cannot be reinstated".into(),
     });
-}
-
-/// The contents of a DER `Name`, as CRLs and trust anchors hold it.
-fn name_contents(der: &[u8]) -> &[u8] {
-    super::trust::name_contents(der).unwrap_or(der)
 }

@@ -357,12 +357,11 @@ fn a_revoked_leaf_is_found_through_a_crl_of_its_issuer() {
     .signed_by(&pki.inter.cert, &pki.inter.key)
     .unwrap();
     let mut trust = pki.trust();
-    trust.crls.push(
-        webpki::OwnedCertRevocationList::from_der(crl.der())
-            .unwrap()
-            .into(),
-    );
-    // On load too: a CRL applies, so its signature and the chain are verified.
+    let der = crl.der().to_vec();
+    trust
+        .crls
+        .push(super::crl::Crl::from_der(&der, PathBuf::from("/crl/inter.crl")).unwrap());
+    // On load too: the leaf is looked up in the CRL its issuer signed.
     let out = run_as(
         &pki,
         &[l.der.clone(), pki.inter.der()],
@@ -373,6 +372,40 @@ fn a_revoked_leaf_is_found_through_a_crl_of_its_issuer() {
     );
     assert_eq!(codes(&out), [("revoked", Severity::Error)]);
     assert!(out.findings[0].message.contains("a.example.com"));
+
+    // A CRL under the intermediate's name but signed by another key is not believed on
+    // load, and makes the path fail to verify in full.
+    let impostor = ca("Test Intermediate", Some(&pki.root));
+    let forged = CertificateRevocationListParams {
+        this_update: now - Duration::days(1),
+        next_update: now + Duration::days(7),
+        crl_number: SerialNumber::from(2),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(l.serial),
+            revocation_time: now - Duration::hours(1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&impostor.cert, &impostor.key)
+    .unwrap();
+    let mut forged_trust = pki.trust();
+    let der = forged.der().to_vec();
+    forged_trust
+        .crls
+        .push(super::crl::Crl::from_der(&der, PathBuf::from("/crl/forged.crl")).unwrap());
+    let chain = [l.der.clone(), pki.inter.der()];
+    let out = run_as(&pki, &chain, &l.key, &forged_trust, None, Depth::Load);
+    assert!(out.findings.is_empty(), "{:#?}", out.findings);
+    let out = run(&pki, &chain, &l.key, &forged_trust);
+    assert_eq!(codes(&out), [("chain-incomplete", Severity::Error)]);
+    assert!(
+        out.findings[0].message.contains("did not sign"),
+        "{}",
+        out.findings[0].message
+    );
 
     let other = leaf_with(&["b.example.com"], &pki.inter, (-10, 365), 5);
     let out = run(&pki, &[other.der, pki.inter.der()], &other.key, &trust);

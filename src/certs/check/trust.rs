@@ -4,11 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::crl::Crl;
+use super::facts::CertFacts;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
-use webpki::{CertRevocationList, OwnedCertRevocationList};
-
-use super::facts::CertFacts;
 
 /// Where Debian, Ubuntu and their derivatives keep the system's roots.
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -42,7 +41,7 @@ pub struct Trust {
     pub bundle: Option<PathBuf>,
     pub(super) roots: Vec<TrustAnchor<'static>>,
     pub(super) issuers: Vec<Issuer>,
-    pub(super) crls: Vec<CertRevocationList<'static>>,
+    pub(super) crls: Vec<Crl>,
     /// Files in `issuers_dir` or `crl_dir` that could not be used, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
     /// What it was loaded from, to load it again when those files change (`None` for
@@ -162,6 +161,16 @@ impl Trust {
         ))
     }
 
+    /// The key (SubjectPublicKeyInfo contents) of the trusted root whose subject is
+    /// `name_der`.
+    pub(super) fn root_key_named(&self, name_der: &[u8]) -> Option<&[u8]> {
+        let name = name_contents(name_der)?;
+        self.roots
+            .iter()
+            .find(|r| r.subject.as_ref() == name)
+            .map(|r| r.subject_public_key_info.as_ref())
+    }
+
     /// No roots, issuers or CRLs: chains are not judged.
     pub fn none() -> Self {
         Self::default()
@@ -243,7 +252,7 @@ fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> 
 }
 
 /// CRLs in a PEM file, or the one CRL of a DER file.
-fn crls_in(path: &Path) -> Result<Vec<CertRevocationList<'static>>, String> {
+fn crls_in(path: &Path) -> Result<Vec<Crl>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let ders: Vec<Vec<u8>> = if bytes.first() == Some(&0x30) {
         vec![bytes]
@@ -254,11 +263,7 @@ fn crls_in(path: &Path) -> Result<Vec<CertRevocationList<'static>>, String> {
             .map_err(|e| format!("bad PEM: {e}"))?
     };
     ders.iter()
-        .map(|der| {
-            OwnedCertRevocationList::from_der(der)
-                .map(CertRevocationList::from)
-                .map_err(|e| format!("not a CRL: {e:?}"))
-        })
+        .map(|der| Crl::from_der(der, path.to_owned()))
         .collect()
 }
 
