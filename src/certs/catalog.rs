@@ -107,6 +107,16 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Moves what the checks found in a version that now serves into the report: it is
+    /// logged once, not kept with each of 100,000 entries.
+    fn note_findings(&mut self, loaded: &mut Loaded) {
+        let findings = std::mem::take(&mut loaded.findings);
+        if !findings.is_empty() {
+            self.findings
+                .push((Arc::clone(&loaded.source.id), findings));
+        }
+    }
+
     /// Whether the index must be rebuilt.
     pub fn publishes(&self) -> bool {
         self.fallback_replaced
@@ -296,12 +306,8 @@ impl Catalog {
                     entry.stamp = stamp;
                     entry.digest = digest;
                     match result {
-                        Ok(loaded) => {
-                            if !loaded.findings.is_empty() {
-                                changes
-                                    .findings
-                                    .push((Arc::clone(&loaded.source.id), loaded.findings.clone()));
-                            }
+                        Ok(mut loaded) => {
+                            changes.note_findings(&mut loaded);
                             let list = if entry.serving.is_some() {
                                 &mut changes.replaced
                             } else {
@@ -387,12 +393,8 @@ impl Catalog {
                 self.fallback.stamp = stamp;
                 self.fallback.digest = digest;
                 match result {
-                    Ok(loaded) => {
-                        if !loaded.findings.is_empty() {
-                            changes
-                                .findings
-                                .push((Arc::clone(&loaded.source.id), loaded.findings.clone()));
-                        }
+                    Ok(mut loaded) => {
+                        changes.note_findings(&mut loaded);
                         let names = loaded.names.iter();
                         let old = self.fallback.serving.as_ref().map(|o| o.names.iter());
                         let touched: Vec<Pattern> =

@@ -27,7 +27,8 @@ pub struct Loaded {
     /// SAN entries that cannot be served (partial wildcards, bad characters).
     pub skipped_names: Vec<String>,
     /// What the checks found and did not refuse it for (warnings; for the server-wide
-    /// certificate also errors, see [`Role`]).
+    /// certificate also errors, see [`Role`]). The catalog moves them into its report to
+    /// be logged rather than keep them with the entry.
     pub findings: Vec<Finding>,
 }
 
