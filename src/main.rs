@@ -234,15 +234,26 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let mut loaded = 0;
     for (source, result) in found.sources.iter().zip(&results) {
         match result {
-            Ok(_) => loaded += 1,
-            Err(e) => println!("  skipped {}: {e}", source.id),
+            Ok(entry) => {
+                loaded += 1;
+                for f in &entry.findings {
+                    println!(
+                        "  {} {} {}: {}",
+                        f.severity.as_str(),
+                        f.code.as_str(),
+                        source.id,
+                        f.message
+                    );
+                }
+            }
+            Err(e) => println!("  refused {}: {e}", source.id),
         }
     }
     for stray in &found.strays {
         println!("  not an entry: {}: {}", stray.path.display(), stray.reason);
     }
     println!(
-        "  store {}: {loaded} entries load, {} skipped",
+        "  store {}: {loaded} entries load, {} refused",
         c.dir.display(),
         results.len() - loaded
     );

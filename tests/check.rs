@@ -54,6 +54,14 @@ fn a_good_certificate_passes_in_every_arrangement() {
         assert!(text.contains("ok: no problems found"), "{text}");
         assert!(text.contains("mail.example.com"), "{text}");
     }
+    // A certificate alone, readable by all as certificates are: nothing about keys.
+    let public = pki.path("public.crt");
+    std::fs::write(&public, pki.fullchain(&leaf)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, text) = check(&pki, &["public.crt"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("ok: no problems found"), "{text}");
 }
 
 /// The key of another certificate: key-mismatch names the key file and the certificate.

@@ -265,7 +265,9 @@ fn key_checks(subject: &Subject<'_>, leaf: &CertFacts, out: &mut Outcome) {
             });
         }
     }
-    key_permissions(subject.key_path, out);
+    if subject.key.is_some() {
+        key_permissions(subject.key_path, out);
+    }
 }
 
 #[cfg(unix)]
