@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::listener::{ListenerCtx, Shared};
 use crate::proxy_header::{self, ConnectionFacts};
 use crate::relay;
+use crate::starttls::{self, Greeting, Plain};
 use crate::tls::{self, Handshake, HandshakeError};
 
 /// Serves one accepted connection; `_permit` frees its slot when this returns.
@@ -25,9 +26,36 @@ pub async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
+    let mut tcp = tcp;
     let local = tcp.local_addr().unwrap_or(peer);
     let _ = tcp.set_nodelay(true);
     let settings = &shared.settings;
+    if let (true, Some(mail)) = (ctx.protocol.starttls(), ctx.protocol.mail()) {
+        let plain = timeout(
+            settings.handshake_timeout,
+            starttls::negotiate(&mut tcp, mail, &ctx.greeting_name),
+        )
+        .await;
+        let ms = started.elapsed().as_millis() as u64;
+        match plain {
+            Ok(Ok(Plain::Upgrade)) => {}
+            Ok(Ok(Plain::Quit)) => {
+                info!(listener = %ctx.name, %peer, ms, outcome = "client-quit", "connection closed before STARTTLS");
+                return;
+            }
+            Ok(Err(e)) => {
+                info!(listener = %ctx.name, %peer, ms, outcome = e.outcome(), reason = %e, "connection closed before TLS");
+                return;
+            }
+            Err(_) => {
+                info!(
+                    listener = %ctx.name, %peer, ms, outcome = "starttls-timeout",
+                    "connection closed: no STARTTLS within {:?}", settings.handshake_timeout
+                );
+                return;
+            }
+        }
+    }
     let handshake = timeout(
         settings.handshake_timeout,
         tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni),
@@ -119,6 +147,41 @@ async fn relay_to_backend(
                 listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
                 backend = %target.backend, reason = %e, outcome = "backend-error",
                 "connection closed: PROXY header not sent"
+            );
+            return;
+        }
+    }
+    if let (true, Some(mail)) = (ctx.protocol.starttls(), ctx.protocol.mail()) {
+        // The client had mailfront's greeting before STARTTLS; the backend's is not for it.
+        let greeting =
+            starttls::consume_greeting(&mut backend, mail, settings.connect_timeout).await;
+        let passed_on = match greeting {
+            Ok(Greeting::Welcome { rest }) => client.write_all(&rest).await.map(|()| None),
+            Ok(Greeting::Refused(refusal)) => {
+                client.write_all(&refusal).await.map(|()| Some(refusal))
+            }
+            Err(e) => {
+                warn!(
+                    listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
+                    backend = %target.backend, reason = %e, outcome = "backend-unavailable",
+                    "connection closed: no greeting from the backend"
+                );
+                let bye = async {
+                    client
+                        .write_all(relay::unavailable_message(ctx.protocol))
+                        .await?;
+                    client.shutdown().await
+                };
+                let _ = timeout(std::time::Duration::from_secs(1), bye).await;
+                return;
+            }
+        };
+        if let Ok(Some(refusal)) = &passed_on {
+            let _ = timeout(std::time::Duration::from_secs(1), client.shutdown()).await;
+            warn!(
+                listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
+                backend = %target.backend, reason = %String::from_utf8_lossy(refusal).trim_end(),
+                outcome = "backend-refused", "connection closed: the backend refused the session"
             );
             return;
         }

@@ -8,12 +8,15 @@
 //! - [`server`]: start-up (store, sockets) and the run loop with graceful shutdown.
 //! - [`listener`]: accept loops, the connection cap, back-off on accept errors.
 //! - [`connection`]: one connection from handshake to its closing log line.
+//! - [`starttls`]: the plain-text start of SMTP, IMAP and POP3 sessions on STARTTLS
+//!   listeners, and the backend greeting the client must not see twice.
 //! - [`tls`]: the TLS policy and the handshake that picks a certificate by SNI.
 //! - [`routes`]: backend per SNI (`[[route]]`).
 //! - [`proxy_header`]: PROXY protocol v1/v2 towards the backend.
 //! - [`relay`]: backend connect and the two-way copy with half-close and idle bound.
 //! - [`shutdown`]: stop accepting, drain, cut.
 //! - [`names`]: DNS name normalisation and wildcard rules shared by certs and routes.
+//! - [`inspect`]: `mailfront check` and `mailfront certs`.
 
 pub mod certs;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod relay;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod starttls;
 pub mod tls;
 
 pub use config::Config;

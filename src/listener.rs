@@ -35,6 +35,8 @@ pub struct ListenerCtx {
     pub strict_sni: bool,
     /// Backend per name.
     pub routes: RouteTable,
+    /// The host name in the greetings of a STARTTLS listener.
+    pub greeting_name: Arc<str>,
 }
 
 /// What every connection of every listener shares.

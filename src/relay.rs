@@ -11,7 +11,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Backend, Protocol};
+use crate::config::{Backend, Mail, Protocol};
 
 /// Bytes per read; one TLS record's worth of plaintext.
 const CHUNK: usize = 16 * 1024;
@@ -75,11 +75,11 @@ pub async fn connect(backend: &Backend, limit: Duration) -> io::Result<TcpStream
 /// What a client is told when its backend cannot be reached, in its own protocol, so that
 /// a mail client shows a reason instead of "connection lost".
 pub fn unavailable_message(protocol: Protocol) -> &'static [u8] {
-    match protocol {
-        Protocol::Imaps => b"* BYE [UNAVAILABLE] Service temporarily unavailable\r\n",
-        Protocol::Pop3s => b"-ERR [SYS/TEMP] Service temporarily unavailable\r\n",
-        Protocol::Smtps => b"421 4.3.0 Service temporarily unavailable\r\n",
-        Protocol::Https => {
+    match protocol.mail() {
+        Some(Mail::Imap) => b"* BYE [UNAVAILABLE] Service temporarily unavailable\r\n",
+        Some(Mail::Pop3) => b"-ERR [SYS/TEMP] Service temporarily unavailable\r\n",
+        Some(Mail::Smtp) => b"421 4.3.0 Service temporarily unavailable\r\n",
+        None => {
             b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 32\r\nconnection: close\r\n\r\nService temporarily unavailable\n"
         }
     }

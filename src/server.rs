@@ -68,6 +68,7 @@ impl Server {
                 tls,
                 strict_sni: l.strict_sni,
                 routes: RouteTable::new(l),
+                greeting_name: l.greeting_name.as_str().into(),
             });
             let mut sockets = Vec::with_capacity(l.bind.len());
             for &addr in &l.bind {

@@ -21,7 +21,7 @@ use toml::Spanned;
 
 use crate::names::Pattern;
 use raw::{HumanDuration, RawConfig, RawListener, RawRoute};
-pub use raw::{Protocol, ProxyProtocol};
+pub use raw::{Mail, Protocol, ProxyProtocol};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -91,6 +91,8 @@ pub struct ListenerConfig {
     pub alpn: Vec<String>,
     /// Per-name backend overrides that apply to this listener.
     pub routes: Vec<Route>,
+    /// The host name STARTTLS listeners greet with (`greeting_name`, else `server.name`).
+    pub greeting_name: String,
 }
 
 /// A `[[route]]`, resolved to the listener it applies to.
@@ -186,7 +188,7 @@ impl Config {
         let cx = Context { path, text };
         let server = server_settings(&cx, raw.server)?;
         let certs = cert_settings(base, raw.certs);
-        let mut listeners = listeners(&cx, raw.listeners)?;
+        let mut listeners = listeners(&cx, raw.listeners, &server.name)?;
         attach_routes(&cx, raw.routes, &mut listeners)?;
         Ok(Self {
             path: path.to_owned(),
@@ -267,7 +269,11 @@ fn cert_settings(base: &Path, raw: raw::RawCerts) -> CertSettings {
     }
 }
 
-fn listeners(cx: &Context<'_>, raw: Vec<RawListener>) -> Result<Vec<ListenerConfig>, ConfigError> {
+fn listeners(
+    cx: &Context<'_>,
+    raw: Vec<RawListener>,
+    server_name: &str,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::Syntax {
             path: cx.path.to_owned(),
@@ -293,6 +299,25 @@ fn listeners(cx: &Context<'_>, raw: Vec<RawListener>) -> Result<Vec<ListenerConf
         let backend = Backend::parse(l.backend.get_ref())
             .map_err(|m| cx.invalid(&l.backend, "listener.backend", m))?;
         let alpn = alpn(cx, l.protocol, l.alpn)?;
+        let greeting_name = match &l.greeting_name {
+            None => server_name.to_owned(),
+            Some(raw) => {
+                let name = raw.get_ref().trim();
+                let ok = !name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if !ok {
+                    return Err(cx.invalid(
+                        raw,
+                        "listener.greeting_name",
+                        "must be a host name (letters, digits, '-' and '.')",
+                    ));
+                }
+                name.to_owned()
+            }
+        };
         out.push(ListenerConfig {
             name,
             bind,
@@ -302,6 +327,7 @@ fn listeners(cx: &Context<'_>, raw: Vec<RawListener>) -> Result<Vec<ListenerConf
             strict_sni: l.strict_sni,
             alpn,
             routes: Vec::new(),
+            greeting_name,
         });
     }
     Ok(out)

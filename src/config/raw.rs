@@ -53,6 +53,9 @@ pub(super) struct RawListener {
     #[serde(default)]
     pub strict_sni: bool,
     pub alpn: Option<Spanned<Vec<String>>>,
+    /// The host name in this listener's greetings (STARTTLS listeners); `server.name`
+    /// when not set.
+    pub greeting_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +80,12 @@ pub enum Protocol {
     Imaps,
     /// POP3 over implicit TLS (995).
     Pop3s,
+    /// SMTP with STARTTLS (25, 587): mailfront speaks the plain-text part.
+    SmtpStarttls,
+    /// IMAP with STARTTLS (143).
+    ImapStarttls,
+    /// POP3 with STLS (110).
+    Pop3Starttls,
 }
 
 impl Protocol {
@@ -87,16 +96,37 @@ impl Protocol {
             Self::Smtps => "smtps",
             Self::Imaps => "imaps",
             Self::Pop3s => "pop3s",
+            Self::SmtpStarttls => "smtp-starttls",
+            Self::ImapStarttls => "imap-starttls",
+            Self::Pop3Starttls => "pop3-starttls",
         }
+    }
+
+    /// The mail protocol spoken inside TLS, whether TLS is implicit or started in it.
+    pub fn mail(self) -> Option<Mail> {
+        match self {
+            Self::Https => None,
+            Self::Smtps | Self::SmtpStarttls => Some(Mail::Smtp),
+            Self::Imaps | Self::ImapStarttls => Some(Mail::Imap),
+            Self::Pop3s | Self::Pop3Starttls => Some(Mail::Pop3),
+        }
+    }
+
+    /// Whether the session starts in plain text and upgrades with STARTTLS.
+    pub fn starttls(self) -> bool {
+        matches!(
+            self,
+            Self::SmtpStarttls | Self::ImapStarttls | Self::Pop3Starttls
+        )
     }
 
     /// ALPN identifiers a listener of this kind may offer.
     pub(super) fn allowed_alpn(self) -> &'static [&'static str] {
-        match self {
-            Self::Https => &["http/1.1", "h2", "http/1.0"],
-            Self::Smtps => &["smtp"],
-            Self::Imaps => &["imap"],
-            Self::Pop3s => &["pop3"],
+        match self.mail() {
+            None => &["http/1.1", "h2", "http/1.0"],
+            Some(Mail::Smtp) => &["smtp"],
+            Some(Mail::Imap) => &["imap"],
+            Some(Mail::Pop3) => &["pop3"],
         }
     }
 
@@ -105,9 +135,17 @@ impl Protocol {
     pub(super) fn default_alpn(self) -> &'static [&'static str] {
         match self {
             Self::Https => &["http/1.1"],
-            Self::Smtps | Self::Imaps | Self::Pop3s => &[],
+            _ => &[],
         }
     }
+}
+
+/// The three mail protocols, each spoken over implicit TLS or upgraded with STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mail {
+    Smtp,
+    Imap,
+    Pop3,
 }
 
 /// Whether and how the backend is told the client's real address.

@@ -26,6 +26,8 @@ pub struct Backend {
     pub headers: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Connections accepted.
     pub accepted: Arc<Mutex<usize>>,
+    /// Messages received by [`Backend::smtp`] (the DATA of each).
+    pub messages: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,6 +58,33 @@ impl Backend {
             addr,
             headers,
             accepted,
+            messages: Arc::default(),
+            task,
+        }
+    }
+
+    /// A minimal SMTP server, as Postfix on a plain port would be: greeting, EHLO, MAIL,
+    /// RCPT, DATA (kept in `messages`), QUIT.
+    pub async fn smtp() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let messages: Arc<Mutex<Vec<String>>> = Arc::default();
+        let accepted = Arc::new(Mutex::new(0));
+        let (m, a) = (Arc::clone(&messages), Arc::clone(&accepted));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                *a.lock().unwrap() += 1;
+                let m = Arc::clone(&m);
+                tokio::spawn(async move {
+                    let _ = smtp_session(stream, m).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            headers: Arc::default(),
+            accepted,
+            messages,
             task,
         }
     }
@@ -123,6 +152,50 @@ async fn serve(
         write
             .write_all(format!("ECHO {command}\r\n").as_bytes())
             .await?;
+    }
+}
+
+async fn smtp_session(stream: TcpStream, messages: Arc<Mutex<Vec<String>>>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    write.write_all(b"220 backend.test ESMTP\r\n").await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-backend.test\r\n250-8BITMIME\r\n250 AUTH PLAIN\r\n",
+            "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 2.0.0 OK\r\n",
+            "AUTH" => b"235 2.7.0 Authentication successful\r\n",
+            "DATA" => {
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                let mut message = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).await? == 0 || line == ".\r\n" {
+                        break;
+                    }
+                    message.push_str(&line);
+                }
+                messages.lock().unwrap().push(message);
+                b"250 2.0.0 Ok: queued\r\n"
+            }
+            "QUIT" => {
+                write.write_all(b"221 2.0.0 Bye\r\n").await?;
+                return write.shutdown().await;
+            }
+            _ => b"502 5.5.2 Error: command not recognized\r\n",
+        };
+        write.write_all(reply).await?;
     }
 }
 

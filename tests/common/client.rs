@@ -95,10 +95,14 @@ fn config(opts: &Opts) -> ClientConfig {
 
 /// Connects and completes a TLS handshake.
 pub async fn connect(addr: SocketAddr, opts: &Opts) -> std::io::Result<TlsStream<TcpStream>> {
+    upgrade(TcpStream::connect(addr).await?, opts).await
+}
+
+/// Completes a TLS handshake on a connection already open (after STARTTLS).
+pub async fn upgrade(tcp: TcpStream, opts: &Opts) -> std::io::Result<TlsStream<TcpStream>> {
     let connector = TlsConnector::from(Arc::new(config(opts)));
     let name = ServerName::try_from(opts.sni.clone().unwrap_or_else(|| "server.com".into()))
         .map_err(std::io::Error::other)?;
-    let tcp = TcpStream::connect(addr).await?;
     tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
         .await
         .map_err(|_| std::io::Error::other("handshake timed out"))?
