@@ -105,14 +105,7 @@ async fn relay_to_backend(
                 backend = %target.backend, reason = %e, outcome = "backend-unavailable",
                 "connection closed: backend unreachable"
             );
-            let bye = async {
-                client
-                    .write_all(relay::unavailable_message(ctx.protocol))
-                    .await?;
-                client.shutdown().await
-            };
-            let _ = timeout(std::time::Duration::from_secs(1), bye).await;
-            return;
+            return say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
         }
     };
     let facts = {
@@ -166,14 +159,7 @@ async fn relay_to_backend(
                     backend = %target.backend, reason = %e, outcome = "backend-unavailable",
                     "connection closed: no greeting from the backend"
                 );
-                let bye = async {
-                    client
-                        .write_all(relay::unavailable_message(ctx.protocol))
-                        .await?;
-                    client.shutdown().await
-                };
-                let _ = timeout(std::time::Duration::from_secs(1), bye).await;
-                return;
+                return say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
             }
         };
         if let Ok(Some(refusal)) = &passed_on {
@@ -200,6 +186,16 @@ async fn relay_to_backend(
         outcome = ending.outcome(), reason = %reason,
         "connection closed"
     );
+}
+
+/// Tells the client why its session ends, in its protocol, and closes; bounded, since a
+/// client that does not read must not hold the connection.
+async fn say_goodbye<S: tokio::io::AsyncWrite + Unpin>(mut client: S, message: &[u8]) {
+    let bye = async {
+        client.write_all(message).await?;
+        client.shutdown().await
+    };
+    let _ = timeout(std::time::Duration::from_secs(1), bye).await;
 }
 
 fn log_refused(ctx: &ListenerCtx, peer: SocketAddr, started: Instant, e: &HandshakeError) {

@@ -16,12 +16,23 @@ struct Setup {
     _tmp: tempfile::TempDir,
     root: std::path::PathBuf,
     proxy: Proxy,
+    /// The backends, kept running: `smtp`, `imap`, `pop3`.
+    smtp: Backend,
+    imap: Backend,
+    _pop3: Backend,
 }
 
 impl Setup {
-    /// One listener per STARTTLS protocol, `smtp`, `imap` and `pop3`, each in front of
-    /// `backend(protocol)`, and a store holding mail.example.com.
-    async fn new(backends: [(&str, SocketAddr, &str); 3]) -> Self {
+    /// One listener per STARTTLS protocol, `smtp`, `imap` and `pop3`, each in front of an
+    /// echo backend (or `smtp` in front of the one given, with `smtp_extra` config lines),
+    /// and a store holding mail.example.com.
+    async fn new(smtp: Option<Backend>, smtp_extra: &str) -> Self {
+        let smtp = match smtp {
+            Some(b) => b,
+            None => Backend::start("220 backend.test ESMTP", Expect::Plain).await,
+        };
+        let imap = Backend::start("* OK [CAPABILITY IMAP4rev1] backend ready", Expect::Plain).await;
+        let pop3 = Backend::start("+OK backend ready", Expect::Plain).await;
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_owned();
         let pki = Pki::new(&root);
@@ -33,7 +44,11 @@ impl Setup {
             KeyKind::Ecdsa,
         );
         let mut config = head(&root, &store, "");
-        for (name, addr, extra) in backends {
+        for (name, addr, extra) in [
+            ("smtp", smtp.addr, smtp_extra),
+            ("imap", imap.addr, ""),
+            ("pop3", pop3.addr, ""),
+        ] {
             config.push_str(&listener(name, &format!("{name}-starttls"), addr, extra));
         }
         let proxy = Proxy::start(&root, &config);
@@ -41,6 +56,9 @@ impl Setup {
             _tmp: tmp,
             root,
             proxy,
+            smtp,
+            imap,
+            _pop3: pop3,
         }
     }
 
@@ -53,25 +71,11 @@ impl Setup {
     }
 }
 
-async fn echo_backends() -> (Backend, Backend, Backend) {
-    (
-        Backend::start("220 backend.test ESMTP", Expect::Plain).await,
-        Backend::start("* OK [CAPABILITY IMAP4rev1] backend ready", Expect::Plain).await,
-        Backend::start("+OK backend ready", Expect::Plain).await,
-    )
-}
-
 /// `openssl s_client -starttls smtp|imap|pop3 -servername` gets the certificate for the
 /// name from the same store as the implicit-TLS ports, and the mismatch for another.
 #[tokio::test(flavor = "multi_thread")]
 async fn openssl_starttls_gets_the_certificate_by_sni() {
-    let (smtp, imap, pop3) = echo_backends().await;
-    let s = Setup::new([
-        ("smtp", smtp.addr, ""),
-        ("imap", imap.addr, ""),
-        ("pop3", pop3.addr, ""),
-    ])
-    .await;
+    let s = Setup::new(None, "").await;
     let ca = s.ca().display().to_string();
     for proto in ["smtp", "imap", "pop3"] {
         for (name, verified) in [("mail.example.com", true), ("other.example.org", false)] {
@@ -112,13 +116,7 @@ async fn openssl_starttls_gets_the_certificate_by_sni() {
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_sends_mail_over_smtp_starttls() {
     let smtp = Backend::smtp().await;
-    let (_, imap, pop3) = echo_backends().await;
-    let s = Setup::new([
-        ("smtp", smtp.addr, ""),
-        ("imap", imap.addr, ""),
-        ("pop3", pop3.addr, ""),
-    ])
-    .await;
+    let s = Setup::new(Some(smtp), "").await;
     let message = s.root.join("message.txt");
     std::fs::write(
         &message,
@@ -150,7 +148,7 @@ async fn curl_sends_mail_over_smtp_starttls() {
     )
     .await;
     assert_eq!(run.status, Some(0), "{}{}", run.stdout, run.stderr);
-    let messages = smtp.messages.lock().unwrap().clone();
+    let messages = s.smtp.messages.lock().unwrap().clone();
     assert_eq!(messages.len(), 1);
     assert!(
         messages[0].contains("hello through mailfront"),
@@ -162,13 +160,7 @@ async fn curl_sends_mail_over_smtp_starttls() {
 /// backend's answer to our command, not its greeting (consumed by the proxy).
 #[tokio::test(flavor = "multi_thread")]
 async fn imap_session_continues_coherently_after_starttls() {
-    let (smtp, imap, pop3) = echo_backends().await;
-    let s = Setup::new([
-        ("smtp", smtp.addr, ""),
-        ("imap", imap.addr, ""),
-        ("pop3", pop3.addr, ""),
-    ])
-    .await;
+    let s = Setup::new(None, "").await;
     let tcp = TcpStream::connect(s.addr("imap")).await.unwrap();
     let mut plain = BufReader::new(tcp);
     assert!(read_line(&mut plain)
@@ -193,7 +185,7 @@ async fn imap_session_continues_coherently_after_starttls() {
     let mut tls = BufReader::new(tls);
     send_line(&mut tls, "a3 CAPABILITY").await;
     assert_eq!(read_line(&mut tls).await, "ECHO a3 CAPABILITY\r\n");
-    assert_eq!(*imap.accepted.lock().unwrap(), 1);
+    assert_eq!(*s.imap.accepted.lock().unwrap(), 1);
 }
 
 /// Bytes pipelined after STARTTLS are refused in clear text and no backend is reached;
@@ -201,13 +193,7 @@ async fn imap_session_continues_coherently_after_starttls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn injection_refused_and_backend_refusal_passed_on() {
     let smtp = Backend::start("554 5.3.2 backend.test busy", Expect::Plain).await;
-    let (_, imap, pop3) = echo_backends().await;
-    let s = Setup::new([
-        ("smtp", smtp.addr, ""),
-        ("imap", imap.addr, ""),
-        ("pop3", pop3.addr, ""),
-    ])
-    .await;
+    let s = Setup::new(Some(smtp), "").await;
     let mut tcp = TcpStream::connect(s.addr("smtp")).await.unwrap();
     tcp.write_all(b"EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<evil@x>\r\n")
         .await
@@ -222,7 +208,7 @@ async fn injection_refused_and_backend_refusal_passed_on() {
         "{all}"
     );
     assert!(!all.contains("Ready to start TLS"), "{all}");
-    assert_eq!(*smtp.accepted.lock().unwrap(), 0);
+    assert_eq!(*s.smtp.accepted.lock().unwrap(), 0);
 
     let tcp = TcpStream::connect(s.addr("smtp")).await.unwrap();
     let mut plain = BufReader::new(tcp);
@@ -246,16 +232,10 @@ async fn injection_refused_and_backend_refusal_passed_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn greeting_names_and_proxy_protocol() {
     let smtp = Backend::start("220 backend.test ESMTP", Expect::ProxyV2).await;
-    let (_, imap, pop3) = echo_backends().await;
-    let s = Setup::new([
-        (
-            "smtp",
-            smtp.addr,
-            "proxy_protocol = \"v2\"\ngreeting_name = \"mx1.example.net\"",
-        ),
-        ("imap", imap.addr, ""),
-        ("pop3", pop3.addr, ""),
-    ])
+    let s = Setup::new(
+        Some(smtp),
+        "proxy_protocol = \"v2\"\ngreeting_name = \"mx1.example.net\"",
+    )
     .await;
     let mut pop = BufReader::new(TcpStream::connect(s.addr("pop3")).await.unwrap());
     assert_eq!(read_line(&mut pop).await, "+OK server.com POP3 ready\r\n");
@@ -275,7 +255,7 @@ async fn greeting_names_and_proxy_protocol() {
     let mut tls = BufReader::new(client::upgrade(plain.into_inner(), &opts).await.unwrap());
     send_line(&mut tls, "EHLO client.test").await;
     assert_eq!(read_line(&mut tls).await, "ECHO EHLO client.test\r\n");
-    let headers = smtp.headers.lock().unwrap().clone();
+    let headers = s.smtp.headers.lock().unwrap().clone();
     assert_eq!(headers.len(), 1);
     assert!(
         headers[0].starts_with(b"\r\n\r\n\0\r\nQUIT\n"),

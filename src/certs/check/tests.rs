@@ -336,26 +336,31 @@ fn dates_expired_not_yet_valid_and_expiring_soon() {
     }
 }
 
-#[test]
-fn a_revoked_leaf_is_found_through_a_crl_of_its_issuer() {
-    let pki = Pki::new();
-    let l = leaf_with(&["a.example.com"], &pki.inter, (-10, 365), 4242);
+/// A CRL signed by `issuer` revoking `serial`.
+fn crl_of(issuer: &Ca, serial: u64) -> rcgen::CertificateRevocationList {
     let now = OffsetDateTime::now_utc();
-    let crl = CertificateRevocationListParams {
+    CertificateRevocationListParams {
         this_update: now - Duration::days(1),
         next_update: now + Duration::days(7),
         crl_number: SerialNumber::from(1),
         issuing_distribution_point: None,
         revoked_certs: vec![RevokedCertParams {
-            serial_number: SerialNumber::from(l.serial),
+            serial_number: SerialNumber::from(serial),
             revocation_time: now - Duration::hours(1),
             reason_code: None,
             invalidity_date: None,
         }],
         key_identifier_method: KeyIdMethod::Sha256,
     }
-    .signed_by(&pki.inter.cert, &pki.inter.key)
-    .unwrap();
+    .signed_by(&issuer.cert, &issuer.key)
+    .unwrap()
+}
+
+#[test]
+fn a_revoked_leaf_is_found_through_a_crl_of_its_issuer() {
+    let pki = Pki::new();
+    let l = leaf_with(&["a.example.com"], &pki.inter, (-10, 365), 4242);
+    let crl = crl_of(&pki.inter, l.serial);
     let mut trust = pki.trust();
     let der = crl.der().to_vec();
     trust
@@ -376,21 +381,7 @@ fn a_revoked_leaf_is_found_through_a_crl_of_its_issuer() {
     // A CRL under the intermediate's name but signed by another key is not believed on
     // load, and makes the path fail to verify in full.
     let impostor = ca("Test Intermediate", Some(&pki.root));
-    let forged = CertificateRevocationListParams {
-        this_update: now - Duration::days(1),
-        next_update: now + Duration::days(7),
-        crl_number: SerialNumber::from(2),
-        issuing_distribution_point: None,
-        revoked_certs: vec![RevokedCertParams {
-            serial_number: SerialNumber::from(l.serial),
-            revocation_time: now - Duration::hours(1),
-            reason_code: None,
-            invalidity_date: None,
-        }],
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(&impostor.cert, &impostor.key)
-    .unwrap();
+    let forged = crl_of(&impostor, l.serial);
     let mut forged_trust = pki.trust();
     let der = forged.der().to_vec();
     forged_trust
