@@ -149,7 +149,11 @@ fn init_tracing(format: LogFormat) {
 
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.server.threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -51,6 +51,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Connections open at once across all listeners; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Threads serving connections; `None`: one per core.
+    pub threads: Option<usize>,
 }
 
 /// `[certs]`: the watched store and the server-wide certificate.
@@ -241,6 +243,13 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         Some(max) => max.into_inner() as usize,
         None => 20_000,
     };
+    let threads = match raw.threads {
+        Some(t) if *t.get_ref() == 0 || *t.get_ref() > 1024 => {
+            return Err(cx.invalid(&t, "server.threads", "must be between 1 and 1024"))
+        }
+        Some(t) => Some(t.into_inner() as usize),
+        None => None,
+    };
     Ok(ServerSettings {
         name,
         handshake_timeout: or(raw.handshake_timeout, 10),
@@ -248,6 +257,7 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         idle_timeout: or(raw.idle_timeout, 600),
         drain_timeout: or(raw.drain_timeout, 30),
         max_connections,
+        threads,
     })
 }
 

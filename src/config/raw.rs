@@ -27,6 +27,7 @@ pub(super) struct RawServer {
     pub idle_timeout: Option<HumanDuration>,
     pub drain_timeout: Option<HumanDuration>,
     pub max_connections: Option<Spanned<u32>>,
+    pub threads: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

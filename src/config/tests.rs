@@ -124,3 +124,30 @@ fn no_listener_is_refused() {
     let text = "[server]\nname = \"a.b\"\n[certs]\ndir = \"d\"\n";
     assert!(error_of(text).contains("no [[listener]]"));
 }
+
+#[test]
+fn threads_and_greeting_names_are_checked() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.server.threads, None);
+    assert_eq!(c.listeners[0].greeting_name, "server.com");
+    let with = |extra: &str| GOOD.replace("handshake_timeout = \"3s\"", extra);
+    let c = parse(&with("handshake_timeout = \"3s\"\nthreads = 1")).unwrap();
+    assert_eq!(c.server.threads, Some(1));
+    let e = error_of(&with("handshake_timeout = \"3s\"\nthreads = 0"));
+    assert!(e.contains("`server.threads`"), "{e}");
+    let text = GOOD.replace(
+        "proxy_protocol = \"v2\"",
+        "proxy_protocol = \"v2\"\ngreeting_name = \"mx 1\"",
+    );
+    let e = error_of(&text);
+    assert!(e.contains("`listener.greeting_name`"), "{e}");
+    let text = GOOD
+        .replace("protocol = \"imaps\"", "protocol = \"imap-starttls\"")
+        .replace(
+            "proxy_protocol = \"v2\"",
+            "proxy_protocol = \"v2\"\ngreeting_name = \"mx1.example.net\"",
+        );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.listeners[0].greeting_name, "mx1.example.net");
+    assert!(c.listeners[0].protocol.starttls());
+}
