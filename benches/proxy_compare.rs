@@ -1,0 +1,584 @@
+//! mailfront against nginx (stream module), HAProxy and hitch, side by side in one run:
+//! server CPU per operation, from each proxy's CPU-time clock (all its processes and
+//! threads), not requests per second (with two cores the load generator saturates first).
+//!
+//! `cargo bench --bench proxy_compare -- [--rounds N] [--peers mailfront,nginx,...]`
+//! (root: it installs nginx, libnginx-mod-stream, haproxy and hitch with apt-get if
+//! missing; the idle case needs an open-file hard limit above 11,000).
+//!
+//! Every proxy gets the same ECDSA P-256 and RSA-2048 certificates, one worker (thread or
+//! process), logging off, and is pinned to core 0; this process (client and backend, one
+//! thread) runs on core 1. The client offers TLS 1.3 only, AES-128-GCM only and X25519
+//! only, so every proxy negotiates the same. Each round starts every proxy afresh, in a
+//! rotated order, and runs every case on it:
+//!
+//! - `full-ecdsa`, `full-rsa`: full handshakes, each on a new connection that reads the
+//!   backend's greeting and closes (16 at a time);
+//! - `resumed`: the same with TLS 1.3 session resumption (tickets);
+//! - `bulk`: one connection moving 64 MiB each way through the proxy (CPU per GB of the
+//!   128 MiB moved);
+//! - `idle`: resident memory growth per established TLS connection, with its backend
+//!   connection open, over 5,000 connections.
+//!
+//! Reported: the median over the rounds, and mailfront's ratio to each peer.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use rustls::SignatureScheme;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const HANDSHAKES: usize = 2000;
+const CONCURRENCY: usize = 16;
+const BULK: usize = 64 << 20;
+const IDLE: usize = 5000;
+const CASES: [&str; 5] = ["full-ecdsa", "full-rsa", "resumed", "bulk", "idle"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let rounds: usize = value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let peers: Vec<String> = value("--peers")
+        .unwrap_or_else(|| "mailfront,nginx,haproxy,hitch".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    install_peers(&peers);
+    raise_fd_limit();
+    pin_to_core(1);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-peers");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    write_certs(&dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = runtime.block_on(backend());
+    // case -> peer -> one value per round
+    let mut results: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for round in 0..rounds {
+        let mut order = peers.clone();
+        order.rotate_left(round % peers.len());
+        for peer in &order {
+            eprintln!("round {} of {rounds}: {peer}", round + 1);
+            let measured = runtime.block_on(measure(peer, &dir, backend));
+            for (case, v) in measured {
+                results
+                    .entry(case)
+                    .or_default()
+                    .entry(peer.clone())
+                    .or_default()
+                    .push(v);
+            }
+        }
+    }
+    report(&results, &peers, rounds);
+}
+
+/// What one proxy costs on every case, on a fresh process.
+async fn measure(peer: &str, dir: &Path, backend: SocketAddr) -> Vec<(&'static str, f64)> {
+    let mut proxy = Proxy::start(peer, dir, backend);
+    proxy.wait_ready().await;
+    let mut out = Vec::new();
+    // Memory first, on the fresh process.
+    let before = proxy.rss_kib();
+    let mut idle = Vec::with_capacity(IDLE);
+    let full = client(Resumption::disabled());
+    for _ in 0..IDLE {
+        idle.push(open(&full, proxy.ecdsa, "ecdsa.bench.test").await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = proxy.rss_kib();
+    out.push((
+        "idle",
+        (after as f64 - before as f64) * 1024.0 / IDLE as f64,
+    ));
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for (case, addr, sni, n) in [
+        ("full-ecdsa", proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
+        ("full-rsa", proxy.rsa, "rsa.bench.test", HANDSHAKES / 2),
+    ] {
+        handshakes(&full, addr, sni, 100).await;
+        let cpu = proxy.cpu_ns();
+        handshakes(&full, addr, sni, n).await;
+        out.push((case, (proxy.cpu_ns() - cpu) as f64 / n as f64 / 1000.0));
+    }
+
+    let resuming = client(Resumption::in_memory_sessions(256));
+    handshakes(&resuming, proxy.ecdsa, "ecdsa.bench.test", 1).await;
+    let cpu = proxy.cpu_ns();
+    let resumed = handshakes_by(&resuming, proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES, 1).await;
+    let per = (proxy.cpu_ns() - cpu) as f64 / HANDSHAKES as f64 / 1000.0;
+    if resumed * 10 >= HANDSHAKES * 9 {
+        out.push(("resumed", per));
+    } else {
+        eprintln!("{peer}: only {resumed} of {HANDSHAKES} handshakes resumed; not reported");
+    }
+
+    let cpu = proxy.cpu_ns();
+    bulk(&full, proxy.ecdsa).await;
+    let gb = (2 * BULK) as f64 / 1e9;
+    out.push(("bulk", (proxy.cpu_ns() - cpu) as f64 / 1e6 / gb));
+    proxy.stop();
+    out
+}
+
+// --- the client ---------------------------------------------------------------------------
+
+fn client(resumption: Resumption) -> tokio_rustls::TlsConnector {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites =
+        vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let verifier = common::AcceptAny(vec![
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        SignatureScheme::RSA_PSS_SHA256,
+    ]);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.resumption = resumption;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A TLS connection that has read the backend's greeting.
+async fn open(client: &tokio_rustls::TlsConnector, addr: SocketAddr, sni: &str) -> BufReader<Tls> {
+    let tcp = TcpStream::connect(addr).await.expect("the proxy accepts");
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    let tls = client
+        .connect(name, tcp)
+        .await
+        .expect("the handshake completes");
+    let mut reader = BufReader::new(tls);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.expect("the greeting");
+    assert!(line.starts_with("* OK"), "greeting: {line:?}");
+    reader
+}
+
+/// `n` connections, `CONCURRENCY` at a time; returns how many resumed a session.
+async fn handshakes(
+    client: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    sni: &str,
+    n: usize,
+) -> usize {
+    handshakes_by(client, addr, sni, n, CONCURRENCY).await
+}
+
+/// `n` connections, `concurrency` at a time. Resumption needs one at a time: each
+/// resumption spends a ticket and its connection brings new ones, and 16 at once would
+/// spend the client's store faster than it fills.
+async fn handshakes_by(
+    client: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    sni: &str,
+    n: usize,
+    concurrency: usize,
+) -> usize {
+    let mut resumed = 0;
+    let mut done = 0;
+    while done < n {
+        let batch = concurrency.min(n - done);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..batch {
+            let (client, sni) = (client.clone(), sni.to_owned());
+            set.spawn(async move {
+                let reader = open(&client, addr, &sni).await;
+                let kind = reader.get_ref().get_ref().1.handshake_kind();
+                let mut tls = reader.into_inner();
+                let _ = tls.shutdown().await;
+                kind == Some(rustls::HandshakeKind::Resumed)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            resumed += usize::from(r.expect("a connection task"));
+        }
+        done += batch;
+    }
+    resumed
+}
+
+/// Moves `BULK` bytes each way through one connection (the backend echoes).
+async fn bulk(client: &tokio_rustls::TlsConnector, addr: SocketAddr) {
+    let reader = open(client, addr, "ecdsa.bench.test").await;
+    let (mut read, mut write) = tokio::io::split(reader);
+    let sender = async move {
+        let chunk = vec![0x5a_u8; 64 << 10];
+        let mut sent = 0;
+        while sent < BULK {
+            write.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        write
+    };
+    let receiver = async move {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = 0;
+        while got < BULK {
+            let n = read.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the echo ends early");
+            got += n;
+        }
+    };
+    let (_write, ()) = tokio::join!(sender, receiver);
+}
+
+// --- the backend --------------------------------------------------------------------------
+
+/// Greets like an IMAP server, then echoes every byte until the client closes.
+async fn backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                if s.write_all(b"* OK bench\r\n").await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+// --- the proxies --------------------------------------------------------------------------
+
+/// Ports: each proxy listens on two, one per certificate (mailfront could serve both on
+/// one by SNI; two keeps the setups alike).
+const ECDSA_PORT: u16 = 41443;
+const RSA_PORT: u16 = 41444;
+
+struct Proxy {
+    child: Child,
+    ecdsa: SocketAddr,
+    rsa: SocketAddr,
+}
+
+impl Proxy {
+    fn start(peer: &str, dir: &Path, backend: SocketAddr) -> Self {
+        let ecdsa: SocketAddr = format!("127.0.0.1:{ECDSA_PORT}").parse().unwrap();
+        let rsa: SocketAddr = format!("127.0.0.1:{RSA_PORT}").parse().unwrap();
+        let d = dir.display();
+        let mut command = Command::new("taskset");
+        command.args(["-c", "0"]);
+        match peer {
+            "mailfront" => {
+                let listener = |name: &str, addr: SocketAddr| {
+                    format!("[[listener]]\nname = \"{name}\"\nbind = \"{addr}\"\nprotocol = \"imaps\"\nbackend = \"{backend}\"\n")
+                };
+                let config = format!(
+                    "[server]\nname = \"server.bench.test\"\nthreads = 1\nmax_connections = 30000\n\
+                     [certs]\ndir = \"{d}/store\"\ndefault_cert = \"{d}/ecdsa.chain\"\n\
+                     default_key = \"{d}/ecdsa.key\"\nca_bundle = \"{d}/ca.pem\"\nrescan_interval = \"1h\"\n{}{}",
+                    listener("ecdsa", ecdsa),
+                    listener("rsa", rsa)
+                );
+                std::fs::write(dir.join("mailfront.toml"), config).unwrap();
+                command
+                    .arg(env!("CARGO_BIN_EXE_mailfront"))
+                    .args(["run", "--config"])
+                    .arg(dir.join("mailfront.toml"))
+                    .env("RUST_LOG", "error");
+            }
+            "nginx" => {
+                let config = format!(
+                    "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+                     worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
+                     error_log {d}/nginx.log crit;\nworker_rlimit_nofile 65536;\n\
+                     events {{ worker_connections 30000; }}\n\
+                     stream {{\n  ssl_protocols TLSv1.3;\n  ssl_ecdh_curve X25519;\n\
+                       upstream be {{ server {backend}; }}\n\
+                       server {{ listen {ecdsa} ssl; ssl_certificate {d}/ecdsa.chain; ssl_certificate_key {d}/ecdsa.key; proxy_pass be; }}\n\
+                       server {{ listen {rsa} ssl; ssl_certificate {d}/rsa.chain; ssl_certificate_key {d}/rsa.key; proxy_pass be; }}\n}}\n"
+                );
+                std::fs::write(dir.join("nginx.conf"), config).unwrap();
+                command.args(["nginx", "-c"]).arg(dir.join("nginx.conf"));
+            }
+            "haproxy" => {
+                let config = format!(
+                    "global\n  nbthread 1\n  maxconn 9000\n  ssl-default-bind-options ssl-min-ver TLSv1.3\n\
+                     defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 10m\n  timeout server 10m\n\
+                     frontend fe_ecdsa\n  bind {ecdsa} ssl crt {d}/ecdsa.pem curves X25519\n  default_backend be\n\
+                     frontend fe_rsa\n  bind {rsa} ssl crt {d}/rsa.pem curves X25519\n  default_backend be\n\
+                     backend be\n  server s1 {backend}\n"
+                );
+                std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
+                command
+                    .args(["haproxy", "-db", "-f"])
+                    .arg(dir.join("haproxy.cfg"));
+            }
+            "hitch" => {
+                std::fs::create_dir_all(dir.join("ocsp")).unwrap();
+                let config = format!(
+                    "frontend = {{\n  host = \"127.0.0.1\"\n  port = \"{ECDSA_PORT}\"\n  pem-file = \"{d}/ecdsa.pem\"\n}}\n\
+                     frontend = {{\n  host = \"127.0.0.1\"\n  port = \"{RSA_PORT}\"\n  pem-file = \"{d}/rsa.pem\"\n}}\n\
+                     backend = \"[127.0.0.1]:{}\"\nworkers = 1\ndaemon = off\ntls-protos = TLSv1.3\n\
+                     ecdh-curve = \"X25519\"\nlog-level = 0\nocsp-dir = \"{d}/ocsp\"\nuser = \"nobody\"\n",
+                    backend.port()
+                );
+                std::fs::write(dir.join("hitch.conf"), config).unwrap();
+                command
+                    .args(["hitch", "--config"])
+                    .arg(dir.join("hitch.conf"));
+            }
+            other => panic!("unknown peer {other}"),
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {peer}: {e}"));
+        Self { child, ecdsa, rsa }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for addr in [self.ecdsa, self.rsa] {
+            while TcpStream::connect(addr).await.is_err() {
+                assert!(Instant::now() < deadline, "the proxy listens within 20 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // The probes above were plain TCP; let the proxy finish with them.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// The proxy's processes: `taskset` execs the proxy, which may fork workers.
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        let mut i = 0;
+        while i < pids.len() {
+            let task = format!("/proc/{}/task/{}/children", pids[i], pids[i]);
+            if let Ok(children) = std::fs::read_to_string(task) {
+                pids.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+            i += 1;
+        }
+        pids
+    }
+
+    /// CPU time of all the proxy's processes so far, in nanoseconds.
+    fn cpu_ns(&self) -> u64 {
+        self.pids().into_iter().map(process_cpu_ns).sum()
+    }
+
+    /// Resident memory of all the proxy's processes, in KiB.
+    fn rss_kib(&self) -> u64 {
+        self.pids()
+            .into_iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .filter_map(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    fn stop(&mut self) {
+        for pid in self.pids().into_iter().rev() {
+            // SAFETY: plain kill(2) on a pid of ours.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A process's CPU time (all threads), from its CPU-time clock.
+fn process_cpu_ns(pid: u32) -> u64 {
+    let mut clock: libc::clockid_t = 0;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: both out-pointers point to live locals of the right types.
+    let ok = unsafe {
+        libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) == 0
+            && libc::clock_gettime(clock, &mut now) == 0
+    };
+    if ok {
+        now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    } else {
+        0
+    }
+}
+
+// --- set-up -------------------------------------------------------------------------------
+
+fn install_peers(peers: &[String]) {
+    let wanted: Vec<&str> = peers
+        .iter()
+        .flat_map(|p| match p.as_str() {
+            "nginx" => vec!["nginx", "libnginx-mod-stream"],
+            "haproxy" => vec!["haproxy"],
+            "hitch" => vec!["hitch"],
+            _ => vec![],
+        })
+        .filter(|pkg| {
+            !Command::new("dpkg")
+                .args(["-s", pkg])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    eprintln!("installing {}", wanted.join(" "));
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&wanted)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "apt-get install {} failed (run as root)",
+        wanted.join(" ")
+    );
+}
+
+/// Raises the open-file limit as far as the hard limit allows (children inherit it); the
+/// idle case needs two descriptors per connection here and in the proxy.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we pass.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    assert!(
+        limit.rlim_cur as usize > 2 * IDLE + 1000,
+        "the open-file limit ({}) is too low for {IDLE} idle connections",
+        limit.rlim_cur
+    );
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity take it by pointer.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A CA, and an ECDSA P-256 and an RSA-2048 leaf under it, in the forms each proxy takes.
+fn write_certs(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "bench CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, alg) in [
+        ("ecdsa", &rcgen::PKCS_ECDSA_P256_SHA256),
+        ("rsa", &rcgen::PKCS_RSA_SHA256),
+    ] {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let sni = format!("{name}.bench.test");
+        let mut params = CertificateParams::new(vec![sni.clone()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, sni);
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let chain = format!("{}{}", cert.pem(), ca.pem());
+        let write = |file: PathBuf, text: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&file, text).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        write(dir.join(format!("{name}.chain")), &chain);
+        write(dir.join(format!("{name}.key")), &key.serialize_pem());
+        write(
+            dir.join(format!("{name}.pem")),
+            &format!("{chain}{}", key.serialize_pem()),
+        );
+        write(
+            dir.join("store").join(format!("{name}.bench.test.pem")),
+            &format!("{chain}{}", key.serialize_pem()),
+        );
+    }
+}
+
+// --- the report ---------------------------------------------------------------------------
+
+fn report(results: &BTreeMap<&str, BTreeMap<String, Vec<f64>>>, peers: &[String], rounds: usize) {
+    let unit = |case: &str| match case {
+        "bulk" => "ms CPU per GB",
+        "idle" => "bytes per connection",
+        _ => "us CPU per handshake",
+    };
+    println!("Medians of {rounds} rounds (server CPU of the proxy; lower is better).\n");
+    let mut head = "| case | unit |".to_owned();
+    for p in peers {
+        head.push_str(&format!(" {p} |"));
+    }
+    let others: Vec<&String> = peers.iter().filter(|p| *p != "mailfront").collect();
+    for p in &others {
+        head.push_str(&format!(" mailfront / {p} |"));
+    }
+    println!("{head}");
+    println!("|{}", " --- |".repeat(2 + peers.len() + others.len()));
+    for case in CASES {
+        let Some(by_peer) = results.get(case) else {
+            continue;
+        };
+        let median = |p: &str| {
+            by_peer.get(p).map(|v| {
+                let mut v = v.clone();
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                v[v.len() / 2]
+            })
+        };
+        let mut row = format!("| {case} | {} |", unit(case));
+        for p in peers {
+            row.push_str(&median(p).map_or(" n/a |".into(), |m| format!(" {m:.1} |")));
+        }
+        for p in &others {
+            let ratio = median("mailfront").zip(median(p)).map(|(a, b)| a / b);
+            row.push_str(&ratio.map_or(" n/a |".into(), |r| format!(" {r:.2} |")));
+        }
+        println!("{row}");
+    }
+}
