@@ -17,13 +17,18 @@ use crate::relay;
 use crate::starttls::{self, Greeting, Plain};
 use crate::tls::{self, Handshake, HandshakeError};
 
-/// Serves one accepted connection; `_permit` frees its slot when this returns.
+/// Serves one accepted connection; `permit` holds its slot until the connection ends.
+///
+/// The relay runs as a task of its own, started here once the backend answers: a task's
+/// future keeps the size of its largest phase for the task's whole life, and the phases
+/// before the relay (handshake, connect, PROXY header, greeting) are several times larger
+/// than the relay, which is all an idle IMAP client needs for hours.
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
     let mut tcp = tcp;
@@ -33,7 +38,7 @@ pub async fn serve(
     if let (true, Some(mail)) = (ctx.protocol.starttls(), ctx.protocol.mail()) {
         let plain = timeout(
             settings.handshake_timeout,
-            starttls::negotiate(&mut tcp, mail, &ctx.greeting_name),
+            Box::pin(starttls::negotiate(&mut tcp, mail, &ctx.greeting_name)),
         )
         .await;
         let ms = started.elapsed().as_millis() as u64;
@@ -58,7 +63,10 @@ pub async fn serve(
     }
     let handshake = timeout(
         settings.handshake_timeout,
-        tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni),
+        // Boxed, as the other phases before the relay: a task's future is as large as its
+        // largest phase for the whole connection, and an idle one should cost the relay's
+        // size, not the handshake's.
+        Box::pin(tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni)),
     )
     .await;
     let hs = match handshake {
@@ -73,17 +81,72 @@ pub async fn serve(
             return;
         }
     };
-    relay_to_backend(hs, peer, local, &ctx, &shared, started).await;
+    let Some(session) = connect_backend(hs, peer, local, &ctx, &shared, started).await else {
+        return;
+    };
+    let tracker = shared.shutdown.tracker.clone();
+    tracker.spawn(session.relay(shared, permit));
 }
 
-async fn relay_to_backend(
+/// A client with its backend, ready to relay, and what the closing log line says.
+struct Session {
+    client: tokio_rustls::server::TlsStream<TcpStream>,
+    backend: TcpStream,
+    listener: Arc<str>,
+    peer: SocketAddr,
+    sni: Option<String>,
+    cert: Arc<str>,
+    matched: crate::certs::Match,
+    backend_name: String,
+    tls: Option<&'static str>,
+    alpn: Option<Vec<u8>>,
+    started: Instant,
+}
+
+impl Session {
+    /// Relays until the connection ends, then logs its one line.
+    async fn relay(self, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+        let Self {
+            client,
+            backend,
+            listener,
+            peer,
+            sni,
+            cert,
+            matched,
+            backend_name,
+            tls,
+            alpn,
+            started,
+        } = self;
+        let idle = shared.settings.idle_timeout;
+        let (transfer, ending) = relay::relay(client, backend, idle, &shared.shutdown.cut).await;
+        drop(permit);
+        let reason = match &ending {
+            relay::Ending::Client(e) | relay::Ending::Backend(e) => e.to_string(),
+            _ => String::new(),
+        };
+        info!(
+            listener = %listener, %peer, sni = sni.as_deref().unwrap_or("-"), cert = %cert,
+            matched = matched.as_str(), backend = %backend_name, tls = tls.unwrap_or("-"),
+            alpn = alpn.as_deref().map(String::from_utf8_lossy).as_deref().unwrap_or("-"),
+            up = transfer.up, down = transfer.down, ms = started.elapsed().as_millis() as u64,
+            outcome = ending.outcome(), reason = %reason,
+            "connection closed"
+        );
+    }
+}
+
+/// Connects the backend for a handshaken client: PROXY header, and for STARTTLS
+/// listeners the backend's greeting; `None` (logged, client told) when that fails.
+async fn connect_backend(
     hs: Handshake,
     peer: SocketAddr,
     local: SocketAddr,
     ctx: &ListenerCtx,
     shared: &Shared,
     started: Instant,
-) {
+) -> Option<Session> {
     let Handshake {
         stream: mut client,
         sni,
@@ -105,7 +168,8 @@ async fn relay_to_backend(
                 backend = %target.backend, reason = %e, outcome = "backend-unavailable",
                 "connection closed: backend unreachable"
             );
-            return say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
+            say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
+            return None;
         }
     };
     let facts = {
@@ -141,7 +205,7 @@ async fn relay_to_backend(
                 backend = %target.backend, reason = %e, outcome = "backend-error",
                 "connection closed: PROXY header not sent"
             );
-            return;
+            return None;
         }
     }
     if let (true, Some(mail)) = (ctx.protocol.starttls(), ctx.protocol.mail()) {
@@ -159,7 +223,8 @@ async fn relay_to_backend(
                     backend = %target.backend, reason = %e, outcome = "backend-unavailable",
                     "connection closed: no greeting from the backend"
                 );
-                return say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
+                say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
+                return None;
             }
         };
         if let Ok(Some(refusal)) = &passed_on {
@@ -169,23 +234,22 @@ async fn relay_to_backend(
                 backend = %target.backend, reason = %String::from_utf8_lossy(refusal).trim_end(),
                 outcome = "backend-refused", "connection closed: the backend refused the session"
             );
-            return;
+            return None;
         }
     }
-    let (transfer, ending) =
-        relay::relay(client, backend, settings.idle_timeout, &shared.shutdown.cut).await;
-    let reason = match &ending {
-        relay::Ending::Client(e) | relay::Ending::Backend(e) => e.to_string(),
-        _ => String::new(),
-    };
-    info!(
-        listener = %ctx.name, %peer, sni = sni_field, cert = %cert, matched = matched.as_str(),
-        backend = %target.backend, tls = facts.0.unwrap_or("-"),
-        alpn = facts.1.as_deref().map(String::from_utf8_lossy).as_deref().unwrap_or("-"),
-        up = transfer.up, down = transfer.down, ms = started.elapsed().as_millis() as u64,
-        outcome = ending.outcome(), reason = %reason,
-        "connection closed"
-    );
+    Some(Session {
+        client,
+        backend,
+        listener: Arc::clone(&ctx.name),
+        peer,
+        cert,
+        matched,
+        backend_name: target.backend.to_string(),
+        tls: facts.0,
+        alpn: facts.1,
+        started,
+        sni,
+    })
 }
 
 /// Tells the client why its session ends, in its protocol, and closes; bounded, since a

@@ -15,6 +15,8 @@ use crate::config::{Backend, Mail, Protocol};
 
 /// Bytes per read; one TLS record's worth of plaintext.
 const CHUNK: usize = 16 * 1024;
+/// What an idle direction waits with.
+const FIRST: usize = 512;
 
 /// After one side has finished, how long the other may stay silent before the connection
 /// is closed: a client that half-closed gets the backend's answer, but a peer that never
@@ -184,6 +186,10 @@ impl PumpError {
 }
 
 /// Copies `from` to `to` until end-of-stream, then half-closes `to`.
+///
+/// An idle connection (an IMAP client in IDLE, thousands of them) must not hold copy
+/// buffers: the wait for the next bytes uses a small buffer inside the task, and the
+/// `CHUNK` buffer exists only while bytes keep coming without a wait.
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
@@ -194,15 +200,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; CHUNK];
+    let mut first = [0u8; FIRST];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(n) => n,
-            // Many clients close TCP without TLS close_notify; for a relay that is an
-            // ordinary end of stream, since the protocols inside frame their own data.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => return Err(PumpError::Read(e)),
-        };
+        let n = read_or_eof(from.read(&mut first).await)?;
         activity.touch();
         if n == 0 {
             activity.half_closed.store(true, Ordering::Relaxed);
@@ -210,12 +210,63 @@ where
             let _ = to.shutdown().await;
             return Ok(());
         }
-        to.write_all(&buf[..n]).await.map_err(PumpError::Write)?;
-        // TLS buffers what it cannot send at once; push it out now, since mail protocols
-        // wait for each reply before they say more.
-        to.flush().await.map_err(PumpError::Write)?;
-        count.fetch_add(n as u64, Ordering::Relaxed);
+        let mut buf = Vec::with_capacity(CHUNK);
+        buf.extend_from_slice(&first[..n]);
+        // Take what else is there now, without waiting, then write it all; while bytes keep
+        // coming (a large message), stay here with the one buffer.
+        loop {
+            let more = match read_now(from, &mut buf).await {
+                Ok(more) => more,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some(0),
+                Err(e) => return Err(PumpError::Read(e)),
+            };
+            let ended = more == Some(0);
+            to.write_all(&buf).await.map_err(PumpError::Write)?;
+            // TLS buffers what it cannot send at once; push it out now, since mail
+            // protocols wait for each reply before they say more.
+            to.flush().await.map_err(PumpError::Write)?;
+            count.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            buf.clear();
+            if ended {
+                activity.touch();
+                activity.half_closed.store(true, Ordering::Relaxed);
+                let _ = to.shutdown().await;
+                return Ok(());
+            }
+            if more.is_none() {
+                break;
+            }
+            activity.touch();
+        }
     }
+}
+
+/// A read result with end-of-stream for a peer that closed TCP without TLS close_notify:
+/// many clients do, and for a relay that is an ordinary end, since the protocols inside
+/// frame their own data.
+fn read_or_eof(result: io::Result<usize>) -> Result<usize, PumpError> {
+    match result {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+        Err(e) => Err(PumpError::Read(e)),
+    }
+}
+
+/// Reads into `buf`'s spare room what `from` has now: `Some(0)` at end-of-stream, `None`
+/// when it would have to wait (the read is dropped, which a read may be).
+async fn read_now<R: AsyncRead + Unpin>(
+    from: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<usize>> {
+    std::future::poll_fn(|cx| {
+        let read = from.read_buf(buf);
+        let mut read = std::pin::pin!(read);
+        match std::future::Future::poll(read.as_mut(), cx) {
+            std::task::Poll::Pending => std::task::Poll::Ready(Ok(None)),
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(r.map(Some)),
+        }
+    })
+    .await
 }
 
 /// Resolves when nothing has moved for `idle` (or for the shorter linger once one side
