@@ -417,6 +417,15 @@ impl Proxy {
     }
 }
 
+impl Drop for Proxy {
+    /// A panicking run must not leave a proxy on the ports for the next one.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
 /// A process's CPU time (all threads), from its CPU-time clock.
 fn process_cpu_ns(pid: u32) -> u64 {
     let mut clock: libc::clockid_t = 0;
