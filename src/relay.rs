@@ -17,6 +17,8 @@ use crate::config::{Backend, Mail, Protocol};
 const CHUNK: usize = 16 * 1024;
 /// What an idle direction waits with.
 const FIRST: usize = 512;
+/// How long a direction keeps its `CHUNK` buffer waiting for more bytes.
+const HOLD: Duration = Duration::from_millis(20);
 
 /// After one side has finished, how long the other may stay silent before the connection
 /// is closed: a client that half-closed gets the backend's answer, but a peer that never
@@ -189,7 +191,8 @@ impl PumpError {
 ///
 /// An idle connection (an IMAP client in IDLE, thousands of them) must not hold copy
 /// buffers: the wait for the next bytes uses a small buffer inside the task, and the
-/// `CHUNK` buffer exists only while bytes keep coming without a wait.
+/// `CHUNK` buffer is taken when bytes come and kept only while more follow within `HOLD`
+/// (a large message arrives as bursts of TCP segments; a conversation pauses longer).
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
@@ -201,42 +204,50 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut first = [0u8; FIRST];
+    let mut hot: Option<Vec<u8>> = None;
     loop {
-        let n = read_or_eof(from.read(&mut first).await)?;
+        let n = match hot.as_mut() {
+            Some(buf) => match timeout(HOLD, from.read_buf(buf)).await {
+                Ok(result) => read_or_eof(result)?,
+                Err(_) => {
+                    hot = None;
+                    continue;
+                }
+            },
+            None => {
+                let n = read_or_eof(from.read(&mut first).await)?;
+                let mut buf = Vec::with_capacity(CHUNK);
+                buf.extend_from_slice(&first[..n]);
+                hot = Some(buf);
+                n
+            }
+        };
         activity.touch();
-        if n == 0 {
-            activity.half_closed.store(true, Ordering::Relaxed);
-            // A peer that is already gone cannot be half-closed; nothing is lost.
-            let _ = to.shutdown().await;
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(CHUNK);
-        buf.extend_from_slice(&first[..n]);
-        // Take what else is there now, without waiting, then write it all; while bytes keep
-        // coming (a large message), stay here with the one buffer.
-        loop {
-            let more = match read_now(from, &mut buf).await {
-                Ok(more) => more,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some(0),
+        let buf = hot.as_mut().expect("taken above");
+        let mut ended = n == 0;
+        // Take what else is there now, without waiting, up to one buffer.
+        while !ended && buf.len() < CHUNK {
+            match read_now(from, buf).await {
+                Ok(Some(0)) => ended = true,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => ended = true,
                 Err(e) => return Err(PumpError::Read(e)),
-            };
-            let ended = more == Some(0);
-            to.write_all(&buf).await.map_err(PumpError::Write)?;
+            }
+        }
+        if !buf.is_empty() {
+            to.write_all(buf).await.map_err(PumpError::Write)?;
             // TLS buffers what it cannot send at once; push it out now, since mail
             // protocols wait for each reply before they say more.
             to.flush().await.map_err(PumpError::Write)?;
             count.fetch_add(buf.len() as u64, Ordering::Relaxed);
             buf.clear();
-            if ended {
-                activity.touch();
-                activity.half_closed.store(true, Ordering::Relaxed);
-                let _ = to.shutdown().await;
-                return Ok(());
-            }
-            if more.is_none() {
-                break;
-            }
-            activity.touch();
+        }
+        if ended {
+            activity.half_closed.store(true, Ordering::Relaxed);
+            // A peer that is already gone cannot be half-closed; nothing is lost.
+            let _ = to.shutdown().await;
+            return Ok(());
         }
     }
 }
