@@ -90,7 +90,9 @@ pub async fn serve(
 
 /// A client with its backend, ready to relay, and what the closing log line says.
 struct Session {
-    client: tokio_rustls::server::TlsStream<TcpStream>,
+    /// Boxed: moved from phase to phase, and a future keeps a slot for everything it
+    /// holds across a wait (the stream is 1.2 KB).
+    client: Box<tokio_rustls::server::TlsStream<TcpStream>>,
     backend: TcpStream,
     listener: Arc<str>,
     peer: SocketAddr,
@@ -238,7 +240,7 @@ async fn connect_backend(
         }
     }
     Some(Session {
-        client,
+        client: Box::new(client),
         backend,
         listener: Arc::clone(&ctx.name),
         peer,

@@ -16,7 +16,7 @@ use crate::config::{Backend, Mail, Protocol};
 /// Bytes per read; one TLS record's worth of plaintext.
 const CHUNK: usize = 16 * 1024;
 /// What an idle direction waits with.
-const FIRST: usize = 512;
+const FIRST: usize = 128;
 /// How long a direction keeps its `CHUNK` buffer waiting for more bytes.
 const HOLD: Duration = Duration::from_millis(20);
 
@@ -116,7 +116,7 @@ impl Activity {
 /// Copies between `client` and `backend` until both directions end, nothing moves for
 /// `idle`, or `drain` fires.
 pub async fn relay(
-    client: TlsStream<TcpStream>,
+    client: Box<TlsStream<TcpStream>>,
     backend: TcpStream,
     idle: Duration,
     drain: &CancellationToken,
