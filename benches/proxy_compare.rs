@@ -162,8 +162,19 @@ fn client(resumption: Resumption) -> tokio_rustls::TlsConnector {
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// A TLS connection that has read the backend's greeting.
+/// A TLS connection that has read the backend's greeting, within 10 s (a proxy that
+/// stalls fails the run instead of hanging it).
 async fn open(client: &tokio_rustls::TlsConnector, addr: SocketAddr, sni: &str) -> BufReader<Tls> {
+    tokio::time::timeout(Duration::from_secs(10), open_now(client, addr, sni))
+        .await
+        .unwrap_or_else(|_| panic!("no greeting through {addr} within 10 s"))
+}
+
+async fn open_now(
+    client: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    sni: &str,
+) -> BufReader<Tls> {
     let tcp = TcpStream::connect(addr).await.expect("the proxy accepts");
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(sni.to_owned()).unwrap();
@@ -243,7 +254,10 @@ async fn bulk(client: &tokio_rustls::TlsConnector, addr: SocketAddr) {
             got += n;
         }
     };
-    let (_write, ()) = tokio::join!(sender, receiver);
+    let moved = async { tokio::join!(sender, receiver) };
+    tokio::time::timeout(Duration::from_secs(120), moved)
+        .await
+        .expect("64 MiB each way within 120 s");
 }
 
 // --- the backend --------------------------------------------------------------------------
