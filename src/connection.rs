@@ -214,10 +214,22 @@ async fn connect_backend(
         // The client had mailfront's greeting before STARTTLS; the backend's is not for it.
         let greeting =
             starttls::consume_greeting(&mut backend, mail, settings.connect_timeout).await;
-        let passed_on = match greeting {
-            Ok(Greeting::Welcome { rest }) => client.write_all(&rest).await.map(|()| None),
+        match greeting {
+            Ok(Greeting::Welcome { rest }) => {
+                // Normally nothing: the backend waits for the client. A failed write shows
+                // in the relay that follows.
+                if !rest.is_empty() {
+                    let _ = client.write_all(&rest).await;
+                }
+            }
             Ok(Greeting::Refused(refusal)) => {
-                client.write_all(&refusal).await.map(|()| Some(refusal))
+                warn!(
+                    listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
+                    backend = %target.backend, reason = %String::from_utf8_lossy(&refusal).trim_end(),
+                    outcome = "backend-refused", "connection closed: the backend refused the session"
+                );
+                say_goodbye(client, &refusal).await;
+                return None;
             }
             Err(e) => {
                 warn!(
@@ -228,15 +240,6 @@ async fn connect_backend(
                 say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
                 return None;
             }
-        };
-        if let Ok(Some(refusal)) = &passed_on {
-            let _ = timeout(std::time::Duration::from_secs(1), client.shutdown()).await;
-            warn!(
-                listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
-                backend = %target.backend, reason = %String::from_utf8_lossy(refusal).trim_end(),
-                outcome = "backend-refused", "connection closed: the backend refused the session"
-            );
-            return None;
         }
     }
     Some(Session {

@@ -107,11 +107,11 @@ pub fn spki_contents(der: &[u8]) -> &[u8] {
 }
 
 /// One DER element: its tag, its contents, the whole element, and what follows it.
-type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+pub(super) type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
 
 /// The DER element at the start of `input`. Single-byte tags and definite lengths, which
 /// is all DER has for these structures.
-fn element(input: &[u8]) -> Option<Element<'_>> {
+pub(super) fn element(input: &[u8]) -> Option<Element<'_>> {
     let (&tag, after_tag) = input.split_first()?;
     let (&first, after_len) = after_tag.split_first()?;
     let (len, body) = if first < 0x80 {

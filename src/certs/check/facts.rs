@@ -104,22 +104,22 @@ impl CertFacts {
 
     /// The issuer's CN, else its whole name.
     pub fn issuer_label(&self) -> String {
-        self.issuer
-            .split(", ")
-            .find_map(|rdn| rdn.strip_prefix("CN="))
-            .map_or_else(|| self.issuer.clone(), str::to_owned)
+        common_name(&self.issuer).map_or_else(|| self.issuer.clone(), str::to_owned)
     }
 
     /// The first name a person would recognise it by: the CN, else the first DNS name,
     /// else the whole subject.
     pub fn label(&self) -> String {
-        self.subject
-            .split(", ")
-            .find_map(|rdn| rdn.strip_prefix("CN="))
+        common_name(&self.subject)
             .map(str::to_owned)
             .or_else(|| self.dns_names.first().cloned())
             .unwrap_or_else(|| self.subject.clone())
     }
+}
+
+/// The CN of a name printed as `CN=..., O=...`.
+fn common_name(name: &str) -> Option<&str> {
+    name.split(", ").find_map(|rdn| rdn.strip_prefix("CN="))
 }
 
 /// Signature algorithms by OID: name, and whether the hash is broken.

@@ -164,6 +164,7 @@ impl Trust {
     /// The key (SubjectPublicKeyInfo contents) of the trusted root whose subject is
     /// `name_der`.
     pub(super) fn root_key_named(&self, name_der: &[u8]) -> Option<&[u8]> {
+        // A trust anchor's subject is the Name's contents, without its SEQUENCE header.
         let name = name_contents(name_der)?;
         self.roots
             .iter()
@@ -178,31 +179,14 @@ impl Trust {
 
     /// Whether a root with the subject `issuer_der` is trusted.
     pub(super) fn has_root_named(&self, issuer_der: &[u8]) -> bool {
-        // A trust anchor's subject is the Name's contents, without its SEQUENCE header.
-        self.roots
-            .iter()
-            .any(|r| name_contents(issuer_der) == Some(r.subject.as_ref()))
+        self.root_key_named(issuer_der).is_some()
     }
 }
 
 /// The contents of a DER `Name` (a SEQUENCE), as trust anchors store it.
 pub(super) fn name_contents(der: &[u8]) -> Option<&[u8]> {
-    let (&tag, rest) = der.split_first()?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (&len, rest) = rest.split_first()?;
-    let (len, rest) = if len < 0x80 {
-        (usize::from(len), rest)
-    } else {
-        let n = usize::from(len & 0x7f);
-        let (bytes, rest) = (rest.get(..n)?, rest.get(n..)?);
-        (
-            bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
-            rest,
-        )
-    };
-    rest.get(..len)
+    let (tag, contents, _, _) = super::crl::element(der)?;
+    (tag == 0x30).then_some(contents)
 }
 
 fn roots_of(path: &Path) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
