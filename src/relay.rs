@@ -1,24 +1,25 @@
 //! The plain-text side: connect the backend, send the PROXY header, and copy both ways
 //! until both sides are done, with half-close, an idle bound and the drain deadline.
 
+use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::{Backend, Mail, Protocol};
 
-/// Bytes per read; one TLS record's worth of plaintext.
+/// Bytes per read, on the stack; one TLS record's worth of plaintext.
 const CHUNK: usize = 16 * 1024;
-/// What an idle direction waits with.
-const FIRST: usize = 128;
-/// How long a direction keeps its `CHUNK` buffer waiting for more bytes.
-const HOLD: Duration = Duration::from_millis(20);
+/// How long a cut relay waits to send the client its close_notify.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 
 /// After one side has finished, how long the other may stay silent before the connection
 /// is closed: a client that half-closed gets the backend's answer, but a peer that never
@@ -95,81 +96,142 @@ enum Side {
     Backend(io::Error),
 }
 
-/// Shared by the two directions of one connection.
-struct Activity {
-    started: Instant,
-    /// Milliseconds after `started` of the last byte read either way.
-    last: AtomicU64,
-    /// One direction has seen end-of-stream.
-    half_closed: AtomicBool,
-    up: AtomicU64,
-    down: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last.store(ms, Ordering::Relaxed);
-    }
-}
-
 /// Copies between `client` and `backend` until both directions end, nothing moves for
-/// `idle`, or `drain` fires.
+/// `idle`, or `drain` is cancelled.
 pub async fn relay(
     client: Box<TlsStream<TcpStream>>,
     backend: TcpStream,
     idle: Duration,
     drain: &CancellationToken,
 ) -> (Transfer, Ending) {
-    let activity = Activity {
-        started: Instant::now(),
-        last: AtomicU64::new(0),
-        half_closed: AtomicBool::new(false),
-        up: AtomicU64::new(0),
-        down: AtomicU64::new(0),
-    };
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut backend_read, mut backend_write) = backend.into_split();
-    let up = async {
-        pump(
-            &mut client_read,
-            &mut backend_write,
-            &activity.up,
-            &activity,
-        )
-        .await
-        .map_err(|e| e.attribute(true))
-    };
-    let down = async {
-        pump(
-            &mut backend_read,
-            &mut client_write,
-            &activity.down,
-            &activity,
-        )
-        .await
-        .map_err(|e| e.attribute(false))
-    };
-    let ending = tokio::select! {
-        result = async { tokio::try_join!(up, down) } => match result {
-            Ok(_) => Ending::Closed,
-            Err(Side::Client(e)) => Ending::Client(e),
-            Err(Side::Backend(e)) => Ending::Backend(e),
-        },
-        () = idle_expiry(&activity, idle) => Ending::Idle,
-        () = drain.cancelled() => Ending::Drained,
-    };
-    if matches!(ending, Ending::Idle | Ending::Drained) {
-        // Tell a client still there that the session is over, with close_notify, but never
-        // wait on it for long.
-        let mut client = client_read.unsplit(client_write);
-        let _ = timeout(Duration::from_secs(1), client.shutdown()).await;
+    Relay::new(client, backend, idle, drain).await
+}
+
+/// The relay as a future of its own rather than an `async` block: an idle IMAP client
+/// costs this struct and nothing else (no copy buffers, no per-read timers), a few hundred
+/// bytes where the `async` version kept a slot for every future it awaited.
+struct Relay {
+    client: Box<TlsStream<TcpStream>>,
+    backend: TcpStream,
+    /// Client to backend.
+    up: Pump,
+    /// Backend to client.
+    down: Pump,
+    idle: Duration,
+    /// Last time bytes moved either way.
+    last: Instant,
+    /// Fires at the idle deadline; rearmed lazily, only when it fires early.
+    timer: Pin<Box<Sleep>>,
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Set when the relay was cut and is telling the client, with close_notify.
+    closing: Option<Ending>,
+}
+
+impl Relay {
+    fn new(
+        client: Box<TlsStream<TcpStream>>,
+        backend: TcpStream,
+        idle: Duration,
+        drain: &CancellationToken,
+    ) -> Self {
+        let last = Instant::now();
+        Self {
+            client,
+            backend,
+            up: Pump::default(),
+            down: Pump::default(),
+            idle,
+            last,
+            timer: Box::pin(sleep_until(last + idle)),
+            drain: Box::pin(drain.clone().cancelled_owned()),
+            closing: None,
+        }
     }
-    let transfer = Transfer {
-        up: activity.up.load(Ordering::Relaxed),
-        down: activity.down.load(Ordering::Relaxed),
-    };
-    (transfer, ending)
+
+    fn transfer(&self) -> Transfer {
+        Transfer {
+            up: self.up.count,
+            down: self.down.count,
+        }
+    }
+
+    /// The idle bound in force: shorter once one side has finished.
+    fn limit(&self) -> Duration {
+        if self.up.done || self.down.done {
+            self.idle.min(HALF_CLOSED_LINGER)
+        } else {
+            self.idle
+        }
+    }
+
+    /// Pending until nothing has moved for the limit.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let deadline = self.last + self.limit();
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+
+    /// Tells the client the session is over, never waiting on it for long.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<(Transfer, Ending)> {
+        let closed = Pin::new(&mut *self.client).poll_shutdown(cx).is_ready();
+        if !closed && self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let ending = self.closing.take().expect("closing");
+        Poll::Ready((self.transfer(), ending))
+    }
+}
+
+impl Future for Relay {
+    type Output = (Transfer, Ending);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.closing.is_some() {
+            return this.poll_close(cx);
+        }
+        let mut ended = None;
+        if !this.up.done {
+            match this.up.poll(cx, &mut *this.client, &mut this.backend) {
+                Poll::Ready(Err(e)) => ended = Some(e.attribute(true)),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+        }
+        if ended.is_none() && !this.down.done {
+            match this.down.poll(cx, &mut this.backend, &mut *this.client) {
+                Poll::Ready(Err(e)) => ended = Some(e.attribute(false)),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+        }
+        if std::mem::take(&mut this.up.moved) | std::mem::take(&mut this.down.moved) {
+            this.last = Instant::now();
+        }
+        match ended {
+            Some(Side::Client(e)) => return Poll::Ready((this.transfer(), Ending::Client(e))),
+            Some(Side::Backend(e)) => return Poll::Ready((this.transfer(), Ending::Backend(e))),
+            None => {}
+        }
+        if this.up.done && this.down.done {
+            return Poll::Ready((this.transfer(), Ending::Closed));
+        }
+        let cut = if this.drain.as_mut().poll(cx).is_ready() {
+            Ending::Drained
+        } else if this.poll_idle(cx).is_ready() {
+            Ending::Idle
+        } else {
+            return Poll::Pending;
+        };
+        this.closing = Some(cut);
+        this.timer
+            .as_mut()
+            .reset(Instant::now() + CLOSE_NOTIFY_WAIT);
+        this.poll_close(cx)
+    }
 }
 
 /// A copy error, before we know which direction it belongs to.
@@ -187,113 +249,121 @@ impl PumpError {
     }
 }
 
-/// Copies `from` to `to` until end-of-stream, then half-closes `to`.
+/// One direction: read from one side, write to the other, until end-of-stream, then
+/// half-close the writing side.
 ///
-/// An idle connection (an IMAP client in IDLE, thousands of them) must not hold copy
-/// buffers: the wait for the next bytes uses a small buffer inside the task, and the
-/// `CHUNK` buffer is taken when bytes come and kept only while more follow within `HOLD`
-/// (a large message arrives as bursts of TCP segments; a conversation pauses longer).
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
-    count: &AtomicU64,
-    activity: &Activity,
-) -> Result<(), PumpError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut first = [0u8; FIRST];
-    let mut hot: Option<Vec<u8>> = None;
-    loop {
-        let n = match hot.as_mut() {
-            Some(buf) => match timeout(HOLD, from.read_buf(buf)).await {
-                Ok(result) => read_or_eof(result)?,
-                Err(_) => {
-                    hot = None;
+/// Bytes are read into a buffer on the stack and written from there at once; only what
+/// the writer does not take is copied to the heap, and only until it is taken. TLS
+/// buffers what it cannot send at once, so every write is flushed: mail protocols wait
+/// for each reply before they say more.
+#[derive(Default)]
+struct Pump {
+    /// Read but not yet written, from `at`.
+    pending: Vec<u8>,
+    at: usize,
+    /// The last write has not been flushed yet.
+    unflushed: bool,
+    /// The reading side reached end-of-stream.
+    eof: bool,
+    /// End-of-stream was passed on: this direction is over.
+    done: bool,
+    /// Bytes were read since the relay last looked.
+    moved: bool,
+    count: u64,
+}
+
+impl Pump {
+    /// `Ready(Ok)` once this direction is over.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+    ) -> Poll<Result<(), PumpError>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            while self.at < self.pending.len() {
+                let n = ready!(poll_write(cx, to, &self.pending[self.at..]))?;
+                self.at += n;
+                self.unflushed = true;
+            }
+            if self.at > 0 {
+                // Released as soon as it is written: a stalled peer costs memory only
+                // while it is stalled.
+                self.pending = Vec::new();
+                self.at = 0;
+            }
+            if self.unflushed {
+                ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(PumpError::Write)?;
+                self.unflushed = false;
+            }
+            if self.eof {
+                // A peer that is already gone cannot be half-closed; nothing is lost.
+                let _ = ready!(Pin::new(&mut *to).poll_shutdown(cx));
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let mut space = [MaybeUninit::<u8>::uninit(); CHUNK];
+            let mut buf = ReadBuf::uninit(&mut space);
+            // Take what is there now, up to one buffer, and write it at once.
+            while buf.remaining() > 0 {
+                let before = buf.filled().len();
+                match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                        self.eof = true;
+                        break;
+                    }
+                    Poll::Ready(Ok(())) => {}
+                    // A peer that closed TCP without TLS close_notify: many clients do,
+                    // and for a relay that is an ordinary end, since the protocols inside
+                    // frame their own data.
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        self.eof = true;
+                        break;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(PumpError::Read(e))),
+                    Poll::Pending => break,
+                }
+            }
+            let read = buf.filled();
+            if read.is_empty() {
+                if self.eof {
                     continue;
                 }
-            },
-            None => {
-                let n = read_or_eof(from.read(&mut first).await)?;
-                let mut buf = Vec::with_capacity(CHUNK);
-                buf.extend_from_slice(&first[..n]);
-                hot = Some(buf);
-                n
+                return Poll::Pending;
             }
-        };
-        activity.touch();
-        let buf = hot.as_mut().expect("taken above");
-        let mut ended = n == 0;
-        // Take what else is there now, without waiting, up to one buffer.
-        while !ended && buf.len() < CHUNK {
-            match read_now(from, buf).await {
-                Ok(Some(0)) => ended = true,
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => ended = true,
-                Err(e) => return Err(PumpError::Read(e)),
+            self.moved = true;
+            self.count += read.len() as u64;
+            let mut at = 0;
+            while at < read.len() {
+                match poll_write(cx, to, &read[at..]) {
+                    Poll::Ready(result) => {
+                        at += result?;
+                        self.unflushed = true;
+                    }
+                    Poll::Pending => {
+                        self.pending = read[at..].to_vec();
+                        return Poll::Pending;
+                    }
+                }
             }
         }
-        if !buf.is_empty() {
-            to.write_all(buf).await.map_err(PumpError::Write)?;
-            // TLS buffers what it cannot send at once; push it out now, since mail
-            // protocols wait for each reply before they say more.
-            to.flush().await.map_err(PumpError::Write)?;
-            count.fetch_add(buf.len() as u64, Ordering::Relaxed);
-            buf.clear();
-        }
-        if ended {
-            activity.half_closed.store(true, Ordering::Relaxed);
-            // A peer that is already gone cannot be half-closed; nothing is lost.
-            let _ = to.shutdown().await;
-            return Ok(());
-        }
     }
 }
 
-/// A read result with end-of-stream for a peer that closed TCP without TLS close_notify:
-/// many clients do, and for a relay that is an ordinary end, since the protocols inside
-/// frame their own data.
-fn read_or_eof(result: io::Result<usize>) -> Result<usize, PumpError> {
-    match result {
-        Ok(n) => Ok(n),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-        Err(e) => Err(PumpError::Read(e)),
+/// One write, with a writer that takes nothing made an error.
+fn poll_write<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    to: &mut W,
+    bytes: &[u8],
+) -> Poll<Result<usize, PumpError>> {
+    match ready!(Pin::new(to).poll_write(cx, bytes)) {
+        Ok(0) => Poll::Ready(Err(PumpError::Write(io::ErrorKind::WriteZero.into()))),
+        Ok(n) => Poll::Ready(Ok(n)),
+        Err(e) => Poll::Ready(Err(PumpError::Write(e))),
     }
 }
 
-/// Reads into `buf`'s spare room what `from` has now: `Some(0)` at end-of-stream, `None`
-/// when it would have to wait (the read is dropped, which a read may be).
-async fn read_now<R: AsyncRead + Unpin>(
-    from: &mut R,
-    buf: &mut Vec<u8>,
-) -> io::Result<Option<usize>> {
-    std::future::poll_fn(|cx| {
-        let read = from.read_buf(buf);
-        let mut read = std::pin::pin!(read);
-        match std::future::Future::poll(read.as_mut(), cx) {
-            std::task::Poll::Pending => std::task::Poll::Ready(Ok(None)),
-            std::task::Poll::Ready(r) => std::task::Poll::Ready(r.map(Some)),
-        }
-    })
-    .await
-}
-
-/// Resolves when nothing has moved for `idle` (or for the shorter linger once one side
-/// has finished).
-async fn idle_expiry(activity: &Activity, idle: Duration) {
-    loop {
-        let limit = if activity.half_closed.load(Ordering::Relaxed) {
-            idle.min(HALF_CLOSED_LINGER)
-        } else {
-            idle
-        };
-        let last = Duration::from_millis(activity.last.load(Ordering::Relaxed));
-        let deadline = activity.started + last + limit;
-        if Instant::now() >= deadline {
-            return;
-        }
-        sleep_until(deadline).await;
-    }
-}
