@@ -15,8 +15,8 @@
 //! - `full-ecdsa`, `full-rsa`: full handshakes, each on a new connection that reads the
 //!   backend's greeting and closes (16 at a time);
 //! - `resumed`: the same with TLS 1.3 session resumption (tickets);
-//! - `bulk`: one connection moving 64 MiB each way through the proxy (CPU per GB of the
-//!   128 MiB moved);
+//! - `bulk`: one connection moving 256 MiB each way through the proxy (CPU per GB of the
+//!   512 MiB moved);
 //! - `idle`: resident memory growth per established TLS connection, with its backend
 //!   connection open, over 5,000 connections.
 //!
@@ -39,7 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 const HANDSHAKES: usize = 2000;
 const CONCURRENCY: usize = 16;
-const BULK: usize = 64 << 20;
+const BULK: usize = 256 << 20;
 const IDLE: usize = 5000;
 const CASES: [&str; 5] = ["full-ecdsa", "full-rsa", "resumed", "bulk", "idle"];
 
@@ -56,6 +56,18 @@ fn main() {
         .split(',')
         .map(str::to_owned)
         .collect();
+    let cases: Vec<&'static str> = match value("--cases") {
+        Some(list) => list
+            .split(',')
+            .map(|c| {
+                *CASES
+                    .iter()
+                    .find(|k| **k == c)
+                    .unwrap_or_else(|| panic!("unknown case {c}; the cases: {CASES:?}"))
+            })
+            .collect(),
+        None => CASES.to_vec(),
+    };
     install_peers(&peers);
     raise_fd_limit();
     pin_to_core(1);
@@ -75,7 +87,10 @@ fn main() {
         order.rotate_left(round % peers.len());
         for peer in &order {
             eprintln!("round {} of {rounds}: {peer}", round + 1);
-            let measured = runtime.block_on(measure(peer, &dir, backend));
+            let measured = runtime.block_on(measure(peer, &dir, backend, &cases));
+            for (case, v) in &measured {
+                eprintln!("  {case}: {v:.1}");
+            }
             for (case, v) in measured {
                 results
                     .entry(case)
@@ -90,16 +105,55 @@ fn main() {
 }
 
 /// What one proxy costs on every case, on a fresh process.
-async fn measure(peer: &str, dir: &Path, backend: SocketAddr) -> Vec<(&'static str, f64)> {
+async fn measure(
+    peer: &str,
+    dir: &Path,
+    backend: SocketAddr,
+    cases: &[&str],
+) -> Vec<(&'static str, f64)> {
     let mut proxy = Proxy::start(peer, dir, backend);
     proxy.wait_ready().await;
     let mut out = Vec::new();
+    let full = client(Resumption::disabled());
     // Memory first, on the fresh process.
+    if cases.contains(&"idle") {
+        idle(&proxy, &full, &mut out).await;
+    }
+    for (case, addr, sni, n) in [
+        ("full-ecdsa", proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
+        ("full-rsa", proxy.rsa, "rsa.bench.test", HANDSHAKES / 2),
+    ] {
+        if !cases.contains(&case) {
+            continue;
+        }
+        handshakes(&full, addr, sni, 100).await;
+        let cpu = proxy.cpu_ns();
+        handshakes(&full, addr, sni, n).await;
+        out.push((case, (proxy.cpu_ns() - cpu) as f64 / n as f64 / 1000.0));
+    }
+    if cases.contains(&"resumed") {
+        resumed(peer, &proxy, &mut out).await;
+    }
+    if cases.contains(&"bulk") {
+        let cpu = proxy.cpu_ns();
+        bulk(&full, proxy.ecdsa).await;
+        let gb = (2 * BULK) as f64 / 1e9;
+        out.push(("bulk", (proxy.cpu_ns() - cpu) as f64 / 1e6 / gb));
+    }
+    proxy.stop();
+    out
+}
+
+/// RSS growth over `IDLE` established connections.
+async fn idle(
+    proxy: &Proxy,
+    full: &tokio_rustls::TlsConnector,
+    out: &mut Vec<(&'static str, f64)>,
+) {
     let before = proxy.rss_kib();
     let mut idle = Vec::with_capacity(IDLE);
-    let full = client(Resumption::disabled());
     for _ in 0..IDLE {
-        idle.push(open(&full, proxy.ecdsa, "ecdsa.bench.test").await);
+        idle.push(open(full, proxy.ecdsa, "ecdsa.bench.test").await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = proxy.rss_kib();
@@ -109,17 +163,10 @@ async fn measure(peer: &str, dir: &Path, backend: SocketAddr) -> Vec<(&'static s
     ));
     drop(idle);
     tokio::time::sleep(Duration::from_millis(300)).await;
+}
 
-    for (case, addr, sni, n) in [
-        ("full-ecdsa", proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
-        ("full-rsa", proxy.rsa, "rsa.bench.test", HANDSHAKES / 2),
-    ] {
-        handshakes(&full, addr, sni, 100).await;
-        let cpu = proxy.cpu_ns();
-        handshakes(&full, addr, sni, n).await;
-        out.push((case, (proxy.cpu_ns() - cpu) as f64 / n as f64 / 1000.0));
-    }
-
+/// CPU per resumed TLS 1.3 handshake (tickets), one at a time.
+async fn resumed(peer: &str, proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) {
     let resuming = client(Resumption::in_memory_sessions(256));
     handshakes(&resuming, proxy.ecdsa, "ecdsa.bench.test", 1).await;
     let cpu = proxy.cpu_ns();
@@ -130,13 +177,6 @@ async fn measure(peer: &str, dir: &Path, backend: SocketAddr) -> Vec<(&'static s
     } else {
         eprintln!("{peer}: only {resumed} of {HANDSHAKES} handshakes resumed; not reported");
     }
-
-    let cpu = proxy.cpu_ns();
-    bulk(&full, proxy.ecdsa).await;
-    let gb = (2 * BULK) as f64 / 1e9;
-    out.push(("bulk", (proxy.cpu_ns() - cpu) as f64 / 1e6 / gb));
-    proxy.stop();
-    out
 }
 
 // --- the client ---------------------------------------------------------------------------
@@ -243,6 +283,9 @@ async fn bulk(client: &tokio_rustls::TlsConnector, addr: SocketAddr) {
             write.write_all(&chunk).await.unwrap();
             sent += chunk.len();
         }
+        // What TLS could not send at once is still in the client's buffer; without a
+        // flush the last records wait there for ever.
+        write.flush().await.unwrap();
         write
     };
     let receiver = async move {
@@ -257,7 +300,7 @@ async fn bulk(client: &tokio_rustls::TlsConnector, addr: SocketAddr) {
     let moved = async { tokio::join!(sender, receiver) };
     tokio::time::timeout(Duration::from_secs(120), moved)
         .await
-        .expect("64 MiB each way within 120 s");
+        .expect("256 MiB each way within 120 s");
 }
 
 // --- the backend --------------------------------------------------------------------------
@@ -285,8 +328,10 @@ async fn backend() -> SocketAddr {
 
 /// Ports: each proxy listens on two, one per certificate (mailfront could serve both on
 /// one by SNI; two keeps the setups alike).
-const ECDSA_PORT: u16 = 41443;
-const RSA_PORT: u16 = 41444;
+// Below the ephemeral range (32768-60999 by default): probing a port in it while nothing
+// listens can make the probe connect to itself and hold the port.
+const ECDSA_PORT: u16 = 24443;
+const RSA_PORT: u16 = 24444;
 
 struct Proxy {
     child: Child,
@@ -302,7 +347,11 @@ impl Proxy {
         let mut command = Command::new("taskset");
         command.args(["-c", "0"]);
         match peer {
-            "mailfront" => {
+            // `mailfront=PATH`: another build, to compare a change against.
+            _ if peer == "mailfront" || peer.starts_with("mailfront=") => {
+                let binary = peer
+                    .strip_prefix("mailfront=")
+                    .unwrap_or(env!("CARGO_BIN_EXE_mailfront"));
                 let listener = |name: &str, addr: SocketAddr| {
                     format!("[[listener]]\nname = \"{name}\"\nbind = \"{addr}\"\nprotocol = \"imaps\"\nbackend = \"{backend}\"\n")
                 };
@@ -315,7 +364,7 @@ impl Proxy {
                 );
                 std::fs::write(dir.join("mailfront.toml"), config).unwrap();
                 command
-                    .arg(env!("CARGO_BIN_EXE_mailfront"))
+                    .arg(binary)
                     .args(["run", "--config"])
                     .arg(dir.join("mailfront.toml"))
                     .env("RUST_LOG", "error");

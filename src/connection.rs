@@ -92,7 +92,7 @@ pub async fn serve(
 struct Session {
     /// Boxed: moved from phase to phase, and a future keeps a slot for everything it
     /// holds across a wait (the stream is 1.2 KB).
-    client: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+    client: Box<tls::ClientStream>,
     backend: TcpStream,
     listener: Arc<str>,
     peer: SocketAddr,

@@ -11,6 +11,7 @@
 //! - [`starttls`]: the plain-text start of SMTP, IMAP and POP3 sessions on STARTTLS
 //!   listeners, and the backend greeting the client must not see twice.
 //! - [`tls`]: the TLS policy and the handshake that picks a certificate by SNI.
+//! - [`read_ahead`]: the client socket under TLS, read in large batches.
 //! - [`routes`]: backend per SNI (`[[route]]`).
 //! - [`proxy_header`]: PROXY protocol v1/v2 towards the backend.
 //! - [`relay`]: backend connect and the two-way copy with half-close and idle bound.
@@ -25,6 +26,7 @@ pub mod inspect;
 pub mod listener;
 pub mod names;
 pub mod proxy_header;
+pub mod read_ahead;
 pub mod relay;
 pub mod routes;
 pub mod server;

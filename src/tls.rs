@@ -12,6 +12,8 @@ use rustls::server::{
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+use crate::read_ahead::ReadAhead;
 use tokio_rustls::StartHandshake;
 
 use crate::certs::{Match, Store};
@@ -68,10 +70,13 @@ impl ResolvesServerCert for Unchosen {
     }
 }
 
+/// A client's TLS stream.
+pub type ClientStream = TlsStream<ReadAhead>;
+
 /// A completed handshake and what it was served.
 pub struct Handshake {
     /// The TLS stream.
-    pub stream: TlsStream<TcpStream>,
+    pub stream: ClientStream,
     /// The name the client asked for, if any.
     pub sni: Option<String>,
     /// The entry that served it.
@@ -113,7 +118,7 @@ pub async fn handshake(
         return Err(HandshakeError::UnknownName(chosen.sni));
     }
     let config = connection_config(base, chosen.resolver);
-    let stream = StartHandshake::from_parts(accepted, tcp)
+    let stream = StartHandshake::from_parts(accepted, ReadAhead::new(tcp))
         .into_stream(config)
         .await
         .map_err(unwrap_tls_error)?;

@@ -225,3 +225,61 @@ async fn https_alpn_defaults_to_http11() {
     let err = client::connect(proxy.addr("https"), &o).await.unwrap_err();
     assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
 }
+
+/// Megabytes each way arrive whole and in order while the client stops reading for a
+/// while: the relay holds back (the backend's and then the client's sends block) and
+/// resumes, with the bytes it could not write kept until they are taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_both_ways_with_a_stalled_reader() {
+    const SIZE: usize = 8 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        s.write_all(b"* OK echo\r\n").await.unwrap();
+        let (mut r, mut w) = s.split();
+        tokio::io::copy(&mut r, &mut w).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, ""),
+        listener("imaps", "imaps", echo_addr, "")
+    );
+    let proxy = Proxy::start(tmp.path(), &config);
+    let stream = client::connect(proxy.addr("imaps"), &opts("mail.example.com"))
+        .await
+        .unwrap();
+    let (mut read, mut write) = tokio::io::split(stream);
+    let sent: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let expected = sent.clone();
+    let sender = async move {
+        for chunk in sent.chunks(50_000) {
+            write.write_all(chunk).await.unwrap();
+        }
+        write.flush().await.unwrap();
+        write.shutdown().await.unwrap();
+        write
+    };
+    let receiver = async move {
+        let mut greeting = [0u8; 11];
+        read.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"* OK echo\r\n");
+        // Stop reading long enough for every buffer on the way to fill.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut got = Vec::with_capacity(SIZE);
+        read.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let moved = async { tokio::join!(sender, receiver) };
+    let (_, got) = tokio::time::timeout(Duration::from_secs(60), moved)
+        .await
+        .expect("8 MiB each way within 60 s");
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "the echo arrives unchanged");
+}
