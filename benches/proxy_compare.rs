@@ -2,7 +2,9 @@
 //! server CPU per operation, from each proxy's CPU-time clock (all its processes and
 //! threads), not requests per second (with two cores the load generator saturates first).
 //!
-//! `cargo bench --bench proxy_compare -- [--rounds N] [--peers mailfront,nginx,...]`
+//! `cargo bench --bench proxy_compare -- [--rounds N] [--peers mailfront,nginx,...]
+//! [--cases full-ecdsa,bulk,...]`; a peer `mailfront=PATH` runs another build of mailfront
+//! beside this one, to measure a change.
 //! (root: it installs nginx, libnginx-mod-stream, haproxy and hitch with apt-get if
 //! missing; the idle case needs an open-file hard limit above 11,000).
 //!
@@ -14,7 +16,10 @@
 //!
 //! - `full-ecdsa`, `full-rsa`: full handshakes, each on a new connection that reads the
 //!   backend's greeting and closes (16 at a time);
-//! - `resumed`: the same with TLS 1.3 session resumption (tickets);
+//! - `resumed`: the same with TLS 1.3 session resumption (tickets), one at a time;
+//! - `paced`, `paced-rate`: 2,000 ECDSA handshakes started at a fixed 500 per second:
+//!   the CPU per handshake when the proxy is not saturated, and the rate achieved, which
+//!   shows that every proxy keeps up;
 //! - `bulk`: one connection moving 256 MiB each way through the proxy (CPU per GB of the
 //!   512 MiB moved);
 //! - `idle`: resident memory growth per established TLS connection, with its backend
@@ -41,7 +46,18 @@ const HANDSHAKES: usize = 2000;
 const CONCURRENCY: usize = 16;
 const BULK: usize = 256 << 20;
 const IDLE: usize = 5000;
-const CASES: [&str; 5] = ["full-ecdsa", "full-rsa", "resumed", "bulk", "idle"];
+/// The fixed rate of the `paced` case, handshakes per second: under half of what the
+/// slowest peer manages here, so every proxy should keep up with it.
+const PACED_RATE: u32 = 500;
+const CASES: [&str; 7] = [
+    "full-ecdsa",
+    "full-rsa",
+    "resumed",
+    "paced",
+    "paced-rate",
+    "bulk",
+    "idle",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -133,6 +149,13 @@ async fn measure(
     }
     if cases.contains(&"resumed") {
         resumed(peer, &proxy, &mut out).await;
+    }
+    if cases.contains(&"paced") || cases.contains(&"paced-rate") {
+        let cpu = proxy.cpu_ns();
+        let rate = paced(&full, proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES).await;
+        let per = (proxy.cpu_ns() - cpu) as f64 / HANDSHAKES as f64 / 1000.0;
+        out.push(("paced", per));
+        out.push(("paced-rate", rate));
     }
     if cases.contains(&"bulk") {
         let cpu = proxy.cpu_ns();
@@ -270,6 +293,31 @@ async fn handshakes_by(
         done += batch;
     }
     resumed
+}
+
+/// `n` ECDSA handshakes started at `PACED_RATE` per second, each on its own task; returns
+/// the rate achieved, start of the first to end of the last. A proxy that keeps up
+/// achieves the rate asked; one that does not falls behind and the figure shows it.
+async fn paced(client: &tokio_rustls::TlsConnector, addr: SocketAddr, sni: &str, n: usize) -> f64 {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / PACED_RATE);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        ticker.tick().await;
+        let (client, sni) = (client.clone(), sni.to_owned());
+        set.spawn(async move {
+            let mut tls = open(&client, addr, &sni).await.into_inner();
+            let _ = tls.shutdown().await;
+        });
+        while let Some(r) = set.try_join_next() {
+            r.expect("a connection task");
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("a connection task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Moves `BULK` bytes each way through one connection (the backend echoes).
@@ -618,6 +666,8 @@ fn write_certs(dir: &Path) {
 fn report(results: &BTreeMap<&str, BTreeMap<String, Vec<f64>>>, peers: &[String], rounds: usize) {
     let unit = |case: &str| match case {
         "bulk" => "ms CPU per GB",
+        "paced" => "us CPU per handshake at the fixed rate",
+        "paced-rate" => "handshakes per second achieved",
         "idle" => "bytes per connection",
         _ => "us CPU per handshake",
     };
