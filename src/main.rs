@@ -149,10 +149,18 @@ fn init_tracing(format: LogFormat) {
 
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.server.threads {
-        builder.worker_threads(threads);
-    }
+    // One thread runs everything on its own scheduler: none of the hand-offs and wake-ups
+    // between worker threads a multi-thread runtime makes even with a single worker.
+    let mut builder = match config.server.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = threads {
+                builder.worker_threads(threads);
+            }
+            builder
+        }
+    };
     let runtime = builder
         .enable_all()
         .build()

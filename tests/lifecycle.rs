@@ -244,3 +244,28 @@ async fn unanswering_backend_is_given_up_at_the_connect_timeout() {
         "{took:?}"
     );
 }
+
+/// With `threads = 1` (a single-threaded scheduler) the proxy serves several clients at
+/// once, and shuts down as the multi-threaded one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_thread_serves_and_shuts_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (proxy, _imap) = imaps_proxy(tmp.path(), "threads = 1", |h| h).await;
+    let addr = proxy.addr("imaps");
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let stream = client::connect(addr, &opts()).await.unwrap();
+        let mut stream = BufReader::new(stream);
+        assert_eq!(read_line(&mut stream).await, "* OK\r\n");
+        open.push(stream);
+    }
+    for (i, stream) in open.iter_mut().enumerate() {
+        send_line(stream.get_mut(), &format!("a{i} NOOP")).await;
+        assert_eq!(read_line(stream).await, format!("ECHO a{i} NOOP\r\n"));
+    }
+    drop(open);
+    let report = tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(report.cut, 0);
+}
