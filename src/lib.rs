@@ -16,6 +16,7 @@
 //! - [`proxy_header`]: PROXY protocol v1/v2 towards the backend.
 //! - [`relay`]: backend connect and the two-way copy with half-close and idle bound.
 //! - [`shutdown`]: stop accepting, drain, cut.
+//! - [`privilege`]: becoming `server.user` once the listeners are bound.
 //! - [`names`]: DNS name normalisation and wildcard rules shared by certs and routes.
 //! - [`inspect`]: `mailfront check` and `mailfront certs`.
 
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod inspect;
 pub mod listener;
 pub mod names;
+pub mod privilege;
 pub mod proxy_header;
 pub mod read_ahead;
 pub mod relay;

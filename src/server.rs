@@ -1,5 +1,5 @@
-//! Start-up and the run loop: load the store, bind every listener, serve until the
-//! shutdown future resolves, then drain.
+//! Start-up and the run loop: bind every listener, become `server.user` if set, load the
+//! store, serve until the shutdown future resolves, then drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use tracing::info;
 use crate::certs::{self, Catalog, CertError, Store};
 use crate::config::Config;
 use crate::listener::{self, ListenerCtx, Shared};
+use crate::privilege::{self, Account, PrivilegeError};
 use crate::routes::RouteTable;
 use crate::shutdown::{DrainReport, Shutdown};
 use crate::tls;
@@ -29,6 +30,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The process cannot become `server.user`.
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
     /// rustls refused the TLS policy (a bug, not an operator error).
     #[error("listener {listener}: TLS configuration refused: {source}")]
     Tls {
@@ -48,12 +52,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads the store (generating the server-wide certificate if need be) and binds every
-    /// listener address.
+    /// Binds every listener address, becomes `server.user` if one is set, and loads the
+    /// store (generating the server-wide certificate if need be) as that user.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
+        // Looked up before anything is bound, so that a wrong name fails fast.
+        let account = config
+            .server
+            .user
+            .as_deref()
+            .map(Account::lookup)
+            .transpose()?;
         let provider = tls::provider();
-        let (catalog, index, _) = certs::open(&config.certs, &config.server.name, &provider)?;
-        let store = Arc::new(Store::new(index));
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let tls = tls::server_config(Arc::clone(&provider), &l.alpn).map_err(|source| {
@@ -81,6 +90,12 @@ impl Server {
             }
             listeners.push((ctx, sockets));
         }
+        if let Some(account) = &account {
+            privilege::become_user(account)?;
+            info!(user = %account.name, uid = account.uid, gid = account.gid, "running as server.user");
+        }
+        let (catalog, index, _) = certs::open(&config.certs, &config.server.name, &provider)?;
+        let store = Arc::new(Store::new(index));
         let shared = Arc::new(Shared {
             store,
             settings: config.server.clone(),

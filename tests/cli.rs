@@ -89,6 +89,8 @@ struct Running {
     lines: std::sync::mpsc::Receiver<String>,
     /// The first address it listens on.
     addr: std::net::SocketAddr,
+    /// The lines logged up to the first "listening".
+    startup: Vec<String>,
 }
 
 impl Running {
@@ -116,10 +118,19 @@ impl Running {
             child,
             lines,
             addr: "0.0.0.0:0".parse().unwrap(),
+            startup: Vec::new(),
         };
-        let listening = running
-            .wait_line("\"listening\"")
-            .expect("a listening line");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listening = loop {
+            let line = running
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("a listening line within 10 s");
+            if line.contains("\"listening\"") {
+                break line;
+            }
+            running.startup.push(line);
+        };
         let addr = listening.split("\"addr\":\"").nth(1).unwrap();
         running.addr = addr.split('"').next().unwrap().parse().unwrap();
         running
@@ -292,4 +303,111 @@ async fn accept_backs_off_on_emfile_and_recovers() {
         }
     }
     assert!(served, "serves again once descriptors are free");
+}
+
+/// A server-wide key that every user can read stops the start, with the file, its mode
+/// and the fix named.
+#[test]
+fn world_readable_server_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = imaps_config(tmp.path(), "127.0.0.1:9".parse().unwrap());
+    let key = tmp.path().join("server.com.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("server.com.key")
+            && stderr.contains("can be read by every user (mode 644)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    // Group-readable (0640, the ssl-cert way) is fine.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Started as root with `server.user = "nobody"`, mailfront binds, then runs as nobody
+/// (every uid and gid, no capability left), serves, and reloads the store as nobody.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_user_is_who_serves_and_reloads() {
+    // SAFETY: takes no pointers.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let nobody = mailfront::privilege::Account::lookup("nobody").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let pki = Pki::new(tmp.path());
+    let path = common::write_imaps_config(tmp.path(), &store_dir(tmp.path()), backend.addr);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[server]\n",
+        "[server]\nuser = \"nobody\"\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let give_to_nobody = |p: &std::path::Path| {
+        let status = Command::new("chown")
+            .args(["-R", &format!("{}:{}", nobody.uid, nobody.gid)])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    give_to_nobody(tmp.path());
+    let proxy = Running::start("", &path);
+    let switched = proxy
+        .startup
+        .iter()
+        .find(|l| l.contains("running as server.user"))
+        .expect("the switch is logged");
+    assert!(switched.contains("\"user\":\"nobody\""), "{switched}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .map(|v| v.to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), vec![nobody.uid.to_string(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![nobody.gid.to_string(); 4], "{status}");
+    assert_eq!(field("CapEff:"), vec!["0000000000000000"], "{status}");
+    // It serves.
+    let stream = common::client::connect(proxy.addr, &common::client::Opts::default())
+        .await
+        .unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
+    assert_eq!(common::client::read_line(&mut stream).await, "* OK\r\n");
+    // A new entry, written by a tool as root and given to nobody, is picked up.
+    let leaf = pki.leaf(&["fresh.example.com"], common::KeyKind::Ecdsa);
+    let entry = store_dir(tmp.path()).join("fresh.example.com.pem");
+    std::fs::write(&entry, leaf.combined()).unwrap();
+    give_to_nobody(&entry);
+    std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let served = common::client::wait_served(
+        proxy.addr,
+        "fresh.example.com",
+        &leaf.der(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        served.is_some(),
+        "the new entry is served after a reload as nobody"
+    );
 }

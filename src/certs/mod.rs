@@ -17,7 +17,7 @@ pub mod load;
 pub mod resolver;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +40,13 @@ pub enum CertError {
     /// `ca_bundle`, `issuers_dir` or `crl_dir` cannot be used.
     #[error("certificate checks: {0}")]
     Trust(#[from] check::TrustError),
+    /// The server-wide key can be read by every user of the machine.
+    #[error(
+        "the server-wide key {} can be read by every user (mode {mode:o}): \
+         chmod 600 it (or 640, with a group such as ssl-cert that mailfront's user is in)",
+        path.display()
+    )]
+    KeyReadableByAll { path: PathBuf, mode: u32 },
     /// Generating the server-wide certificate failed.
     #[error("cannot generate the server-wide certificate at {path}: {reason}")]
     Generate { path: PathBuf, reason: String },
@@ -81,6 +88,7 @@ pub fn open(
     provider: &Arc<CryptoProvider>,
 ) -> Result<(Catalog, Index, Changes), CertError> {
     let started = Instant::now();
+    refuse_world_readable(&settings.default_key)?;
     let ctx = Arc::new(context(settings, provider)?);
     let (fallback, generated) = fallback::load_or_generate(
         &settings.default_cert,
@@ -138,6 +146,20 @@ pub fn context(
 
 /// Hands the heap's free pages back to the system after a full load or scan.
 ///
+/// The server-wide key serves every name nothing else covers: one readable by any local
+/// user (a webmail PHP process, a customer's shell) is refused, not merely warned about
+/// as an entry's would be. A key that does not exist yet is generated with mode 0600.
+fn refuse_world_readable(key: &Path) -> Result<(), CertError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(key) {
+        Ok(meta) if meta.permissions().mode() & 0o004 != 0 => Err(CertError::KeyReadableByAll {
+            path: key.to_owned(),
+            mode: meta.permissions().mode() & 0o777,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A scan of the whole store allocates a few hundred bytes per file for a moment (paths,
 /// the listing) on up to 16 loader threads, each with its own malloc arena; glibc keeps
 /// that memory afterwards and resident memory creeps up at each periodic rescan (+8 MiB

@@ -53,6 +53,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Threads serving connections; `None`: one per core.
     pub threads: Option<usize>,
+    /// The user to run as once the listeners are bound; `None`: stay who started it.
+    pub user: Option<String>,
 }
 
 /// `[certs]`: the watched store and the server-wide certificate.
@@ -250,6 +252,13 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         Some(t) => Some(t.into_inner() as usize),
         None => None,
     };
+    let user = match raw.user {
+        Some(u) if u.get_ref().trim().is_empty() => {
+            return Err(cx.invalid(&u, "server.user", "must name a user"))
+        }
+        Some(u) => Some(u.into_inner()),
+        None => None,
+    };
     Ok(ServerSettings {
         name,
         handshake_timeout: or(raw.handshake_timeout, 10),
@@ -258,6 +267,7 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         drain_timeout: or(raw.drain_timeout, 30),
         max_connections,
         threads,
+        user,
     })
 }
 

@@ -28,6 +28,7 @@ pub(super) struct RawServer {
     pub drain_timeout: Option<HumanDuration>,
     pub max_connections: Option<Spanned<u32>>,
     pub threads: Option<Spanned<u32>>,
+    pub user: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

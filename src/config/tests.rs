@@ -151,3 +151,13 @@ fn threads_and_greeting_names_are_checked() {
     assert_eq!(c.listeners[0].greeting_name, "mx1.example.net");
     assert!(c.listeners[0].protocol.starttls());
 }
+
+#[test]
+fn server_user_is_optional_and_never_empty() {
+    assert_eq!(parse(GOOD).unwrap().server.user, None);
+    let with = |extra: &str| GOOD.replace("handshake_timeout = \"3s\"", extra);
+    let c = parse(&with("handshake_timeout = \"3s\"\nuser = \"mailfront\"")).unwrap();
+    assert_eq!(c.server.user.as_deref(), Some("mailfront"));
+    let e = error_of(&with("handshake_timeout = \"3s\"\nuser = \" \""));
+    assert!(e.contains("`server.user`"), "{e}");
+}

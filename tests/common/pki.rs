@@ -61,7 +61,11 @@ impl Pki {
         // complaint is the name.
         let server = pki.leaf(&["server.com"], KeyKind::Ecdsa);
         std::fs::write(dir.join("server.com.crt"), &server.chain_pem).unwrap();
-        std::fs::write(dir.join("server.com.key"), &server.key_pem).unwrap();
+        let key = dir.join("server.com.key");
+        std::fs::write(&key, &server.key_pem).unwrap();
+        // mailfront refuses a server-wide key every user can read.
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         pki
     }
 
