@@ -53,8 +53,10 @@ pub struct Shared {
 }
 
 /// Binds `addr` for listening. IPv6 sockets are IPv6-only, so that `0.0.0.0:993` and
-/// `[::]:993` can both be listed, as operators write them.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// `[::]:993` can both be listed, as operators write them. The socket is handed to the
+/// runtime when the server runs: binding comes first at start-up, before the user switch
+/// and the store, and needs no runtime.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if addr.is_ipv6() {
@@ -64,7 +66,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accepts connections on `socket` until shutdown starts.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::certs::{self, Catalog, CertError, Store};
 use crate::config::Config;
@@ -43,7 +43,7 @@ pub enum StartError {
 
 /// A proxy with its store loaded and its sockets bound, not yet accepting.
 pub struct Server {
-    listeners: Vec<(Arc<ListenerCtx>, Vec<TcpListener>)>,
+    listeners: Vec<(Arc<ListenerCtx>, Vec<std::net::TcpListener>)>,
     shared: Arc<Shared>,
     /// The store's entries, handed to the reloader when the server runs.
     catalog: Catalog,
@@ -145,6 +145,13 @@ impl Server {
         ));
         for (ctx, sockets) in self.listeners {
             for socket in sockets {
+                let socket = match TcpListener::from_std(socket) {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        error!(listener = %ctx.name, reason = %e, "cannot watch a bound socket; it is not served");
+                        continue;
+                    }
+                };
                 if let Ok(addr) = socket.local_addr() {
                     info!(listener = %ctx.name, %addr, protocol = ctx.protocol.as_str(), "listening");
                 }
