@@ -74,6 +74,36 @@ async fn only_aead_ecdhe_suites() {
     }
 }
 
+/// The server's order of suites wins over the client's: a client listing ChaCha20 first
+/// still gets AES-GCM, in TLS 1.3 and 1.2 (scanners rate the opposite as a finding).
+#[tokio::test(flavor = "multi_thread")]
+async fn server_chooses_the_suite_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, proxy, _b) = proxy(tmp.path()).await;
+    let (connected, stderr) = openssl_connects(
+        &proxy,
+        &[
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+        ],
+    )
+    .await;
+    assert!(connected, "{stderr}");
+    assert!(stderr.contains("Ciphersuite: TLS_AES_128_GCM_SHA256"), "{stderr}");
+    let (connected, stderr) = openssl_connects(
+        &proxy,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256",
+        ],
+    )
+    .await;
+    assert!(connected, "{stderr}");
+    assert!(stderr.contains("Ciphersuite: ECDHE-RSA-AES128-GCM-SHA256"), "{stderr}");
+}
+
 /// A TLS 1.3 client resumes with the ticket it was given.
 #[tokio::test(flavor = "multi_thread")]
 async fn tls13_resumption_with_tickets() {
