@@ -90,7 +90,10 @@ async fn server_chooses_the_suite_order() {
     )
     .await;
     assert!(connected, "{stderr}");
-    assert!(stderr.contains("Ciphersuite: TLS_AES_128_GCM_SHA256"), "{stderr}");
+    assert!(
+        stderr.contains("Ciphersuite: TLS_AES_128_GCM_SHA256"),
+        "{stderr}"
+    );
     let (connected, stderr) = openssl_connects(
         &proxy,
         &[
@@ -101,7 +104,10 @@ async fn server_chooses_the_suite_order() {
     )
     .await;
     assert!(connected, "{stderr}");
-    assert!(stderr.contains("Ciphersuite: ECDHE-RSA-AES128-GCM-SHA256"), "{stderr}");
+    assert!(
+        stderr.contains("Ciphersuite: ECDHE-RSA-AES128-GCM-SHA256"),
+        "{stderr}"
+    );
 }
 
 /// A TLS 1.3 client resumes with the ticket it was given.
