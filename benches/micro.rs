@@ -22,7 +22,7 @@ use mailfront::certs::load::{self, Contents, Context, Role};
 use mailfront::certs::resolver::Fixed;
 use mailfront::certs::{check, Index, Served, Store};
 use mailfront::names::Pattern;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
@@ -109,14 +109,7 @@ fn lookup(c: &mut Criterion) {
 
 /// A CA and, under it, a leaf of each kind written as a single-file entry.
 fn write_entries(dir: &Path) -> Vec<(&'static str, Source)> {
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "bench CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let (ca, ca_key) = common::bench_ca(dir);
     [
         ("ecdsa", &rcgen::PKCS_ECDSA_P256_SHA256),
         ("rsa", &rcgen::PKCS_RSA_SHA256),

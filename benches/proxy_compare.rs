@@ -624,15 +624,8 @@ fn pin_to_core(core: usize) {
 
 /// A CA, and an ECDSA P-256 and an RSA-2048 leaf under it, in the forms each proxy takes.
 fn write_certs(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "bench CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    let (ca, ca_key) = common::bench_ca(dir);
     for (name, alg) in [
         ("ecdsa", &rcgen::PKCS_ECDSA_P256_SHA256),
         ("rsa", &rcgen::PKCS_RSA_SHA256),

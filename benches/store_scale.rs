@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -105,13 +105,7 @@ fn store_for(n: usize) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("store")).unwrap();
     eprintln!("generating {n} entries in {}", dir.display());
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "bench CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let (ca, ca_key) = common::bench_ca(&dir);
     let issue = |name: &str| {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let params = CertificateParams::new(vec![name.to_owned()]).unwrap();
@@ -147,7 +141,8 @@ fn store_for(n: usize) -> PathBuf {
 /// before the certificate checks lack both).
 fn as_operators_keep_it(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if dir.join("ca.pem").exists() {
+    let kept = dir.join(".kept");
+    if kept.exists() {
         return;
     }
     let private = std::fs::Permissions::from_mode(0o600);
@@ -159,6 +154,7 @@ fn as_operators_keep_it(dir: &Path) {
     let end = "-----END CERTIFICATE-----\n";
     let cert = &ca_text[..ca_text.find(end).unwrap() + end.len()];
     std::fs::write(dir.join("ca.pem"), cert).unwrap();
+    std::fs::write(kept, b"").unwrap();
 }
 
 /// A backend that greets like an IMAP server and closes; shared by every proxy.

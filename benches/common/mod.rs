@@ -62,3 +62,17 @@ impl ServerCertVerifier for AcceptAny {
         self.0.clone()
     }
 }
+
+/// A self-signed ECDSA P-256 CA for the benches' certificates, written to `dir/ca.pem`.
+pub fn bench_ca(dir: &std::path::Path) -> (rcgen::Certificate, rcgen::KeyPair) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "bench CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    (ca, key)
+}
