@@ -58,6 +58,8 @@ impl AsyncRead for ReadAhead {
             this.at = 0;
             this.buf.reserve_exact(AHEAD);
             match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
+                // End of stream: the other direction may go on for a while; hold nothing.
+                Poll::Ready(Ok(0)) => this.buf = Vec::new(),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => {
                     this.buf = Vec::new();
@@ -146,5 +148,6 @@ mod tests {
         assert_eq!(&back, b"back");
         drop(peer);
         assert_eq!(ahead.read(&mut chunk).await.unwrap(), 0);
+        assert_eq!(ahead.buf.capacity(), 0);
     }
 }
