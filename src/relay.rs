@@ -100,14 +100,16 @@ enum Side {
 }
 
 /// Copies between `client` and `backend` until both directions end, nothing moves for
-/// `idle`, or `drain` is cancelled.
-pub async fn relay(
+/// `idle`, or `drain` is cancelled. The future itself, not an `async` wrapper around it,
+/// which would keep a second slot for the streams. Call it inside the runtime (it arms
+/// the idle timer).
+pub fn relay(
     client: Box<ClientStream>,
     backend: TcpStream,
     idle: Duration,
     drain: &CancellationToken,
-) -> (Transfer, Ending) {
-    Relay::new(client, backend, idle, drain).await
+) -> impl Future<Output = (Transfer, Ending)> {
+    Relay::new(client, backend, idle, drain)
 }
 
 /// The relay as a future of its own rather than an `async` block: an idle IMAP client
