@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,6 +21,10 @@ const BACKLOG: i32 = 1024;
 /// First and longest pause after an accept error such as EMFILE.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one line per this long for each kind of trouble an accept loop reports: a
+/// flood that keeps a listener at `max_connections` or out of descriptors would otherwise
+/// log a line per connection, and fill the disk the logs are on.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What every connection of one `[[listener]]` shares.
 #[derive(Debug)]
@@ -73,7 +77,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub async fn accept_loop(socket: TcpListener, ctx: Arc<ListenerCtx>, shared: Arc<Shared>) {
     let stop = shared.shutdown.stop_accepting.clone();
     let mut backoff = BACKOFF_MIN;
-    let mut at_limit = false;
+    let (mut at_limit, mut failing) = (Trouble::default(), Trouble::default());
     loop {
         let Some(permit) = permit(&shared, &ctx, &mut at_limit, &stop).await else {
             return;
@@ -85,6 +89,9 @@ pub async fn accept_loop(socket: TcpListener, ctx: Arc<ListenerCtx>, shared: Arc
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = BACKOFF_MIN;
+                if let Some(failed) = failing.over() {
+                    info!(listener = %ctx.name, failed, "accepting again");
+                }
                 let (ctx, shared2) = (Arc::clone(&ctx), Arc::clone(&shared));
                 shared
                     .shutdown
@@ -94,7 +101,12 @@ pub async fn accept_loop(socket: TcpListener, ctx: Arc<ListenerCtx>, shared: Arc
             // The client gave up between SYN and accept: nothing to do.
             Err(e) if is_per_connection(&e) => {}
             Err(e) => {
-                warn!(listener = %ctx.name, reason = %e, pause_ms = backoff.as_millis() as u64, "accept failed; pausing");
+                if let Some(unlogged) = failing.happened() {
+                    warn!(
+                        listener = %ctx.name, reason = %e, pause_ms = backoff.as_millis() as u64,
+                        unlogged, "accept failed; pausing, then retrying with longer pauses"
+                    );
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = stop.cancelled() => return,
@@ -105,32 +117,71 @@ pub async fn accept_loop(socket: TcpListener, ctx: Arc<ListenerCtx>, shared: Arc
     }
 }
 
-/// Takes a connection permit, waiting (and saying so once) when the cap is reached.
+/// Takes a connection permit, waiting (and saying so, throttled) when the cap is reached.
 async fn permit(
     shared: &Shared,
     ctx: &ListenerCtx,
-    at_limit: &mut bool,
+    at_limit: &mut Trouble,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
     if let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() {
-        if *at_limit {
-            info!(listener = %ctx.name, "below max_connections again; accepting");
-            *at_limit = false;
-        }
         return Some(permit);
     }
-    if !*at_limit {
+    if let Some(unlogged) = at_limit.happened() {
         warn!(
             listener = %ctx.name,
             max_connections = shared.settings.max_connections,
+            unlogged,
             "max_connections reached; new connections wait in the backlog"
         );
-        *at_limit = true;
     }
-    tokio::select! {
+    let permit = tokio::select! {
         // The semaphore lives as long as `shared` and is never closed.
         p = Arc::clone(&shared.permits).acquire_owned() => p.ok(),
         () = stop.cancelled() => None,
+    }?;
+    if let Some(times) = at_limit.over() {
+        info!(listener = %ctx.name, times, "below max_connections again; accepting");
+    }
+    Some(permit)
+}
+
+/// One kind of recurring trouble of an accept loop, logged at most once per [`LOG_EVERY`]
+/// with how often it happened in between, and its end logged once after each line.
+#[derive(Debug, Default)]
+struct Trouble {
+    /// When the last line was logged.
+    logged: Option<Instant>,
+    /// Occurrences since then, not logged.
+    unlogged: u64,
+    /// Occurrences since the last logged line, to report when the trouble is over;
+    /// `None` when no line awaits its end.
+    open: Option<u64>,
+}
+
+impl Trouble {
+    /// Counts an occurrence; `Some(unlogged)` when it is to be logged now.
+    fn happened(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if let Some(n) = self.open.as_mut() {
+            *n += 1;
+        }
+        if self
+            .logged
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.logged = Some(now);
+        self.open = Some(self.open.unwrap_or(0).max(1));
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// The trouble is over for now; `Some(occurrences)` when its start was logged and its
+    /// end has not been.
+    fn over(&mut self) -> Option<u64> {
+        self.open.take()
     }
 }
 
@@ -142,4 +193,29 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trouble that keeps recurring is logged once per period, with the count of what
+    /// was not logged; its end once after each logged start.
+    #[test]
+    fn trouble_is_throttled() {
+        let mut t = Trouble::default();
+        assert_eq!(t.over(), None);
+        assert_eq!(t.happened(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(t.happened(), None);
+        }
+        assert_eq!(t.over(), Some(6));
+        // Within the period: counted, neither start nor end logged.
+        assert_eq!(t.happened(), None);
+        assert_eq!(t.over(), None);
+        // A period later: logged again, with the 6 unlogged ones.
+        t.logged = Some(Instant::now() - LOG_EVERY);
+        assert_eq!(t.happened(), Some(6));
+        assert_eq!(t.over(), Some(1));
+    }
 }

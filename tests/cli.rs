@@ -2,14 +2,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::backend::{Backend, Expect};
+use common::running::{Running, BIN};
 use common::{head, listener, store_dir, Pki};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mailfront");
 
 fn check_config(path: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -81,102 +79,6 @@ fn check_config_names_key_and_line() {
     std::fs::write(&path, &good).unwrap();
     let (code, stdout, _) = check_config(&path);
     assert_eq!(code, 0, "{stdout}");
-}
-
-/// A `mailfront run` child process whose JSON log lines the test reads.
-struct Running {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// The first address it listens on.
-    addr: std::net::SocketAddr,
-    /// The lines logged up to the first "listening".
-    startup: Vec<String>,
-}
-
-impl Running {
-    /// Runs `shell_prefix mailfront --log-format json run --config PATH` through `sh`, and
-    /// waits for its first "listening" line.
-    fn start(shell_prefix: &str, path: &std::path::Path) -> Self {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{shell_prefix} exec {BIN} --log-format json run --config {}",
-                path.display()
-            ))
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut running = Self {
-            child,
-            lines,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            startup: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listening = loop {
-            let line = running
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("a listening line within 10 s");
-            if line.contains("\"listening\"") {
-                break line;
-            }
-            running.startup.push(line);
-        };
-        let addr = listening.split("\"addr\":\"").nth(1).unwrap();
-        running.addr = addr.split('"').next().unwrap().parse().unwrap();
-        running
-    }
-
-    /// The next log line containing `needle`, within 10 s.
-    fn wait_line(&self, needle: &str) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            if line.contains(needle) {
-                return Some(line);
-            }
-        }
-        None
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    /// Waits up to 10 s for the process to exit.
-    fn exit_code(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "mailfront exits within 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A config with one IMAPS listener in front of `backend`, written into `root`.
@@ -251,58 +153,6 @@ async fn an_entry_expiring_while_serving_keeps_serving_and_is_logged() {
     );
     // At the next rescan, again.
     assert!(proxy.wait_line("\"code\":\"expired\"").is_some());
-}
-
-/// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = stat.rsplit_once(')').unwrap().1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12th and 13th after the name.
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// Out of file descriptors (EMFILE under `ulimit -n 64`), the accept loop backs off instead
-/// of spinning a core, logs it, and serves again once descriptors free up.
-#[tokio::test(flavor = "multi_thread")]
-async fn accept_backs_off_on_emfile_and_recovers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let proxy = Running::start("ulimit -n 64 &&", &imaps_config(tmp.path(), backend.addr));
-
-    // Idle TCP connections that never start TLS: each holds a descriptor in the proxy.
-    let mut idle = Vec::new();
-    for _ in 0..100 {
-        idle.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
-    }
-    assert!(
-        proxy.wait_line("accept failed; pausing").is_some(),
-        "EMFILE is logged"
-    );
-    let pid = proxy.child.id();
-    let before = cpu_seconds(pid);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let used = cpu_seconds(pid) - before;
-    assert!(
-        used < 0.5,
-        "the accept loop does not spin: {used:.2} s CPU in 1 s"
-    );
-
-    drop(idle);
-    // Served again once the stalled connections are gone.
-    let mut served = false;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && !served {
-        let opts = common::client::Opts::default();
-        if let Ok(stream) = common::client::connect(proxy.addr, &opts).await {
-            let mut stream = tokio::io::BufReader::new(stream);
-            served = common::client::read_line(&mut stream).await == "* OK\r\n";
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    assert!(served, "serves again once descriptors are free");
 }
 
 /// A server-wide key that every user can read stops the start, with the file, its mode

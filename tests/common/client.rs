@@ -98,6 +98,18 @@ pub async fn connect(addr: SocketAddr, opts: &Opts) -> std::io::Result<TlsStream
     upgrade(TcpStream::connect(addr).await?, opts).await
 }
 
+/// The bytes a real client sends first: its ClientHello in TLS records.
+pub fn client_hello(opts: &Opts) -> Vec<u8> {
+    let name =
+        ServerName::try_from(opts.sni.clone().unwrap_or_else(|| "server.com".into())).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config(opts)), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
 /// Completes a TLS handshake on a connection already open (after STARTTLS).
 pub async fn upgrade(tcp: TcpStream, opts: &Opts) -> std::io::Result<TlsStream<TcpStream>> {
     let connector = TlsConnector::from(Arc::new(config(opts)));

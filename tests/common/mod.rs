@@ -7,6 +7,7 @@ pub mod backend;
 pub mod chains;
 pub mod client;
 pub mod pki;
+pub mod running;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

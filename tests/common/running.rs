@@ -1,0 +1,174 @@
+//! The `mailfront` binary as a child process: its JSON log lines, its CPU time, its open
+//! descriptors and its memory, as the tests that judge it from outside read them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailfront");
+
+/// A `mailfront run` child process whose JSON log lines the test reads.
+pub struct Running {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    /// The first address it listens on.
+    pub addr: std::net::SocketAddr,
+    /// The lines logged up to the first "listening".
+    pub startup: Vec<String>,
+}
+
+impl Running {
+    /// Runs `shell_prefix mailfront --log-format json run --config PATH` through `sh`, and
+    /// waits for its first "listening" line.
+    pub fn start(shell_prefix: &str, path: &std::path::Path) -> Self {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{shell_prefix} exec {BIN} --log-format json run --config {}",
+                path.display()
+            ))
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Self {
+            child,
+            lines,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            startup: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listening = loop {
+            let line = running
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("a listening line within 10 s");
+            if line.contains("\"listening\"") {
+                break line;
+            }
+            running.startup.push(line);
+        };
+        let addr = listening.split("\"addr\":\"").nth(1).unwrap();
+        running.addr = addr.split('"').next().unwrap().parse().unwrap();
+        running
+    }
+
+    /// The next log line containing `needle`, within 10 s.
+    pub fn wait_line(&self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// Every line logged from now until `quiet` passes without one, at most `limit` in all.
+    pub fn lines_until_quiet(&self, quiet: Duration, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut lines = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(quiet.min(deadline.saturating_duration_since(Instant::now())))
+        {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Open file descriptors of the process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits up to 10 s for the process to exit.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "mailfront exits within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12th and 13th after the name.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Raises this process's open-file limit to at least `need` (children inherit it); a test
+/// holding a thousand sockets must not depend on the shell's `ulimit -n`.
+pub fn raise_fd_limit(need: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill in and read.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur >= need {
+            return;
+        }
+        limit.rlim_cur = need;
+        limit.rlim_max = limit.rlim_max.max(need);
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit),
+            0,
+            "cannot raise the open-file limit to {need}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
