@@ -275,6 +275,17 @@ fn log_refused(ctx: &ListenerCtx, peer: SocketAddr, started: Instant, e: &Handsh
     let outcome = match e {
         HandshakeError::UnknownName(_) => "strict-sni",
         HandshakeError::Closed => "client-closed",
+        // The client or the network vanished (a reset): not a TLS failure to look into.
+        HandshakeError::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            "client-reset"
+        }
         _ => "handshake-failed",
     };
     let sni = match e {

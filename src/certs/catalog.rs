@@ -98,8 +98,11 @@ pub struct Changes {
     pub strays: Vec<Stray>,
     /// The server-wide certificate was replaced.
     pub fallback_replaced: bool,
-    /// The store directory could not be read; nothing was removed.
+    /// The store directory could not be read, for the first time since it last could;
+    /// nothing was removed.
     pub dir_error: Option<String>,
+    /// The store directory can be read again after `dir_error`, and was rescanned.
+    pub dir_back: bool,
     /// The trust files changed and every entry was checked again.
     pub trust_reloaded: bool,
     /// The trust files changed and cannot be used; the previous trust stays.
@@ -141,6 +144,8 @@ pub struct Catalog {
     serving: usize,
     /// Files already reported as not being entries.
     reported_strays: HashSet<PathBuf>,
+    /// The store directory was unreadable at the last refresh (reported then, once).
+    root_gone: bool,
 }
 
 /// What was found in one source during a refresh, computed in parallel. A full rescan of
@@ -171,6 +176,7 @@ impl Catalog {
             claims: HashMap::new(),
             serving: 0,
             reported_strays: HashSet::new(),
+            root_gone: false,
         }
     }
 
@@ -249,19 +255,29 @@ impl Catalog {
         if matches!(scope, Scope::Fallback | Scope::All) {
             self.refresh_fallback(&mut changes);
         }
+        // A vanished store directory (unmounted, removed, being replaced) keeps serving
+        // what it served: removing certificates is done by removing their files, and
+        // `rm -rf` of the store shows as its files' removals before the directory's.
         let found = match scope {
             Scope::Fallback => return changes,
-            Scope::All => match discover::discover(&self.root) {
-                Ok(found) => found,
-                Err(e) => {
-                    // A vanished or unmounted store keeps serving what it served.
-                    changes.dir_error = Some(format!("cannot read {}: {e}", self.root.display()));
-                    return changes;
-                }
-            },
-            Scope::Dir(rel) => discover::discover_dir(&self.root, &self.root.join(rel)),
-            Scope::Stem(stem) => discover::discover_stem(&self.root, stem),
+            Scope::All => discover::discover(&self.root),
+            _ if !self.root.is_dir() => Err(std::io::ErrorKind::NotFound.into()),
+            // Back after it was gone: what changed meanwhile is anywhere.
+            _ if self.root_gone => return self.refresh(&Scope::All),
+            Scope::Dir(rel) => Ok(discover::discover_dir(&self.root, &self.root.join(rel))),
+            Scope::Stem(stem) => Ok(discover::discover_stem(&self.root, stem)),
         };
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                if !std::mem::replace(&mut self.root_gone, true) {
+                    let reason = format!("cannot read {}: {e}", self.root.display());
+                    changes.dir_error = Some(reason);
+                }
+                return changes;
+            }
+        };
+        changes.dir_back = std::mem::take(&mut self.root_gone);
         self.apply(scope, found, &mut changes);
         changes
     }

@@ -188,7 +188,10 @@ pub fn log_problems(changes: &Changes) {
         error!(reason = %e, "ca_bundle, issuers_dir or crl_dir changed and cannot be used; keeping the previous ones");
     }
     if let Some(e) = &changes.dir_error {
-        error!(reason = %e, "certificate store unreadable; keeping the certificates already loaded");
+        error!(reason = %e, "certificate store unreadable; keeping the certificates already loaded until it can be read again");
+    }
+    if changes.dir_back {
+        info!("certificate store readable again; rescanned");
     }
     for (id, e, kept) in &changes.rejected {
         let outcome = if *kept {

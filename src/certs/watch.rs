@@ -184,7 +184,9 @@ fn reload(
 /// being replaced, and the server-wide certificate's directory.
 fn watch(watcher: &mut RecommendedWatcher, root: &Path, cert: &Path, key: &Path) {
     let _ = watcher.unwatch(root);
-    if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+    if !root.is_dir() {
+        // Gone: the refresh says so, and the watch on its parent sees it return.
+    } else if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
         warn!(dir = %root.display(), reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
     }
     let mut dirs: Vec<&Path> = [root, cert, key]

@@ -13,7 +13,7 @@ pub struct Running {
     pub lines: std::sync::mpsc::Receiver<String>,
     /// The first address it listens on.
     pub addr: std::net::SocketAddr,
-    /// The lines logged up to the first "listening".
+    /// The lines logged up to the first "listening", that one included.
     pub startup: Vec<String>,
 }
 
@@ -50,14 +50,50 @@ impl Running {
                 .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("a listening line within 10 s");
+            running.startup.push(line.clone());
             if line.contains("\"listening\"") {
                 break line;
             }
-            running.startup.push(line);
         };
-        let addr = listening.split("\"addr\":\"").nth(1).unwrap();
-        running.addr = addr.split('"').next().unwrap().parse().unwrap();
+        running.addr = field(&listening, "addr").parse().unwrap();
         running
+    }
+
+    /// Like [`Running::start`], then waits for the `listening` lines of `names` and returns
+    /// each one's first address, in that order.
+    pub fn start_listeners(
+        shell_prefix: &str,
+        path: &std::path::Path,
+        names: &[&str],
+    ) -> (Self, Vec<std::net::SocketAddr>) {
+        let running = Self::start(shell_prefix, path);
+        let mut addrs: Vec<Option<std::net::SocketAddr>> = vec![None; names.len()];
+        // `start` took the first listening line, the last of `startup`.
+        let mut line = running.startup.last().cloned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = line.take() {
+                let line: String = line;
+                if line.contains("\"listening\"") {
+                    let name = field(&line, "listener");
+                    if let Some(i) = names.iter().position(|n| *n == name) {
+                        if addrs[i].is_none() {
+                            addrs[i] = Some(field(&line, "addr").parse().unwrap());
+                        }
+                    }
+                }
+            }
+            if addrs.iter().all(Option::is_some) {
+                break;
+            }
+            line = Some(
+                running
+                    .lines
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .expect("every listener's line within 10 s"),
+            );
+        }
+        (running, addrs.into_iter().map(Option::unwrap).collect())
     }
 
     /// The next log line containing `needle`, within 10 s.
@@ -137,6 +173,15 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The string value of `name` in a JSON log line.
+pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .split_once(&format!("\"{name}\":\""))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .1;
+    start.split('"').next().unwrap()
 }
 
 /// CPU seconds (user + system) used so far by process `pid`.
