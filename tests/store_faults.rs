@@ -21,6 +21,11 @@ use tokio::task::JoinHandle;
 /// `mailfront run` with one IMAPS listener, the store at `store`, a full rescan every
 /// second (so that a repeated log line would show).
 fn start(root: &Path, store: &Path, backend: SocketAddr) -> Running {
+    start_under("", root, store, backend)
+}
+
+/// [`start`] run after `shell_prefix` (such as `ulimit -n 64 &&`).
+fn start_under(shell_prefix: &str, root: &Path, store: &Path, backend: SocketAddr) -> Running {
     let config = format!(
         "{}{}",
         head(root, store, "").replace("[certs]\n", "[certs]\nrescan_interval = \"1s\"\n"),
@@ -28,7 +33,7 @@ fn start(root: &Path, store: &Path, backend: SocketAddr) -> Running {
     );
     let path = root.join("m.toml");
     std::fs::write(&path, config).unwrap();
-    Running::start("", &path)
+    Running::start(shell_prefix, &path)
 }
 
 /// Handshakes for `sni` every 10 ms until stopped, counting the ones that fail.
@@ -223,4 +228,53 @@ async fn disk_full_while_a_tool_writes() {
     let seen = wait_served(addr, "mail.example.com", &v2.der(), Duration::from_secs(3)).await;
     assert!(seen.is_some(), "the rewrite serves once space is free");
     handshakes.finish().await;
+}
+
+/// Out of descriptors while a certbot directory changes: the directory cannot be listed,
+/// and its entry keeps serving instead of being taken for removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_descriptors_during_a_reload_keeps_the_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let pki = Pki::new(tmp.path());
+    let store = common::store_dir(tmp.path());
+    let live = store.join("mail.example.com");
+    std::fs::create_dir(&live).unwrap();
+    let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    std::fs::write(live.join("fullchain.pem"), &leaf.chain_pem).unwrap();
+    std::fs::write(live.join("privkey.pem"), &leaf.key_pem).unwrap();
+    let proxy = start_under("ulimit -n 64 &&", tmp.path(), &store, backend.addr);
+    let addr = proxy.addr;
+    assert_eq!(served_der(addr, "mail.example.com").await, Some(leaf.der()));
+
+    // Connections that never speak TLS take every descriptor the proxy has.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    assert!(
+        proxy.wait_line("accept failed").is_some(),
+        "out of descriptors"
+    );
+    // A renewal rewrites the key in place: the directory is to be listed again.
+    std::fs::write(live.join("privkey.pem"), &leaf.key_pem).unwrap();
+    let unlisted = proxy
+        .wait_line("the directory cannot be read")
+        .expect("the failed listing is reported");
+    assert!(unlisted.contains("mail.example.com"), "{unlisted}");
+    drop(idle);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        if let Some(der) = served_der(addr, "mail.example.com").await {
+            break der;
+        }
+        assert!(std::time::Instant::now() < deadline, "served again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        served,
+        leaf.der(),
+        "the entry kept serving, not the server-wide one"
+    );
 }

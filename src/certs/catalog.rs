@@ -348,6 +348,12 @@ impl Catalog {
             .entries
             .keys()
             .filter(|id| in_scope(scope, id) && !seen.contains(*id))
+            .filter(|id| {
+                !found
+                    .unlisted
+                    .iter()
+                    .any(|dir| id.starts_with(dir.as_str()))
+            })
             .cloned()
             .collect();
         for id in gone {

@@ -62,6 +62,9 @@ pub struct Found {
     pub sources: Vec<Source>,
     /// Files that looked like entries and are not.
     pub strays: Vec<Stray>,
+    /// Directories that could not be listed (out of descriptors, permissions), as id
+    /// prefixes (`mail.example.org/`): the entries under them are unknown, not gone.
+    pub unlisted: Vec<String>,
 }
 
 /// Lists the entries below `dir`. Fails only when `dir` itself cannot be read.
@@ -133,10 +136,13 @@ pub fn is_ignored(name: &str) -> bool {
 fn scan(root: &Path, dir: &Path, depth: usize, found: &mut Found) {
     match std::fs::read_dir(dir) {
         Ok(read) => scan_listing(root, dir, depth, read, found),
-        Err(_) => found.strays.push(Stray {
-            path: dir.to_owned(),
-            reason: "the directory cannot be read".into(),
-        }),
+        Err(e) => {
+            found.unlisted.push(format!("{}/", relative(root, dir)));
+            found.strays.push(Stray {
+                path: dir.to_owned(),
+                reason: format!("the directory cannot be read ({e}); what it served keeps serving"),
+            });
+        }
     }
 }
 
