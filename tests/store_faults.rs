@@ -278,3 +278,38 @@ async fn out_of_descriptors_during_a_reload_keeps_the_entry() {
         "the entry kept serving, not the server-wide one"
     );
 }
+
+/// Out of descriptors when a new version is written: it cannot be read, the old version
+/// keeps serving, and once descriptors are free the new version is read at the next
+/// rescan instead of being taken as seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_unreadable_for_want_of_descriptors_is_read_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let pki = Pki::new(tmp.path());
+    let store = common::store_dir(tmp.path());
+    let v1 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    let v2 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    std::fs::write(store.join("mail.pem"), v1.combined()).unwrap();
+    let proxy = start_under("ulimit -n 64 &&", tmp.path(), &store, backend.addr);
+    let addr = proxy.addr;
+    assert_eq!(served_der(addr, "mail.example.com").await, Some(v1.der()));
+
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    assert!(
+        proxy.wait_line("accept failed").is_some(),
+        "out of descriptors"
+    );
+    std::fs::write(store.join("mail.pem"), v2.combined()).unwrap();
+    let refused = proxy
+        .wait_line("certificate entry refused")
+        .expect("the unreadable version is reported");
+    assert!(refused.contains("Too many open files"), "{refused}");
+    drop(idle);
+
+    let seen = wait_served(addr, "mail.example.com", &v2.der(), Duration::from_secs(10)).await;
+    assert!(seen.is_some(), "the new version serves once it can be read");
+}

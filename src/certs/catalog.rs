@@ -452,6 +452,14 @@ fn in_scope(scope: &Scope, id: &str) -> bool {
 
 /// Compares a source with what the catalog knows of it: metadata first (a `stat`), then
 /// contents (a read and a hash), and parses only when the contents changed.
+/// Whether a read failed for a reason of the moment rather than of the file.
+fn passing(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)
+    )
+}
+
 fn look(source: &Source, known: Option<&Entry>, ctx: &Context, role: Role) -> Look {
     let stamp = stamp_of(source);
     let same_source = known.is_some_and(|e| e.source == *source);
@@ -459,6 +467,13 @@ fn look(source: &Source, known: Option<&Entry>, ctx: &Context, role: Role) -> Lo
         return Look::Same;
     }
     let contents = Contents::read(source);
+    // Unreadable for a passing reason (out of descriptors or memory): the stamp is left
+    // unknown, so that the next refresh (the periodic rescan at the latest) reads it again
+    // instead of taking it as seen.
+    let stamp = match &contents {
+        Err(LoadError::Read { source, .. }) if passing(source) => (None, None),
+        _ => stamp,
+    };
     let digest = contents.as_ref().ok().map(Contents::digest);
     if same_source && digest.is_some() && known.is_some_and(|e| e.digest == digest) {
         return Look::Restamped(Box::new(stamp));
