@@ -97,7 +97,7 @@ async fn stall(addr: SocketAddr, hello: Vec<u8>) -> Option<Duration> {
 /// descriptors are back to where they were.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_stalled_and_trickling_clients() {
-    raise_fd_limit(8192);
+    raise_fd_limit(4096);
     let tmp = tempfile::tempdir().unwrap();
     let backend = Backend::start("* OK", Expect::Plain).await;
     let proxy = Running::start("", &imaps_config(tmp.path(), backend.addr, ""));
