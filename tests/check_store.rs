@@ -205,23 +205,25 @@ fn certs_view_of_a_store() {
 }
 
 /// An intermediate put into `issuers_dir` while the proxy runs completes the chain of an
-/// entry refused for lacking it: the next full rescan checks every entry again.
+/// entry refused for lacking it: the directory is watched (the rescan is a minute away),
+/// and every entry is checked again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_intermediate_in_issuers_dir_completes_a_refused_chain() {
     let pki = Pki::new();
     let root = pki.tmp.path();
     let store = common::store_dir(root);
     let _server = common::Pki::new(root);
-    std::fs::create_dir(pki.path("issuers")).unwrap();
+    // Deeper than the directories watched for the store and the server-wide certificate.
+    std::fs::create_dir_all(pki.path("trust/issuers")).unwrap();
     let short = pki.leaf(&["short.example.com"]);
     write_atomically(
         &store.join("short.example.com.pem"),
         &format!("{}{}", short.cert, short.key),
     );
     let settings = format!(
-        "[certs]\nca_bundle = \"{}\"\nissuers_dir = \"{}\"\nrescan_interval = \"1s\"\n",
+        "[certs]\nca_bundle = \"{}\"\nissuers_dir = \"{}\"\nrescan_interval = \"60s\"\n",
         pki.path("root.pem").display(),
-        pki.path("issuers").display()
+        pki.path("trust/issuers").display()
     );
     let head = common::head(root, &store, "").replace("[certs]\n", &settings);
     let (proxy, _backend) = common::imaps_over(root, &head).await;
@@ -231,9 +233,24 @@ async fn a_new_intermediate_in_issuers_dir_completes_a_refused_chain() {
         .await
         .unwrap();
     assert_ne!(served, leaf_der, "refused while its chain is incomplete");
+    // A new entry served shows the watcher running, past its first full refresh.
+    let probe = pki.leaf(&["probe.example.com"]);
+    write_atomically(
+        &store.join("probe.pem"),
+        &format!("{}{}", pki.fullchain(&probe), probe.key),
+    );
+    let probe_der = common::pki::first_der(probe.cert.as_bytes());
+    assert!(wait_served(
+        addr,
+        "probe.example.com",
+        &probe_der,
+        Duration::from_secs(3)
+    )
+    .await
+    .is_some());
 
-    pki.write("issuers/inter.pem", &pki.inter.cert.pem());
-    let seen = wait_served(addr, "short.example.com", &leaf_der, Duration::from_secs(5)).await;
+    pki.write("trust/issuers/inter.pem", &pki.inter.cert.pem());
+    let seen = wait_served(addr, "short.example.com", &leaf_der, Duration::from_secs(3)).await;
     assert!(
         seen.is_some(),
         "served once issuers_dir holds the intermediate"

@@ -28,6 +28,8 @@ pub enum Scope {
     Stem(String),
     /// The server-wide certificate's files.
     Fallback,
+    /// `ca_bundle`, `issuers_dir` or `crl_dir`: when they changed, every entry.
+    Trust,
 }
 
 /// File metadata that changes whenever a file is replaced or rewritten.
@@ -220,6 +222,11 @@ impl Catalog {
         )
     }
 
+    /// The directories of `ca_bundle`, `issuers_dir` and `crl_dir`, to watch.
+    pub fn trust_dirs(&self) -> Vec<PathBuf> {
+        self.ctx.trust.dirs()
+    }
+
     /// Entries serving now.
     pub fn serving(&self) -> usize {
         self.serving
@@ -249,6 +256,16 @@ impl Catalog {
     /// Looks at `scope` again and applies what changed on disk.
     pub fn refresh(&mut self, scope: &Scope) -> Changes {
         let mut changes = Changes::default();
+        if *scope == Scope::Trust {
+            self.reload_trust(&mut changes);
+            if !changes.trust_reloaded {
+                return changes;
+            }
+            // Every entry is checked again against the new trust.
+            let mut all = self.refresh(&Scope::All);
+            all.trust_reloaded = true;
+            return all;
+        }
         if *scope == Scope::All {
             self.reload_trust(&mut changes);
         }
@@ -259,7 +276,7 @@ impl Catalog {
         // what it served: removing certificates is done by removing their files, and
         // `rm -rf` of the store shows as its files' removals before the directory's.
         let found = match scope {
-            Scope::Fallback => return changes,
+            Scope::Fallback | Scope::Trust => return changes,
             Scope::All => discover::discover(&self.root),
             _ if !self.root.is_dir() => Err(std::io::ErrorKind::NotFound.into()),
             // Back after it was gone: what changed meanwhile is anywhere.
@@ -440,7 +457,7 @@ impl Catalog {
 fn in_scope(scope: &Scope, id: &str) -> bool {
     match scope {
         Scope::All => true,
-        Scope::Fallback => false,
+        Scope::Fallback | Scope::Trust => false,
         Scope::Dir(rel) => {
             let rel = rel.to_string_lossy();
             id.strip_prefix(rel.as_ref())

@@ -37,10 +37,11 @@ struct Watch {
 }
 
 impl Watch {
-    /// Watches `root` (the store) and the directories of the server-wide certificate's
-    /// `cert` and `key`. Failure to watch is logged; the periodic rescan still works.
-    /// Blocks while notify walks the store to watch its subdirectories.
-    fn start(root: &Path, cert: &Path, key: &Path) -> Self {
+    /// Watches `root` (the store), the directories of the server-wide certificate's
+    /// `cert` and `key`, and the `trust` directories. Failure to watch is logged; the
+    /// periodic rescan still works. Blocks while notify walks the store to watch its
+    /// subdirectories.
+    fn start(root: &Path, cert: &Path, key: &Path, trust: &[PathBuf]) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let watcher = RecommendedWatcher::new(
             move |event: notify::Result<Event>| {
@@ -65,7 +66,7 @@ impl Watch {
             }
         };
         if let Some(w) = watcher.as_mut() {
-            watch(w, root, cert, key);
+            watch(w, root, cert, key, trust);
         }
         Self { watcher, events }
     }
@@ -81,10 +82,11 @@ pub async fn run(
 ) {
     let (root, (cert, key)) = (catalog.root().to_owned(), catalog.fallback_files());
     let key = key.unwrap_or_else(|| cert.clone());
+    let trust = catalog.trust_dirs();
     let Ok(Watch {
         mut watcher,
         mut events,
-    }) = tokio::task::spawn_blocking(move || Watch::start(&root, &cert, &key)).await
+    }) = tokio::task::spawn_blocking(move || Watch::start(&root, &cert, &key, &trust)).await
     else {
         warn!("cannot watch the certificate store: the watcher panicked; live reload stopped");
         return;
@@ -113,7 +115,8 @@ pub async fn run(
             // Re-watching walks the store, so it is done here, off the async threads.
             if let (true, Some(w)) = (rewatch, w.as_mut()) {
                 let (cert, key) = catalog.fallback_files();
-                watch(w, catalog.root(), &cert, key.as_deref().unwrap_or(&cert));
+                let key = key.as_deref().unwrap_or(&cert);
+                watch(w, catalog.root(), &cert, key, &catalog.trust_dirs());
             }
             let stats = reload(&mut catalog, &scopes, &store2);
             (catalog, w, stats)
@@ -181,8 +184,14 @@ fn reload(
 }
 
 /// (Re)establishes the watches: the store recursively, its parent for the store directory
-/// being replaced, and the server-wide certificate's directory.
-fn watch(watcher: &mut RecommendedWatcher, root: &Path, cert: &Path, key: &Path) {
+/// being replaced, the server-wide certificate's directory and the trust directories.
+fn watch(
+    watcher: &mut RecommendedWatcher,
+    root: &Path,
+    cert: &Path,
+    key: &Path,
+    trust: &[PathBuf],
+) {
     let _ = watcher.unwatch(root);
     if !root.is_dir() {
         // Gone: the refresh says so, and the watch on its parent sees it return.
@@ -192,6 +201,7 @@ fn watch(watcher: &mut RecommendedWatcher, root: &Path, cert: &Path, key: &Path)
     let mut dirs: Vec<&Path> = [root, cert, key]
         .into_iter()
         .filter_map(Path::parent)
+        .chain(trust.iter().map(PathBuf::as_path))
         .collect();
     dirs.sort();
     dirs.dedup();
@@ -253,10 +263,18 @@ fn classify(catalog: &Catalog, event: notify::Result<Event>, scopes: &mut HashSe
             if let Some(scope) = scope_of(root, rel) {
                 scopes.insert(scope);
             }
-        } else if path.parent() == cert.parent()
-            || path.parent() == key.as_deref().and_then(Path::parent)
-        {
-            scopes.insert(Scope::Fallback);
+        } else {
+            let parent = path.parent();
+            if parent == cert.parent() || parent == key.as_deref().and_then(Path::parent) {
+                scopes.insert(Scope::Fallback);
+            }
+            let trust = catalog.trust_dirs();
+            if trust
+                .iter()
+                .any(|d| parent == Some(d.as_path()) || path == d)
+            {
+                scopes.insert(Scope::Trust);
+            }
         }
     }
     rewatch

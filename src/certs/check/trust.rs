@@ -161,6 +161,24 @@ impl Trust {
         ))
     }
 
+    /// The directories whose changes can change this trust: the bundle's, `issuers_dir`
+    /// and `crl_dir`, for the store's watcher.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let Some(s) = &self.sources else {
+            return Vec::new();
+        };
+        let bundle = s
+            .bundle
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_BUNDLE));
+        let mut dirs: Vec<PathBuf> = bundle.parent().map(Path::to_owned).into_iter().collect();
+        dirs.extend(s.issuers_dir.iter().cloned());
+        dirs.extend(s.crl_dir.iter().cloned());
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
     /// The key (SubjectPublicKeyInfo contents) of the trusted root whose subject is
     /// `name_der`.
     pub(super) fn root_key_named(&self, name_der: &[u8]) -> Option<&[u8]> {
