@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 use tracing::{info, warn};
 
 use crate::config::ProxyProtocol;
@@ -61,14 +61,22 @@ pub async fn serve(
             }
         }
     }
-    let handshake = timeout(
-        settings.handshake_timeout,
-        // Boxed, as the other phases before the relay: a task's future is as large as its
-        // largest phase for the whole connection, and an idle one should cost the relay's
-        // size, not the handshake's.
-        Box::pin(tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni)),
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
+    // Nothing of the handshake is made before the client's first bytes: a client that
+    // connects and says nothing (a scanner, a slowloris) costs this task alone. A peek,
+    // not `readable()`: a new socket can be reported readable with nothing to read, and
+    // rustls sets up its 4 KiB read buffer at its first read attempt.
+    let handshake = match timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await {
+        Ok(Ok(0)) => Ok(Err(HandshakeError::Closed)),
+        Ok(Ok(_)) => {
+            // Boxed, as the other phases before the relay: a task's future is as large as
+            // its largest phase for the whole connection.
+            let handshake = tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni);
+            timeout_at(deadline, Box::pin(handshake)).await
+        }
+        Ok(Err(e)) => Ok(Err(HandshakeError::Io(e))),
+        Err(elapsed) => Err(elapsed),
+    };
     let hs = match handshake {
         Ok(Ok(hs)) => hs,
         Ok(Err(e)) => return log_refused(&ctx, peer, started, &e),
@@ -81,7 +89,7 @@ pub async fn serve(
             return;
         }
     };
-    let Some(session) = connect_backend(hs, peer, &ctx, &shared, started).await else {
+    let Some(session) = Box::pin(connect_backend(hs, peer, &ctx, &shared, started)).await else {
         return;
     };
     let tracker = shared.shutdown.tracker.clone();
@@ -247,7 +255,7 @@ async fn connect_backend(
         }
     }
     Some(Session {
-        client: Box::new(client),
+        client,
         backend,
         listener: Arc::clone(&ctx.name),
         peer,

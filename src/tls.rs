@@ -79,8 +79,9 @@ pub type ClientStream = TlsStream<ReadAhead>;
 
 /// A completed handshake and what it was served.
 pub struct Handshake {
-    /// The TLS stream.
-    pub stream: ClientStream,
+    /// The TLS stream, boxed: it moves from phase to phase (1.2 KB of connection state),
+    /// and each phase's future would keep a slot for it.
+    pub stream: Box<ClientStream>,
     /// The name the client asked for, if any.
     pub sni: Option<String>,
     /// The entry that served it.
@@ -127,7 +128,7 @@ pub async fn handshake(
         .await
         .map_err(unwrap_tls_error)?;
     Ok(Handshake {
-        stream,
+        stream: Box::new(stream),
         sni: chosen.sni,
         cert: chosen.cert,
         matched: chosen.matched,

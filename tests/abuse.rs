@@ -103,7 +103,7 @@ async fn a_thousand_stalled_and_trickling_clients() {
     let proxy = Running::start("", &imaps_config(tmp.path(), backend.addr, ""));
     let addr = proxy.addr;
     let before = greeted_times(addr, 10).await;
-    let fds_before = proxy.fds();
+    let (fds_before, rss_before) = (proxy.fds(), proxy.rss_kib());
 
     let hello = client::client_hello(&opts());
     assert!(
@@ -122,11 +122,18 @@ async fn a_thousand_stalled_and_trickling_clients() {
     }
     // All thousand are connected and waiting well before the first is cut at 2 s.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_during = proxy.rss_kib();
     let during = greeted_times(addr, 20).await;
     let (median_before, median_during) = (before[before.len() / 2], during[during.len() / 2]);
+    let per_stalled = rss_during.saturating_sub(rss_before) * 1024 / 1000;
     eprintln!(
-        "normal client: median {median_before:?} before, {median_during:?} (max {:?}) beside 1,000 stalled",
+        "normal client: median {median_before:?} before, {median_during:?} (max {:?}) beside \
+         1,000 stalled, which cost {per_stalled} bytes each",
         during.last().unwrap()
+    );
+    assert!(
+        per_stalled < 10 * 1024,
+        "a stalled client costs bounded memory: {per_stalled} bytes"
     );
     assert!(
         *during.last().unwrap() < Duration::from_millis(500),
