@@ -23,7 +23,9 @@
 //! - `bulk`: one connection moving 256 MiB each way through the proxy (CPU per GB of the
 //!   512 MiB moved);
 //! - `idle`: resident memory growth per established TLS connection, with its backend
-//!   connection open, over 5,000 connections.
+//!   connection open, over 5,000 connections;
+//! - `silent`: resident memory growth per TCP connection that sends nothing (a scanner,
+//!   a slowloris), over 5,000 connections.
 //!
 //! Reported: the median over the rounds, and mailfront's ratio to each peer.
 
@@ -49,7 +51,7 @@ const IDLE: usize = 5000;
 /// The fixed rate of the `paced` case, handshakes per second: under half of what the
 /// slowest peer manages here, so every proxy should keep up with it.
 const PACED_RATE: u32 = 500;
-const CASES: [&str; 7] = [
+const CASES: [&str; 8] = [
     "full-ecdsa",
     "full-rsa",
     "resumed",
@@ -57,6 +59,7 @@ const CASES: [&str; 7] = [
     "paced-rate",
     "bulk",
     "idle",
+    "silent",
 ];
 
 fn main() {
@@ -127,11 +130,18 @@ async fn measure(
     backend: SocketAddr,
     cases: &[&str],
 ) -> Vec<(&'static str, f64)> {
+    let mut out = Vec::new();
+    // Memory first, each on a fresh process: memory freed by one case would be reused
+    // by the next without showing in its RSS.
+    if cases.contains(&"silent") {
+        let mut proxy = Proxy::start(peer, dir, backend);
+        proxy.wait_ready().await;
+        silent(&proxy, &mut out).await;
+        proxy.stop();
+    }
     let mut proxy = Proxy::start(peer, dir, backend);
     proxy.wait_ready().await;
-    let mut out = Vec::new();
     let full = client(Resumption::disabled());
-    // Memory first, on the fresh process.
     if cases.contains(&"idle") {
         idle(&proxy, &full, &mut out).await;
     }
@@ -185,6 +195,23 @@ async fn idle(
         (after as f64 - before as f64) * 1024.0 / IDLE as f64,
     ));
     drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// RSS growth over `IDLE` TCP connections that never send a byte.
+async fn silent(proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) {
+    let before = proxy.rss_kib();
+    let mut silent = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        silent.push(TcpStream::connect(proxy.ecdsa).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = proxy.rss_kib();
+    out.push((
+        "silent",
+        (after as f64 - before as f64) * 1024.0 / IDLE as f64,
+    ));
+    drop(silent);
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
@@ -662,6 +689,7 @@ fn report(results: &BTreeMap<&str, BTreeMap<String, Vec<f64>>>, peers: &[String]
         "paced" => "us CPU per handshake at the fixed rate",
         "paced-rate" => "handshakes per second achieved",
         "idle" => "bytes per connection",
+        "silent" => "bytes per silent connection",
         _ => "us CPU per handshake",
     };
     println!("Medians of {rounds} rounds (server CPU of the proxy; lower is better).\n");
