@@ -183,36 +183,37 @@ async fn idle(
     full: &tokio_rustls::TlsConnector,
     out: &mut Vec<(&'static str, f64)>,
 ) {
-    let before = proxy.rss_kib();
-    let mut idle = Vec::with_capacity(IDLE);
-    for _ in 0..IDLE {
-        idle.push(open(full, proxy.ecdsa, "ecdsa.bench.test").await);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = proxy.rss_kib();
-    out.push((
-        "idle",
-        (after as f64 - before as f64) * 1024.0 / IDLE as f64,
-    ));
-    drop(idle);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per = rss_per_connection(proxy, || open(full, proxy.ecdsa, "ecdsa.bench.test")).await;
+    out.push(("idle", per));
 }
 
 /// RSS growth over `IDLE` TCP connections that never send a byte.
 async fn silent(proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) {
+    let addr = proxy.ecdsa;
+    let per = rss_per_connection(
+        proxy,
+        || async move { TcpStream::connect(addr).await.unwrap() },
+    )
+    .await;
+    out.push(("silent", per));
+}
+
+/// The proxy's RSS growth per connection, in bytes, while `IDLE` connections made by
+/// `open` are held open.
+async fn rss_per_connection<T, F: std::future::Future<Output = T>>(
+    proxy: &Proxy,
+    mut open: impl FnMut() -> F,
+) -> f64 {
     let before = proxy.rss_kib();
-    let mut silent = Vec::with_capacity(IDLE);
+    let mut held = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        silent.push(TcpStream::connect(proxy.ecdsa).await.unwrap());
+        held.push(open().await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = proxy.rss_kib();
-    out.push((
-        "silent",
-        (after as f64 - before as f64) * 1024.0 / IDLE as f64,
-    ));
-    drop(silent);
+    drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (after as f64 - before as f64) * 1024.0 / IDLE as f64
 }
 
 /// CPU per resumed TLS 1.3 handshake (tickets), one at a time.

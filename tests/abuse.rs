@@ -185,9 +185,7 @@ async fn a_flood_beyond_max_connections_waits_quietly_and_recovers() {
         .wait_line("max_connections reached")
         .expect("the cap is logged");
     assert!(reached.contains("\"max_connections\":50"), "{reached}");
-    let cpu = proxy.cpu_seconds();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let used = proxy.cpu_seconds() - cpu;
+    let used = proxy.cpu_over(Duration::from_secs(1)).await;
     assert!(
         used < 0.2,
         "waiting at the cap costs no CPU: {used:.2} s in 1 s"
@@ -218,16 +216,9 @@ async fn out_of_descriptors_backs_off_quietly_and_recovers() {
         &imaps_config(tmp.path(), backend.addr, ""),
     );
 
-    // Idle TCP connections that never start TLS: each holds a descriptor in the proxy.
-    let mut idle = Vec::new();
-    for _ in 0..100 {
-        idle.push(TcpStream::connect(proxy.addr).await.unwrap());
-    }
-    let failed = proxy.wait_line("accept failed").expect("EMFILE is logged");
+    let (idle, failed) = proxy.exhaust_descriptors().await;
     assert!(failed.contains("Too many open files"), "{failed}");
-    let cpu = proxy.cpu_seconds();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let used = proxy.cpu_seconds() - cpu;
+    let used = proxy.cpu_over(Duration::from_secs(1)).await;
     assert!(
         used < 0.5,
         "the accept loop does not spin: {used:.2} s CPU in 1 s"

@@ -154,22 +154,23 @@ impl Faults {
         }
     }
 
-    /// The log lines about the connection from `peer`, once it has logged: exactly one is
-    /// expected, so the lines are gathered until 500 ms pass without any.
-    fn lines_of(&self, peer: SocketAddr) -> Vec<String> {
+    /// The one log line about the connection from `peer`, checked to be the only one
+    /// (lines are gathered until 500 ms pass without any) and to say `outcome`.
+    fn one_line(&self, peer: SocketAddr, outcome: &str) -> String {
         let needle = format!("\"peer\":\"{peer}\"");
         let first = self
             .proxy
             .wait_line(&needle)
             .unwrap_or_else(|| panic!("a line for {peer} within 10 s"));
-        let mut lines = vec![first];
-        lines.extend(
-            self.proxy
-                .lines_until_quiet(Duration::from_millis(500), Duration::from_secs(5))
-                .into_iter()
-                .filter(|l| l.contains(&needle)),
-        );
-        lines
+        let more: Vec<String> = self
+            .proxy
+            .lines_until_quiet(Duration::from_millis(500), Duration::from_secs(5))
+            .into_iter()
+            .filter(|l| l.contains(&needle))
+            .collect();
+        assert!(more.is_empty(), "one line for {peer}: {first}\n{more:#?}");
+        assert_eq!(field(&first, "outcome"), outcome, "{first}");
+        first
     }
 }
 
@@ -254,9 +255,7 @@ async fn backend_refusing() {
         "{}",
         String::from_utf8_lossy(&said)
     );
-    let lines = f.lines_of(peer);
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(field(&lines[0], "outcome"), "backend-unavailable");
+    f.one_line(peer, "backend-unavailable");
     bystander.finish().await;
 }
 
@@ -281,9 +280,7 @@ async fn backend_silent() {
         "{}",
         String::from_utf8_lossy(&said)
     );
-    let lines = f.lines_of(peer);
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(field(&lines[0], "outcome"), "backend-unavailable");
+    f.one_line(peer, "backend-unavailable");
     bystander.finish().await;
 }
 
@@ -298,9 +295,7 @@ async fn backend_resets_mid_stream() {
     let (got, closed) = read_to_end_within(&mut stream, Duration::from_secs(5)).await;
     assert!(closed, "the client's connection ends with the backend's");
     assert!(got.starts_with(b"* OK\r\n"), "{} bytes", got.len());
-    let lines = f.lines_of(peer);
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(field(&lines[0], "outcome"), "backend-error");
+    f.one_line(peer, "backend-error");
     bystander.finish().await;
 }
 
@@ -318,9 +313,7 @@ async fn backend_answering_slowly() {
     assert_eq!(read_line(&mut stream).await, "a NOOP\r\n");
     stream.get_mut().shutdown().await.unwrap();
     drop(stream);
-    let lines = f.lines_of(peer);
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(field(&lines[0], "outcome"), "closed");
+    f.one_line(peer, "closed");
     bystander.finish().await;
 }
 
@@ -337,10 +330,8 @@ async fn client_vanishing_mid_handshake() {
     tcp.read_exact(&mut first).await.unwrap();
     assert_eq!(first[0], 0x16, "a handshake record: the ServerHello");
     reset(tcp);
-    let lines = f.lines_of(peer);
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert!(lines[0].contains("no TLS session"), "{}", lines[0]);
-    assert_eq!(field(&lines[0], "outcome"), "client-reset");
+    let line = f.one_line(peer, "client-reset");
+    assert!(line.contains("no TLS session"), "{line}");
     bystander.finish().await;
 }
 
@@ -357,9 +348,7 @@ async fn client_vanishing_mid_relay() {
     let (tcp, _) = stream.into_inner();
     let vanished = Instant::now();
     reset(tcp);
-    let lines = f.lines_of(peer);
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(field(&lines[0], "outcome"), "client-error");
+    f.one_line(peer, "client-error");
     assert!(
         common::wait_for(Duration::from_secs(3), || f
             .stream_cut

@@ -1,6 +1,7 @@
 //! Faults under the certificate store while it serves: the directory vanishing and coming
-//! back, and the disk filling up while a certificate tool writes. Each is logged once,
-//! handshakes never fail meanwhile, and no working certificate is lost.
+//! back, the disk filling up while a certificate tool writes, and running out of file
+//! descriptors during a reload. Each is logged once, handshakes never fail meanwhile, and
+//! no working certificate is lost.
 
 mod common;
 
@@ -13,27 +14,82 @@ use std::time::Duration;
 
 use common::backend::{Backend, Expect};
 use common::client::{served_der, wait_served};
-use common::pki::first_der;
+use common::pki::{first_der, Leaf};
 use common::running::Running;
 use common::{head, listener, KeyKind, Pki};
+use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
-/// `mailfront run` with one IMAPS listener, the store at `store`, a full rescan every
-/// second (so that a repeated log line would show).
-fn start(root: &Path, store: &Path, backend: SocketAddr) -> Running {
-    start_under("", root, store, backend)
+const NAME: &str = "mail.example.com";
+
+/// Where the first version of mail.example.com is written.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// `mail.pem`, chain and key.
+    Single,
+    /// certbot's `mail.example.com/fullchain.pem` + `privkey.pem`.
+    Certbot,
 }
 
-/// [`start`] run after `shell_prefix` (such as `ulimit -n 64 &&`).
-fn start_under(shell_prefix: &str, root: &Path, store: &Path, backend: SocketAddr) -> Running {
-    let config = format!(
-        "{}{}",
-        head(root, store, "").replace("[certs]\n", "[certs]\nrescan_interval = \"1s\"\n"),
-        listener("imaps", "imaps", backend, "")
-    );
-    let path = root.join("m.toml");
-    std::fs::write(&path, config).unwrap();
-    Running::start(shell_prefix, &path)
+/// `mailfront run` with one IMAPS listener and a full rescan every second (so that a line
+/// repeated at each rescan would show), serving the first of two versions of
+/// mail.example.com.
+struct Setup {
+    proxy: Running,
+    addr: SocketAddr,
+    pki: Pki,
+    store: PathBuf,
+    /// Two versions of mail.example.com's certificate; the first is in the store.
+    v: [Leaf; 2],
+    _backend: Backend,
+    tmp: TempDir,
+}
+
+impl Setup {
+    /// Starts in `tmp` (its `store` may be prepared, a file system mounted on it) after
+    /// `shell_prefix` (such as `ulimit -n 64 &&`).
+    async fn start(tmp: TempDir, shell_prefix: &str, layout: Layout) -> Self {
+        let backend = Backend::start("* OK", Expect::Plain).await;
+        let pki = Pki::new(tmp.path());
+        let store = common::store_dir(tmp.path());
+        let v = [0, 1].map(|_| pki.leaf(&[NAME], KeyKind::Ecdsa));
+        match layout {
+            Layout::Single => std::fs::write(store.join("mail.pem"), v[0].combined()).unwrap(),
+            Layout::Certbot => {
+                let live = store.join(NAME);
+                std::fs::create_dir(&live).unwrap();
+                std::fs::write(live.join("fullchain.pem"), &v[0].chain_pem).unwrap();
+                std::fs::write(live.join("privkey.pem"), &v[0].key_pem).unwrap();
+            }
+        }
+        let config = format!(
+            "{}{}",
+            head(tmp.path(), &store, "")
+                .replace("[certs]\n", "[certs]\nrescan_interval = \"1s\"\n"),
+            listener("imaps", "imaps", backend.addr, "")
+        );
+        let path = tmp.path().join("m.toml");
+        std::fs::write(&path, config).unwrap();
+        let proxy = Running::start(shell_prefix, &path);
+        let addr = proxy.addr;
+        assert_eq!(served_der(addr, NAME).await, Some(v[0].der()));
+        Self {
+            proxy,
+            addr,
+            pki,
+            store,
+            v,
+            _backend: backend,
+            tmp,
+        }
+    }
+
+    /// Whether version `i` is served within `limit`.
+    async fn serves(&self, i: usize, limit: Duration) -> bool {
+        wait_served(self.addr, NAME, &self.v[i].der(), limit)
+            .await
+            .is_some()
+    }
 }
 
 /// Handshakes for `sni` every 10 ms until stopped, counting the ones that fail.
@@ -82,20 +138,14 @@ impl Handshakes {
 /// serve and one line says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn store_directory_gone_and_back() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let pki = Pki::new(tmp.path());
-    let store = common::store_dir(tmp.path());
-    let mail = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-    std::fs::write(store.join("mail.pem"), mail.combined()).unwrap();
-    let proxy = start(tmp.path(), &store, backend.addr);
-    let addr = proxy.addr;
-    assert_eq!(served_der(addr, "mail.example.com").await, Some(mail.der()));
-    let handshakes = Handshakes::start(addr, "mail.example.com");
+    let s = Setup::start(tempfile::tempdir().unwrap(), "", Layout::Single).await;
+    let handshakes = Handshakes::start(s.addr, NAME);
 
-    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::remove_dir_all(&s.store).unwrap();
     // Three full rescans while it is gone.
-    let gone = proxy.lines_until_quiet(Duration::from_millis(3500), Duration::from_millis(3500));
+    let gone = s
+        .proxy
+        .lines_until_quiet(Duration::from_millis(3500), Duration::from_millis(3500));
     let said: Vec<&String> = gone
         .iter()
         .filter(|l| !l.contains("\"connection closed\""))
@@ -106,37 +156,38 @@ async fn store_directory_gone_and_back() {
         "{}",
         said[0]
     );
-    assert_eq!(served_der(addr, "mail.example.com").await, Some(mail.der()));
+    assert_eq!(served_der(s.addr, NAME).await, Some(s.v[0].der()));
 
     // Back, with other contents: they serve, and what is not there any more falls back.
-    std::fs::create_dir(&store).unwrap();
-    let fresh = pki.leaf(&["fresh.example.com"], KeyKind::Ecdsa);
-    std::fs::write(store.join("fresh.pem"), fresh.combined()).unwrap();
+    std::fs::create_dir(&s.store).unwrap();
+    let fresh = s.pki.leaf(&["fresh.example.com"], KeyKind::Ecdsa);
+    std::fs::write(s.store.join("fresh.pem"), fresh.combined()).unwrap();
     let seen = wait_served(
-        addr,
+        s.addr,
         "fresh.example.com",
         &fresh.der(),
         Duration::from_secs(3),
     )
     .await;
     assert!(seen.is_some(), "the returned directory is read");
-    assert!(proxy
+    assert!(s
+        .proxy
         .wait_line("certificate store readable again")
         .is_some());
     handshakes.finish().await;
-    let fallback = first_der(&std::fs::read(tmp.path().join("server.com.crt")).unwrap());
-    assert_eq!(served_der(addr, "mail.example.com").await, Some(fallback));
+    let fallback = first_der(&std::fs::read(s.tmp.path().join("server.com.crt")).unwrap());
+    assert_eq!(served_der(s.addr, NAME).await, Some(fallback));
     // And it is watched again.
-    let more = pki.leaf(&["more.example.com"], KeyKind::Ecdsa);
-    std::fs::write(store.join("more.pem"), more.combined()).unwrap();
-    assert!(wait_served(
-        addr,
+    let more = s.pki.leaf(&["more.example.com"], KeyKind::Ecdsa);
+    std::fs::write(s.store.join("more.pem"), more.combined()).unwrap();
+    let seen = wait_served(
+        s.addr,
         "more.example.com",
         &more.der(),
-        Duration::from_secs(3)
+        Duration::from_secs(3),
     )
-    .await
-    .is_some());
+    .await;
+    assert!(seen.is_some(), "watched again");
 }
 
 /// A tmpfs mounted over `dir`, unmounted on drop.
@@ -176,40 +227,30 @@ fn fill(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_full_while_a_tool_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = common::store_dir(tmp.path());
-    let Some(_mounted) = Tmpfs::mount(&store, "64k") else {
+    let Some(_mounted) = Tmpfs::mount(&common::store_dir(tmp.path()), "64k") else {
         eprintln!("skipped: mounting a small tmpfs needs root");
         return;
     };
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let pki = Pki::new(tmp.path());
-    let v1 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-    let v2 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-    std::fs::write(store.join("mail.pem"), v1.combined()).unwrap();
-    let proxy = start(tmp.path(), &store, backend.addr);
-    let addr = proxy.addr;
-    assert_eq!(served_der(addr, "mail.example.com").await, Some(v1.der()));
-    let handshakes = Handshakes::start(addr, "mail.example.com");
+    let s = Setup::start(tmp, "", Layout::Single).await;
+    let handshakes = Handshakes::start(s.addr, NAME);
 
-    let filler = fill(&store);
+    let filler = fill(&s.store);
     // The new version is larger than the page the old one frees: the write ends short.
-    let padded = format!(
-        "{}{}",
-        "# issued by a tool that writes a long preamble\n".repeat(200),
-        v2.combined()
-    );
-    let written = std::fs::write(store.join("mail.pem"), &padded);
+    let preamble = "# issued by a tool that writes a long preamble\n".repeat(200);
+    let written = std::fs::write(s.store.join("mail.pem"), preamble + &s.v[1].combined());
     assert_eq!(
         written.unwrap_err().raw_os_error(),
         Some(libc::ENOSPC),
         "the disk is full"
     );
-    let tmp_write = std::fs::write(store.join(".mail.pem.tmp"), v2.combined());
+    let tmp_write = std::fs::write(s.store.join(".mail.pem.tmp"), s.v[1].combined());
     assert!(
         tmp_write.is_err(),
         "the careful tool fails too, before its rename"
     );
-    let full = proxy.lines_until_quiet(Duration::from_millis(2500), Duration::from_millis(2500));
+    let full = s
+        .proxy
+        .lines_until_quiet(Duration::from_millis(2500), Duration::from_millis(2500));
     let refused: Vec<&String> = full
         .iter()
         .filter(|l| l.contains("certificate entry refused"))
@@ -220,13 +261,15 @@ async fn disk_full_while_a_tool_writes() {
         "one line, not one per rescan: {refused:#?}"
     );
     assert!(refused[0].contains("store/mail.pem"), "{}", refused[0]);
-    assert_eq!(served_der(addr, "mail.example.com").await, Some(v1.der()));
+    assert_eq!(served_der(s.addr, NAME).await, Some(s.v[0].der()));
 
     std::fs::remove_file(&filler).unwrap();
-    std::fs::remove_file(store.join(".mail.pem.tmp")).unwrap();
-    std::fs::write(store.join("mail.pem"), v2.combined()).unwrap();
-    let seen = wait_served(addr, "mail.example.com", &v2.der(), Duration::from_secs(3)).await;
-    assert!(seen.is_some(), "the rewrite serves once space is free");
+    std::fs::remove_file(s.store.join(".mail.pem.tmp")).unwrap();
+    std::fs::write(s.store.join("mail.pem"), s.v[1].combined()).unwrap();
+    assert!(
+        s.serves(1, Duration::from_secs(3)).await,
+        "the rewrite serves once space is free"
+    );
     handshakes.finish().await;
 }
 
@@ -234,47 +277,23 @@ async fn disk_full_while_a_tool_writes() {
 /// and its entry keeps serving instead of being taken for removed.
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_descriptors_during_a_reload_keeps_the_entry() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let pki = Pki::new(tmp.path());
-    let store = common::store_dir(tmp.path());
-    let live = store.join("mail.example.com");
-    std::fs::create_dir(&live).unwrap();
-    let leaf = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-    std::fs::write(live.join("fullchain.pem"), &leaf.chain_pem).unwrap();
-    std::fs::write(live.join("privkey.pem"), &leaf.key_pem).unwrap();
-    let proxy = start_under("ulimit -n 64 &&", tmp.path(), &store, backend.addr);
-    let addr = proxy.addr;
-    assert_eq!(served_der(addr, "mail.example.com").await, Some(leaf.der()));
-
-    // Connections that never speak TLS take every descriptor the proxy has.
-    let mut idle = Vec::new();
-    for _ in 0..100 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
-    assert!(
-        proxy.wait_line("accept failed").is_some(),
-        "out of descriptors"
-    );
+    let s = Setup::start(
+        tempfile::tempdir().unwrap(),
+        "ulimit -n 64 &&",
+        Layout::Certbot,
+    )
+    .await;
+    let (held, _) = s.proxy.exhaust_descriptors().await;
     // A renewal rewrites the key in place: the directory is to be listed again.
-    std::fs::write(live.join("privkey.pem"), &leaf.key_pem).unwrap();
-    let unlisted = proxy
+    std::fs::write(s.store.join(NAME).join("privkey.pem"), &s.v[0].key_pem).unwrap();
+    let unlisted = s
+        .proxy
         .wait_line("the directory cannot be read")
         .expect("the failed listing is reported");
-    assert!(unlisted.contains("mail.example.com"), "{unlisted}");
-    drop(idle);
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let served = loop {
-        if let Some(der) = served_der(addr, "mail.example.com").await {
-            break der;
-        }
-        assert!(std::time::Instant::now() < deadline, "served again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(
-        served,
-        leaf.der(),
+    assert!(unlisted.contains(NAME), "{unlisted}");
+    drop(held);
+    assert!(
+        s.serves(0, Duration::from_secs(10)).await,
         "the entry kept serving, not the server-wide one"
     );
 }
@@ -284,32 +303,22 @@ async fn out_of_descriptors_during_a_reload_keeps_the_entry() {
 /// rescan instead of being taken as seen.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_unreadable_for_want_of_descriptors_is_read_later() {
-    let tmp = tempfile::tempdir().unwrap();
-    let backend = Backend::start("* OK", Expect::Plain).await;
-    let pki = Pki::new(tmp.path());
-    let store = common::store_dir(tmp.path());
-    let v1 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-    let v2 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
-    std::fs::write(store.join("mail.pem"), v1.combined()).unwrap();
-    let proxy = start_under("ulimit -n 64 &&", tmp.path(), &store, backend.addr);
-    let addr = proxy.addr;
-    assert_eq!(served_der(addr, "mail.example.com").await, Some(v1.der()));
-
-    let mut idle = Vec::new();
-    for _ in 0..100 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
-    assert!(
-        proxy.wait_line("accept failed").is_some(),
-        "out of descriptors"
-    );
-    std::fs::write(store.join("mail.pem"), v2.combined()).unwrap();
-    let refused = proxy
+    let s = Setup::start(
+        tempfile::tempdir().unwrap(),
+        "ulimit -n 64 &&",
+        Layout::Single,
+    )
+    .await;
+    let (held, _) = s.proxy.exhaust_descriptors().await;
+    std::fs::write(s.store.join("mail.pem"), s.v[1].combined()).unwrap();
+    let refused = s
+        .proxy
         .wait_line("certificate entry refused")
         .expect("the unreadable version is reported");
     assert!(refused.contains("Too many open files"), "{refused}");
-    drop(idle);
-
-    let seen = wait_served(addr, "mail.example.com", &v2.der(), Duration::from_secs(10)).await;
-    assert!(seen.is_some(), "the new version serves once it can be read");
+    drop(held);
+    assert!(
+        s.serves(1, Duration::from_secs(10)).await,
+        "the new version serves once it can be read"
+    );
 }

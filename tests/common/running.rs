@@ -123,6 +123,18 @@ impl Running {
         lines
     }
 
+    /// Opens 100 connections that never speak TLS, enough to take every descriptor of a
+    /// proxy run under `ulimit -n 64`, and waits for its line saying so; the connections
+    /// hold the descriptors until dropped.
+    pub async fn exhaust_descriptors(&self) -> (Vec<tokio::net::TcpStream>, String) {
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(tokio::net::TcpStream::connect(self.addr).await.unwrap());
+        }
+        let line = self.wait_line("accept failed").expect("out of descriptors");
+        (held, line)
+    }
+
     /// Open file descriptors of the process.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
@@ -141,9 +153,11 @@ impl Running {
             .unwrap()
     }
 
-    /// CPU seconds used so far.
-    pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(self.child.id())
+    /// CPU seconds used over the next `period`.
+    pub async fn cpu_over(&self, period: Duration) -> f64 {
+        let before = cpu_seconds(self.child.id());
+        tokio::time::sleep(period).await;
+        cpu_seconds(self.child.id()) - before
     }
 
     pub fn signal(&self, signal: &str) {
