@@ -469,14 +469,6 @@ fn in_scope(scope: &Scope, id: &str) -> bool {
 
 /// Compares a source with what the catalog knows of it: metadata first (a `stat`), then
 /// contents (a read and a hash), and parses only when the contents changed.
-/// Whether a read failed for a reason of the moment rather than of the file.
-fn passing(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)
-    )
-}
-
 fn look(source: &Source, known: Option<&Entry>, ctx: &Context, role: Role) -> Look {
     let stamp = stamp_of(source);
     let same_source = known.is_some_and(|e| e.source == *source);
@@ -497,4 +489,12 @@ fn look(source: &Source, known: Option<&Entry>, ctx: &Context, role: Role) -> Lo
     }
     let result = contents.and_then(|c| parse(source, &c, ctx, role));
     Look::Changed(Box::new((stamp, digest, result)))
+}
+
+/// Whether a read failed for a reason of the moment rather than of the file.
+fn passing(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)
+    )
 }
