@@ -32,6 +32,10 @@ pub enum Scope {
     Trust,
 }
 
+/// How long a refresh that would remove entries waits before it looks at the store
+/// directory again (it runs on a blocking thread, off the handshakes).
+const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// File metadata that changes whenever a file is replaced or rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
@@ -284,6 +288,18 @@ impl Catalog {
             Scope::Dir(rel) => Ok(discover::discover_dir(&self.root, &self.root.join(rel))),
             Scope::Stem(stem) => Ok(discover::discover_stem(&self.root, stem)),
         };
+        // Looked at again after the listing, and a moment later when entries would go:
+        // `rm -rf` of the store removes its files before the directory, and a listing
+        // between the two reads an empty store.
+        let found = found.and_then(|found| {
+            if self.removes_some(scope, &found) {
+                std::thread::sleep(REMOVAL_GRACE);
+            }
+            match self.root.is_dir() {
+                true => Ok(found),
+                false => Err(std::io::ErrorKind::NotFound.into()),
+            }
+        });
         let found = match found {
             Ok(found) => found,
             Err(e) => {
@@ -297,6 +313,16 @@ impl Catalog {
         changes.dir_back = std::mem::take(&mut self.root_gone);
         self.apply(scope, found, &mut changes);
         changes
+    }
+
+    /// Whether applying `found` to `scope` would remove a known entry.
+    fn removes_some(&self, scope: &Scope, found: &Found) -> bool {
+        let ids: HashSet<&str> = found.sources.iter().map(|s| &*s.id).collect();
+        self.entries.keys().any(|id| {
+            in_scope(scope, id)
+                && !ids.contains(&**id)
+                && !discover::in_unlisted(&found.unlisted, id)
+        })
     }
 
     fn apply(&mut self, scope: &Scope, found: Found, changes: &mut Changes) {
@@ -365,12 +391,7 @@ impl Catalog {
             .entries
             .keys()
             .filter(|id| in_scope(scope, id) && !seen.contains(*id))
-            .filter(|id| {
-                !found
-                    .unlisted
-                    .iter()
-                    .any(|dir| id.starts_with(dir.as_str()))
-            })
+            .filter(|id| !discover::in_unlisted(&found.unlisted, id))
             .cloned()
             .collect();
         for id in gone {

@@ -67,6 +67,11 @@ pub struct Found {
     pub unlisted: Vec<String>,
 }
 
+/// Whether entry `id` lies in one of the `unlisted` directories of a [`Found`].
+pub fn in_unlisted(unlisted: &[String], id: &str) -> bool {
+    unlisted.iter().any(|dir| id.starts_with(dir.as_str()))
+}
+
 /// Lists the entries below `dir`. Fails only when `dir` itself cannot be read.
 pub fn discover(dir: &Path) -> std::io::Result<Found> {
     let mut found = Found::default();

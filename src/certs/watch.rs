@@ -22,6 +22,12 @@ use super::{discover, log_conflicts, log_problems, Store};
 const QUIET: Duration = Duration::from_millis(25);
 /// ...but never delay a reload longer than this behind a steady stream of events.
 const MAX_DELAY: Duration = Duration::from_millis(250);
+/// A burst that removes entries waits longer, and for as long as removals go on: `rm -rf`
+/// of the store shows as its files' removals first and the directory's own last, and
+/// applying the first ones before the last arrives would take down names that a vanished
+/// store keeps serving.
+const QUIET_REMOVING: Duration = Duration::from_millis(250);
+const MAX_DELAY_REMOVING: Duration = Duration::from_secs(5);
 
 type Events = mpsc::UnboundedReceiver<notify::Result<Event>>;
 
@@ -193,10 +199,12 @@ fn watch(
     trust: &[PathBuf],
 ) {
     let _ = watcher.unwatch(root);
-    if !root.is_dir() {
-        // Gone: the refresh says so, and the watch on its parent sees it return.
-    } else if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
-        warn!(dir = %root.display(), reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
+    if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+        // Gone (perhaps while being watched): the refresh says so, and the watch on its
+        // parent sees it return.
+        if root.is_dir() {
+            warn!(dir = %root.display(), reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
+        }
     }
     let mut dirs: Vec<&Path> = [root, cert, key]
         .into_iter()
@@ -221,18 +229,38 @@ async fn collect(
     events: &mut Events,
 ) -> (HashSet<Scope>, bool) {
     let mut scopes = HashSet::new();
-    let mut rewatch = false;
+    let (mut rewatch, mut removing) = (false, false);
     let started = tokio::time::Instant::now();
     let mut next = Some(first);
     while let Some(event) = next.take() {
+        removing |= removes_an_entry(catalog.root(), &event);
         rewatch |= classify(catalog, event, &mut scopes);
-        let deadline = (tokio::time::Instant::now() + QUIET).min(started + MAX_DELAY);
+        let (quiet, max) = match removing {
+            true => (QUIET_REMOVING, MAX_DELAY_REMOVING),
+            false => (QUIET, MAX_DELAY),
+        };
+        let deadline = (tokio::time::Instant::now() + quiet).min(started + max);
         next = tokio::time::timeout_at(deadline, events.recv())
             .await
             .ok()
             .flatten();
     }
     (scopes, rewatch)
+}
+
+/// Whether `event` removes a file or directory in the store that can be an entry (not a
+/// dot-file or another leftover: tools remove their temporary files all the time).
+fn removes_an_entry(root: &Path, event: &notify::Result<Event>) -> bool {
+    let Ok(event) = event else {
+        return false;
+    };
+    matches!(event.kind, EventKind::Remove(_))
+        && event.paths.iter().any(|p| {
+            p.strip_prefix(root).is_ok_and(|rel| {
+                rel.components()
+                    .all(|c| !discover::is_ignored(&c.as_os_str().to_string_lossy()))
+            })
+        })
 }
 
 fn classify(catalog: &Catalog, event: notify::Result<Event>, scopes: &mut HashSet<Scope>) -> bool {

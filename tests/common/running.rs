@@ -98,12 +98,17 @@ impl Running {
 
     /// The next log line containing `needle`, within 10 s.
     pub fn wait_line(&self, needle: &str) -> Option<String> {
+        self.wait_line_where(|line| line.contains(needle))
+    }
+
+    /// The next log line for which `wanted` holds, within 10 s.
+    pub fn wait_line_where(&self, wanted: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while let Ok(line) = self
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
-            if line.contains(needle) {
+            if wanted(&line) {
                 return Some(line);
             }
         }
