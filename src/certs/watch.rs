@@ -27,6 +27,7 @@ const MAX_DELAY: Duration = Duration::from_millis(250);
 /// applying the first ones before the last arrives would take down names that a vanished
 /// store keeps serving.
 const QUIET_REMOVING: Duration = Duration::from_millis(250);
+/// ...up to this long (a `rm -rf` of 100,000 entries takes seconds).
 const MAX_DELAY_REMOVING: Duration = Duration::from_secs(5);
 
 type Events = mpsc::UnboundedReceiver<notify::Result<Event>>;
