@@ -292,15 +292,16 @@ impl Catalog {
         // `rm -rf` of the store removes its files before the directory, and a listing
         // between the two reads an empty store.
         let found = found.and_then(|found| {
-            if self.removes_some(scope, &found) {
+            let gone = self.gone(scope, &found);
+            if !gone.is_empty() {
                 std::thread::sleep(REMOVAL_GRACE);
             }
             match self.root.is_dir() {
-                true => Ok(found),
+                true => Ok((found, gone)),
                 false => Err(std::io::ErrorKind::NotFound.into()),
             }
         });
-        let found = match found {
+        let (found, gone) = match found {
             Ok(found) => found,
             Err(e) => {
                 if !std::mem::replace(&mut self.root_gone, true) {
@@ -311,21 +312,25 @@ impl Catalog {
             }
         };
         changes.dir_back = std::mem::take(&mut self.root_gone);
-        self.apply(scope, found, &mut changes);
+        self.apply(scope, found, gone, &mut changes);
         changes
     }
 
-    /// Whether applying `found` to `scope` would remove a known entry.
-    fn removes_some(&self, scope: &Scope, found: &Found) -> bool {
+    /// The known entries in `scope` that `found` no longer has (those in directories
+    /// that could not be listed are not gone, only unknown).
+    fn gone(&self, scope: &Scope, found: &Found) -> Vec<Arc<str>> {
         let ids: HashSet<&str> = found.sources.iter().map(|s| &*s.id).collect();
-        self.entries.keys().any(|id| {
-            in_scope(scope, id)
-                && !ids.contains(&**id)
-                && !discover::in_unlisted(&found.unlisted, id)
-        })
+        self.entries
+            .keys()
+            .filter(|id| in_scope(scope, id) && !ids.contains(&***id))
+            .filter(|id| !discover::in_unlisted(&found.unlisted, id))
+            .cloned()
+            .collect()
     }
 
-    fn apply(&mut self, scope: &Scope, found: Found, changes: &mut Changes) {
+    /// Applies what a refresh of `scope` found: `found`'s sources looked at and loaded
+    /// where they changed, the `gone` entries removed.
+    fn apply(&mut self, scope: &Scope, found: Found, gone: Vec<Arc<str>>, changes: &mut Changes) {
         // A stray is reported once, not at every rescan; a full scan forgets the ones gone.
         let paths: HashSet<PathBuf> = found.strays.iter().map(|s| s.path.clone()).collect();
         changes.strays = found
@@ -344,9 +349,7 @@ impl Catalog {
                 look(source, entries.get(&source.id), ctx, Role::Entry)
             })
         };
-        let mut seen = HashSet::with_capacity(found.sources.len());
         for (source, look) in found.sources.into_iter().zip(looks) {
-            seen.insert(Arc::clone(&source.id));
             let entry = self
                 .entries
                 .entry(Arc::clone(&source.id))
@@ -387,13 +390,6 @@ impl Catalog {
                 }
             }
         }
-        let gone: Vec<Arc<str>> = self
-            .entries
-            .keys()
-            .filter(|id| in_scope(scope, id) && !seen.contains(*id))
-            .filter(|id| !discover::in_unlisted(&found.unlisted, id))
-            .cloned()
-            .collect();
         for id in gone {
             if let Some(entry) = self.entries.remove(&id) {
                 if entry.serving.is_some() {

@@ -144,8 +144,6 @@ pub fn context(
     })
 }
 
-/// Hands the heap's free pages back to the system after a full load or scan.
-///
 /// The server-wide key serves every name nothing else covers: one readable by any local
 /// user (a webmail PHP process, a customer's shell) is refused, not merely warned about
 /// as an entry's would be. A key that does not exist yet is generated with mode 0600.
@@ -160,6 +158,8 @@ fn refuse_world_readable(key: &Path) -> Result<(), CertError> {
     }
 }
 
+/// Hands the heap's free pages back to the system after a full load or scan.
+///
 /// A scan of the whole store allocates a few hundred bytes per file for a moment (paths,
 /// the listing) on up to 16 loader threads, each with its own malloc arena; glibc keeps
 /// that memory afterwards and resident memory creeps up at each periodic rescan (+8 MiB
