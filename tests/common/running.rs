@@ -69,29 +69,21 @@ impl Running {
         let running = Self::start(shell_prefix, path);
         let mut addrs: Vec<Option<std::net::SocketAddr>> = vec![None; names.len()];
         // `start` took the first listening line, the last of `startup`.
-        let mut line = running.startup.last().cloned();
+        let mut line = running.startup.last().cloned().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(line) = line.take() {
-                let line: String = line;
-                if line.contains("\"listening\"") {
-                    let name = field(&line, "listener");
-                    if let Some(i) = names.iter().position(|n| *n == name) {
-                        if addrs[i].is_none() {
-                            addrs[i] = Some(field(&line, "addr").parse().unwrap());
-                        }
-                    }
+            if line.contains("\"listening\"") {
+                if let Some(i) = names.iter().position(|n| *n == field(&line, "listener")) {
+                    addrs[i].get_or_insert_with(|| field(&line, "addr").parse().unwrap());
                 }
             }
             if addrs.iter().all(Option::is_some) {
                 break;
             }
-            line = Some(
-                running
-                    .lines
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .expect("every listener's line within 10 s"),
-            );
+            line = running
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("every listener's line within 10 s");
         }
         (running, addrs.into_iter().map(Option::unwrap).collect())
     }
