@@ -18,19 +18,9 @@ say() { echo "interop: $*"; }
 fail() { echo "interop: FAIL: $*" >&2; exit 1; }
 
 # --- what it needs ----------------------------------------------------------------------
-export DEBIAN_FRONTEND=noninteractive
-need=()
-command -v dovecot >/dev/null || need+=(dovecot-imapd dovecot-pop3d dovecot-lmtpd)
-command -v postfix >/dev/null || need+=(postfix)
-command -v swaks >/dev/null || need+=(swaks)
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-    say "installing ${need[*]}"
-    apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$ROOT/tests/interop/lib.sh"
+install_missing interop "dovecot dovecot-imapd dovecot-pop3d dovecot-lmtpd" "postfix postfix" \
+    "swaks swaks" "openssl openssl" "curl curl" "python3 python3"
 cargo build --release --locked -q
 MAILFRONT=$ROOT/target/release/mailfront
 

@@ -14,17 +14,9 @@ ROOT=$PWD
 say() { echo "tls-surface: $*"; }
 fail() { echo "tls-surface: FAIL: $*" >&2; exit 1; }
 
-export DEBIAN_FRONTEND=noninteractive
-need=()
-command -v testssl >/dev/null || need+=(testssl.sh)
-command -v sslscan >/dev/null || need+=(sslscan)
-command -v openssl >/dev/null || need+=(openssl)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-    say "installing ${need[*]}"
-    apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$ROOT/tests/interop/lib.sh"
+install_missing tls-surface "testssl testssl.sh" "sslscan sslscan" "openssl openssl" \
+    "python3 python3"
 cargo build --release --locked -q
 MAILFRONT=$ROOT/target/release/mailfront
 
