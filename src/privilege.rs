@@ -23,11 +23,11 @@ pub enum PrivilegeError {
     )]
     NotPermitted { user: String, uid: u32 },
     /// A system call failed.
-    #[error("server.user = {user:?}: {call} failed: {source}")]
+    #[error("server.user = {user:?}: {call} failed: {error}")]
     Call {
         user: String,
         call: &'static str,
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -69,7 +69,7 @@ impl Account {
                 return Err(PrivilegeError::Call {
                     user: name.to_owned(),
                     call: "getpwnam_r",
-                    source: io::Error::from_raw_os_error(rc),
+                    error: io::Error::from_raw_os_error(rc),
                 });
             }
             if found.is_null() {
@@ -102,7 +102,7 @@ pub fn become_user(account: &Account) -> Result<(), PrivilegeError> {
     let fail = |call: &'static str| PrivilegeError::Call {
         user: account.name.clone(),
         call,
-        source: io::Error::last_os_error(),
+        error: io::Error::last_os_error(),
     };
     let c_name = CString::new(account.name.as_str()).expect("looked up by this name");
     // glibc applies each of these to every thread of the process, as POSIX requires.
@@ -121,7 +121,7 @@ pub fn become_user(account: &Account) -> Result<(), PrivilegeError> {
             return Err(PrivilegeError::Call {
                 user: account.name.clone(),
                 call: "setuid (root could be regained)",
-                source: io::Error::other("setuid(0) succeeded after dropping"),
+                error: io::Error::other("setuid(0) succeeded after dropping"),
             });
         }
     }

@@ -24,20 +24,20 @@ pub enum StartError {
     #[error(transparent)]
     Cert(#[from] CertError),
     /// A listen address cannot be bound.
-    #[error("listener {listener}: cannot listen on {addr}: {source}")]
+    #[error("listener {listener}: cannot listen on {addr}: {error}")]
     Bind {
         listener: String,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The process cannot become `server.user`.
     #[error(transparent)]
     Privilege(#[from] PrivilegeError),
     /// rustls refused the TLS policy (a bug, not an operator error).
-    #[error("listener {listener}: TLS configuration refused: {source}")]
+    #[error("listener {listener}: TLS configuration refused: {error}")]
     Tls {
         listener: String,
-        source: rustls::Error,
+        error: rustls::Error,
     },
 }
 
@@ -65,10 +65,10 @@ impl Server {
         let provider = tls::provider();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let tls = tls::server_config(Arc::clone(&provider), &l.alpn).map_err(|source| {
+            let tls = tls::server_config(Arc::clone(&provider), &l.alpn).map_err(|error| {
                 StartError::Tls {
                     listener: l.name.clone(),
-                    source,
+                    error,
                 }
             })?;
             let ctx = Arc::new(ListenerCtx {
@@ -81,10 +81,10 @@ impl Server {
             });
             let mut sockets = Vec::with_capacity(l.bind.len());
             for &addr in &l.bind {
-                let socket = listener::bind(addr).map_err(|source| StartError::Bind {
+                let socket = listener::bind(addr).map_err(|error| StartError::Bind {
                     listener: l.name.clone(),
                     addr,
-                    source,
+                    error,
                 })?;
                 sockets.push(socket);
             }

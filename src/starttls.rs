@@ -32,7 +32,7 @@ pub enum Plain {
 pub enum PlainError {
     #[error("client closed before STARTTLS")]
     Closed,
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("a command line longer than {0} bytes before STARTTLS")]
     LineTooLong(usize),

@@ -97,10 +97,10 @@ pub enum HandshakeError {
     #[error("client closed before the handshake")]
     Closed,
     /// Reading or writing the socket failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// The client's TLS was refused (bad ClientHello, no common parameters, ...).
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] rustls::Error),
     /// A strict listener does not serve the name asked for.
     #[error("strict SNI: no certificate for {}", .0.as_deref().unwrap_or("(no SNI)"))]

@@ -81,6 +81,52 @@ fn check_config_names_key_and_line() {
     assert_eq!(code, 0, "{stdout}");
 }
 
+/// Each cause is said once: errors that name their cause in the message do not return it
+/// again as their source, which the CLI would print a second time (`a: b: b`).
+#[test]
+fn cli_errors_say_each_cause_once() {
+    let once = |stderr: &str, cause: &str| {
+        assert_eq!(
+            stderr.matches(cause).count(),
+            1,
+            "{cause:?} once in: {stderr}"
+        );
+    };
+    let (code, _, stderr) = check_config(std::path::Path::new("/nonexistent/missing.toml"));
+    assert_eq!(code, 1);
+    once(&stderr, "No such file or directory");
+    assert!(stderr.contains("/nonexistent/missing.toml"), "{stderr}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = imaps_config(tmp.path(), "127.0.0.1:1".parse().unwrap());
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A ca_bundle that is not there: the trust error inside the store's error.
+    let bundle = text.replace("[certs]", "[certs]\nca_bundle = \"/nonexistent/ca.pem\"");
+    std::fs::write(&path, bundle).unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1);
+    once(&stderr, "No such file or directory");
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+
+    // A port already taken: the bind error inside the start error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &path,
+        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    once(&stderr, "Address already in use");
+}
+
 /// A config with one IMAPS listener in front of `backend`, written into `root`.
 fn imaps_config(root: &std::path::Path, backend: std::net::SocketAddr) -> std::path::PathBuf {
     let _pki = Pki::new(root);

@@ -497,7 +497,7 @@ fn look(source: &Source, known: Option<&Entry>, ctx: &Context, role: Role) -> Lo
     // unknown, so that the next refresh (the periodic rescan at the latest) reads it again
     // instead of taking it as seen.
     let stamp = match &contents {
-        Err(LoadError::Read { source, .. }) if passing(source) => (None, None),
+        Err(LoadError::Read { error, .. }) if passing(error) => (None, None),
         _ => stamp,
     };
     let digest = contents.as_ref().ok().map(Contents::digest);

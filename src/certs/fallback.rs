@@ -42,7 +42,7 @@ pub fn load_existing(cert: &Path, key: &Path, ctx: &Context) -> Result<Option<Lo
             let missing = if cert_exists { key } else { cert };
             return Err(CertError::Fallback(LoadError::Read {
                 path: missing.to_owned(),
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "the other server-wide file exists; refusing to generate over it",
                 ),

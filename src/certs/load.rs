@@ -55,10 +55,10 @@ pub enum Role {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file is missing or unreadable.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A PEM block is malformed or cut short.
     #[error("{path}: {reason}")]
@@ -269,9 +269,9 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Read {
+    std::fs::read(path).map_err(|error| LoadError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -36,10 +36,10 @@ pub use load::{LoadError, Loaded};
 pub enum CertError {
     /// The server-wide certificate exists but cannot be served.
     #[error("the server-wide certificate cannot be used: {0}")]
-    Fallback(#[source] LoadError),
+    Fallback(LoadError),
     /// `ca_bundle`, `issuers_dir` or `crl_dir` cannot be used.
     #[error("certificate checks: {0}")]
-    Trust(#[from] check::TrustError),
+    Trust(check::TrustError),
     /// The server-wide key can be read by every user of the machine.
     #[error(
         "the server-wide key {} can be read by every user (mode {mode:o}): \
@@ -50,6 +50,14 @@ pub enum CertError {
     /// Generating the server-wide certificate failed.
     #[error("cannot generate the server-wide certificate at {path}: {reason}")]
     Generate { path: PathBuf, reason: String },
+}
+
+/// Each error says its cause in its message, and so has no `source()`: a cause returned
+/// as well would be printed twice by anything that prints the chain (`anyhow`'s `{:#}`).
+impl From<check::TrustError> for CertError {
+    fn from(e: check::TrustError) -> Self {
+        Self::Trust(e)
+    }
 }
 
 /// The published certificate index.

@@ -30,10 +30,10 @@ pub struct Request {
 /// A problem with the request itself (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("no certificate in {0}: give the certificate (or chain) file, and its key")]
     NoCertificate(String),
@@ -76,9 +76,9 @@ pub fn run(req: &Request, format: Format, out: &mut dyn Write) -> Result<bool, U
     let mut cert_file: Option<&Path> = None;
     let mut key: Option<(PathBuf, PrivateKeyDer<'static>)> = None;
     for path in &req.files {
-        let bytes = std::fs::read(path).map_err(|source| UsageError::Read {
+        let bytes = std::fs::read(path).map_err(|error| UsageError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         match blocks(&bytes) {
             Ok((certs, keys)) => {

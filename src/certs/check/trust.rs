@@ -16,10 +16,10 @@ pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
     /// A file or directory cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bundle holds no usable root.
     #[error("{path}: no CA certificate could be read from it{reason}")]
@@ -228,9 +228,9 @@ fn roots_of(path: &Path) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
 
 /// The regular files of `dir`, sorted, dot-files left out.
 fn files_in(dir: &Path) -> Result<Vec<PathBuf>, TrustError> {
-    let read = std::fs::read_dir(dir).map_err(|source| TrustError::Read {
+    let read = std::fs::read_dir(dir).map_err(|error| TrustError::Read {
         path: dir.to_owned(),
-        source,
+        error,
     })?;
     let mut files: Vec<PathBuf> = read
         .flatten()
