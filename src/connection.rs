@@ -111,6 +111,8 @@ struct Session {
     tls: Option<&'static str>,
     alpn: Option<Vec<u8>>,
     started: Instant,
+    /// The listener's idle bound.
+    idle: std::time::Duration,
 }
 
 impl Session {
@@ -128,8 +130,8 @@ impl Session {
             tls,
             alpn,
             started,
+            idle,
         } = self;
-        let idle = shared.settings.idle_timeout;
         let (transfer, ending) = relay::relay(client, backend, idle, &shared.shutdown.cut).await;
         drop(permit);
         let reason = match &ending {
@@ -266,6 +268,7 @@ async fn connect_backend(
         alpn: facts.1,
         started,
         sni,
+        idle: ctx.idle_timeout,
     })
 }
 

@@ -41,6 +41,8 @@ pub struct ListenerCtx {
     pub routes: RouteTable,
     /// The host name in the greetings of a STARTTLS listener.
     pub greeting_name: Arc<str>,
+    /// Silence both ways for this long ends a session.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// What every connection of every listener shares.

@@ -204,14 +204,18 @@ fn certs_view(path: &std::path::Path, format: inspect::Format) -> anyhow::Result
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     println!("config {}: ok", path.display());
+    for warning in config.warnings() {
+        println!("  warning: {warning}");
+    }
     for l in &config.listeners {
         let binds: Vec<String> = l.bind.iter().map(ToString::to_string).collect();
         println!(
-            "  listener {} ({}) on {} -> {}{}",
+            "  listener {} ({}) on {} -> {}, idle {}{}",
             l.name,
             l.protocol.as_str(),
             binds.join(", "),
             l.backend,
+            humantime::format_duration(l.idle_timeout),
             if l.routes.is_empty() {
                 String::new()
             } else {

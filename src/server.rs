@@ -62,6 +62,9 @@ impl Server {
             .as_deref()
             .map(Account::lookup)
             .transpose()?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let provider = tls::provider();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
@@ -78,6 +81,7 @@ impl Server {
                 strict_sni: l.strict_sni,
                 routes: RouteTable::new(l),
                 greeting_name: l.greeting_name.as_str().into(),
+                idle_timeout: l.idle_timeout,
             });
             let mut sockets = Vec::with_capacity(l.bind.len());
             for &addr in &l.bind {

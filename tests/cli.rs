@@ -81,6 +81,41 @@ fn check_config_names_key_and_line() {
     assert_eq!(code, 0, "{stdout}");
 }
 
+/// An absurd duration fails `check-config` with its key and line instead of passing and
+/// then panicking every connection; an IMAP listener cut before IDLE's 29 minutes is
+/// warned about; each listener's idle bound is printed.
+#[test]
+fn check_config_bounds_durations_and_warns_about_imap_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = imaps_config(tmp.path(), "127.0.0.1:143".parse().unwrap());
+    let good = std::fs::read_to_string(&path).unwrap();
+    assert!(good.contains("idle_timeout = \"30s\""), "{good}");
+    let huge = good.replace("idle_timeout = \"30s\"", "idle_timeout = \"300000000000y\"");
+    std::fs::write(&path, huge).unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("`server.idle_timeout`") && stderr.contains("line 5"),
+        "{stderr}"
+    );
+    std::fs::write(&path, &good).unwrap();
+    let (code, stdout, _) = check_config(&path);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("idle 30s"), "{stdout}");
+    assert!(
+        stdout.contains("warning: listener imaps: idle_timeout 30s is below 30 minutes"),
+        "{stdout}"
+    );
+    let unset = good.replace("idle_timeout = \"30s\"\n", "");
+    std::fs::write(&path, unset).unwrap();
+    let (code, stdout, _) = check_config(&path);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("idle 31m") && !stdout.contains("warning"),
+        "{stdout}"
+    );
+}
+
 /// Each cause is said once: errors that name their cause in the message do not return it
 /// again as their source, which the CLI would print a second time (`a: b: b`).
 #[test]

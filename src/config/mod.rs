@@ -45,9 +45,10 @@ pub struct ServerSettings {
     pub handshake_timeout: Duration,
     /// To open the backend connection.
     pub connect_timeout: Duration,
-    /// No byte either way for this long closes the connection.
-    pub idle_timeout: Duration,
-    /// How long open connections may go on after SIGTERM/SIGINT.
+    /// `idle_timeout` as set in `[server]`: the listeners' default, before their
+    /// protocol's (see [`ListenerConfig::idle_timeout`]).
+    pub idle_timeout: Option<Duration>,
+    /// How long open connections may go on after SIGTERM/SIGINT; zero cuts them at once.
     pub drain_timeout: Duration,
     /// Connections open at once across all listeners; more wait in the kernel's backlog.
     pub max_connections: usize,
@@ -97,6 +98,9 @@ pub struct ListenerConfig {
     pub routes: Vec<Route>,
     /// The host name STARTTLS listeners greet with (`greeting_name`, else `server.name`).
     pub greeting_name: String,
+    /// No byte either way for this long closes a session: the listener's `idle_timeout`,
+    /// else `server.idle_timeout`, else the protocol's default (31 minutes for IMAP).
+    pub idle_timeout: Duration,
 }
 
 /// A `[[route]]`, resolved to the listener it applies to.
@@ -191,8 +195,8 @@ impl Config {
         let base = base.as_path();
         let cx = Context { path, text };
         let server = server_settings(&cx, raw.server)?;
-        let certs = cert_settings(base, raw.certs);
-        let mut listeners = listeners(&cx, raw.listeners, &server.name)?;
+        let certs = cert_settings(&cx, base, raw.certs)?;
+        let mut listeners = listeners(&cx, raw.listeners, &server)?;
         attach_routes(&cx, raw.routes, &mut listeners)?;
         Ok(Self {
             path: path.to_owned(),
@@ -200,6 +204,26 @@ impl Config {
             certs,
             listeners,
         })
+    }
+}
+
+impl Config {
+    /// What is valid but likely a mistake, one sentence each: `check-config` prints them
+    /// and `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        const IMAP_IDLE: Duration = Duration::from_secs(30 * 60);
+        self.listeners
+            .iter()
+            .filter(|l| l.protocol.mail() == Some(Mail::Imap) && l.idle_timeout < IMAP_IDLE)
+            .map(|l| {
+                format!(
+                    "listener {}: idle_timeout {} is below 30 minutes: IMAP clients in IDLE \
+                     stay silent for up to 29 minutes (RFC 2177) and will be cut",
+                    l.name,
+                    humantime::format_duration(l.idle_timeout)
+                )
+            })
+            .collect()
     }
 }
 
@@ -236,8 +260,6 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         }
         Err(e) => return Err(cx.invalid(&raw.name, "server.name", e.to_string())),
     };
-    let or =
-        |d: Option<HumanDuration>, default: u64| d.map_or(Duration::from_secs(default), |d| d.0);
     let max_connections = match raw.max_connections {
         Some(max) if *max.get_ref() == 0 => {
             return Err(cx.invalid(&max, "server.max_connections", "must be at least 1"))
@@ -259,40 +281,109 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         Some(u) => Some(u.into_inner()),
         None => None,
     };
+    let secs = Duration::from_secs;
     Ok(ServerSettings {
         name,
-        handshake_timeout: or(raw.handshake_timeout, 10),
-        connect_timeout: or(raw.connect_timeout, 5),
-        idle_timeout: or(raw.idle_timeout, 600),
-        drain_timeout: or(raw.drain_timeout, 30),
+        handshake_timeout: duration(cx, raw.handshake_timeout, &HANDSHAKE)?.unwrap_or(secs(10)),
+        connect_timeout: duration(cx, raw.connect_timeout, &CONNECT)?.unwrap_or(secs(5)),
+        idle_timeout: duration(cx, raw.idle_timeout, &IDLE)?,
+        drain_timeout: duration(cx, raw.drain_timeout, &DRAIN)?.unwrap_or(secs(30)),
         max_connections,
         threads,
         user,
     })
 }
 
-fn cert_settings(base: &Path, raw: raw::RawCerts) -> CertSettings {
+/// The values a duration key accepts, both ends included. Each bound is what still makes
+/// sense to an operator: zero would close every session or handshake at once, and a
+/// century overflows the clock arithmetic of every connection.
+struct Range {
+    key: &'static str,
+    min: Duration,
+    max: Duration,
+}
+
+const HANDSHAKE: Range = Range {
+    key: "server.handshake_timeout",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(10 * 60),
+};
+const CONNECT: Range = Range {
+    key: "server.connect_timeout",
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(5 * 60),
+};
+const IDLE: Range = Range {
+    key: "server.idle_timeout",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(7 * 24 * 3600),
+};
+const LISTENER_IDLE: Range = Range {
+    key: "listener.idle_timeout",
+    ..IDLE
+};
+/// Zero is allowed: open connections are cut at once on SIGTERM.
+const DRAIN: Range = Range {
+    key: "server.drain_timeout",
+    min: Duration::ZERO,
+    max: Duration::from_secs(3600),
+};
+const RESCAN: Range = Range {
+    key: "certs.rescan_interval",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(24 * 3600),
+};
+
+/// The duration of `raw` when it lies in `range`; the key and line otherwise.
+fn duration(
+    cx: &Context<'_>,
+    raw: Option<Spanned<HumanDuration>>,
+    range: &Range,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let value = raw.get_ref().0;
+    if value < range.min || value > range.max {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        let message = format!(
+            "{} is out of range: write a duration from {} to {}",
+            show(value),
+            show(range.min),
+            show(range.max)
+        );
+        return Err(cx.invalid(&raw, range.key, message));
+    }
+    Ok(Some(value))
+}
+
+fn cert_settings(
+    cx: &Context<'_>,
+    base: &Path,
+    raw: raw::RawCerts,
+) -> Result<CertSettings, ConfigError> {
     let dir = base.join(&raw.dir);
     // Beside the store, not in it: the store is watched and every file in it is an entry.
     let fallback_dir = dir
         .parent()
         .map_or_else(|| base.join("default"), |p| p.join("default"));
     let at = |p: Option<String>| p.map(|p| base.join(p));
-    CertSettings {
+    let rescan_interval = duration(cx, raw.rescan_interval, &RESCAN)?;
+    Ok(CertSettings {
         default_cert: at(raw.default_cert).unwrap_or_else(|| fallback_dir.join("fullchain.pem")),
         default_key: at(raw.default_key).unwrap_or_else(|| fallback_dir.join("privkey.pem")),
         ca_bundle: at(raw.ca_bundle),
         issuers_dir: at(raw.issuers_dir),
         crl_dir: at(raw.crl_dir),
-        rescan_interval: raw.rescan_interval.map_or(Duration::from_secs(60), |d| d.0),
+        rescan_interval: rescan_interval.unwrap_or(Duration::from_secs(60)),
         dir,
-    }
+    })
 }
 
 fn listeners(
     cx: &Context<'_>,
     raw: Vec<RawListener>,
-    server_name: &str,
+    server: &ServerSettings,
 ) -> Result<Vec<ListenerConfig>, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::Syntax {
@@ -320,7 +411,7 @@ fn listeners(
             .map_err(|m| cx.invalid(&l.backend, "listener.backend", m))?;
         let alpn = alpn(cx, l.protocol, l.alpn)?;
         let greeting_name = match &l.greeting_name {
-            None => server_name.to_owned(),
+            None => server.name.clone(),
             Some(raw) => {
                 let name = raw.get_ref().trim();
                 let ok = !name.is_empty()
@@ -338,6 +429,9 @@ fn listeners(
                 name.to_owned()
             }
         };
+        let idle_timeout = duration(cx, l.idle_timeout, &LISTENER_IDLE)?
+            .or(server.idle_timeout)
+            .unwrap_or_else(|| l.protocol.default_idle_timeout());
         out.push(ListenerConfig {
             name,
             bind,
@@ -348,6 +442,7 @@ fn listeners(
             alpn,
             routes: Vec::new(),
             greeting_name,
+            idle_timeout,
         });
     }
     Ok(out)

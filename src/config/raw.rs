@@ -22,10 +22,10 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub name: Spanned<String>,
-    pub handshake_timeout: Option<HumanDuration>,
-    pub connect_timeout: Option<HumanDuration>,
-    pub idle_timeout: Option<HumanDuration>,
-    pub drain_timeout: Option<HumanDuration>,
+    pub handshake_timeout: Option<Spanned<HumanDuration>>,
+    pub connect_timeout: Option<Spanned<HumanDuration>>,
+    pub idle_timeout: Option<Spanned<HumanDuration>>,
+    pub drain_timeout: Option<Spanned<HumanDuration>>,
     pub max_connections: Option<Spanned<u32>>,
     pub threads: Option<Spanned<u32>>,
     pub user: Option<Spanned<String>>,
@@ -40,7 +40,7 @@ pub(super) struct RawCerts {
     pub ca_bundle: Option<String>,
     pub issuers_dir: Option<String>,
     pub crl_dir: Option<String>,
-    pub rescan_interval: Option<HumanDuration>,
+    pub rescan_interval: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +58,9 @@ pub(super) struct RawListener {
     /// The host name in this listener's greetings (STARTTLS listeners); `server.name`
     /// when not set.
     pub greeting_name: Option<Spanned<String>>,
+    /// This listener's idle bound; `server.idle_timeout` (or the protocol's default) when
+    /// not set.
+    pub idle_timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +132,17 @@ impl Protocol {
             Some(Mail::Smtp) => &["smtp"],
             Some(Mail::Imap) => &["imap"],
             Some(Mail::Pop3) => &["pop3"],
+        }
+    }
+
+    /// How long a session may stay silent both ways when neither the listener nor
+    /// `[server]` sets `idle_timeout`: above 30 minutes for IMAP, whose clients sit in IDLE
+    /// for up to 29 minutes before they say anything (RFC 2177; RFC 3501 wants a server's
+    /// autologout timer at 30 minutes at least), and 10 minutes for the others.
+    pub fn default_idle_timeout(self) -> Duration {
+        match self.mail() {
+            Some(Mail::Imap) => Duration::from_secs(31 * 60),
+            _ => Duration::from_secs(10 * 60),
         }
     }
 

@@ -40,7 +40,10 @@ fn good_config_gets_defaults_and_resolved_paths() {
     let c = parse(GOOD).unwrap();
     assert_eq!(c.server.name, "server.com");
     assert_eq!(c.server.handshake_timeout, Duration::from_secs(3));
-    assert_eq!(c.server.idle_timeout, Duration::from_secs(600));
+    assert_eq!(c.server.idle_timeout, None);
+    // IMAP clients sit in IDLE for 29 minutes (RFC 2177): their default is above that.
+    assert_eq!(c.listeners[0].idle_timeout, Duration::from_secs(31 * 60));
+    assert_eq!(c.listeners[1].idle_timeout, Duration::from_secs(10 * 60));
     assert_eq!(c.server.max_connections, 20_000);
     assert_eq!(c.certs.dir, Path::new("/etc/mailfront/certs/domains"));
     assert_eq!(
@@ -160,4 +163,81 @@ fn server_user_is_optional_and_never_empty() {
     assert_eq!(c.server.user.as_deref(), Some("mailfront"));
     let e = error_of(&with("handshake_timeout = \"3s\"\nuser = \" \""));
     assert!(e.contains("`server.user`"), "{e}");
+}
+
+/// Durations outside their range are refused with the key and line (a century overflowed
+/// every connection's clock arithmetic, zero closed every session at once); zero is a
+/// valid drain (cut at once); each bound itself is accepted.
+#[test]
+fn durations_out_of_range_are_refused_with_key_and_line() {
+    let with = |key: &str, value: &str| {
+        let text = GOOD.replace(
+            "handshake_timeout = \"3s\"",
+            &format!("handshake_timeout = \"3s\"\n{key} = \"{value}\""),
+        );
+        parse(&text)
+    };
+    for (key, value) in [
+        ("idle_timeout", "300000000000y"),
+        ("idle_timeout", "0s"),
+        ("idle_timeout", "8days"),
+        ("handshake_timeout2", ""),
+        ("connect_timeout", "0s"),
+        ("connect_timeout", "50ms"),
+        ("drain_timeout", "2h"),
+    ] {
+        if key == "handshake_timeout2" {
+            let text = GOOD.replace("\"3s\"", "\"0s\"");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("`server.handshake_timeout`"), "{e}");
+            assert!(e.contains("line 4"), "{e}");
+            continue;
+        }
+        let e = with(key, value).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("`server.{key}`")),
+            "{key} = {value}: {e}"
+        );
+        assert!(e.contains("line 5"), "{key} = {value}: {e}");
+        assert!(e.contains("out of range"), "{e}");
+    }
+    let c = with("drain_timeout", "0s").unwrap();
+    assert_eq!(c.server.drain_timeout, Duration::ZERO);
+    let c = with("idle_timeout", "7days").unwrap();
+    assert_eq!(c.server.idle_timeout, Some(Duration::from_secs(7 * 86_400)));
+    let c = with("connect_timeout", "100ms").unwrap();
+    assert_eq!(c.server.connect_timeout, Duration::from_millis(100));
+
+    let text = GOOD.replace(
+        "dir = \"certs/domains\"",
+        "dir = \"d\"\nrescan_interval = \"0s\"",
+    );
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("`certs.rescan_interval`") && e.contains("line 8"),
+        "{e}"
+    );
+}
+
+/// `idle_timeout` of a listener beats `[server]`'s, which beats the protocol's default.
+#[test]
+fn idle_timeout_per_listener_then_server_then_protocol() {
+    let text = GOOD.replace(
+        "handshake_timeout = \"3s\"",
+        "handshake_timeout = \"3s\"\nidle_timeout = \"20m\"",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.listeners[0].idle_timeout, Duration::from_secs(20 * 60));
+    assert_eq!(c.listeners[1].idle_timeout, Duration::from_secs(20 * 60));
+    let text = text.replace(
+        "proxy_protocol = \"v2\"",
+        "proxy_protocol = \"v2\"\nidle_timeout = \"2h\"",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.listeners[0].idle_timeout, Duration::from_secs(7200));
+    assert_eq!(c.listeners[1].idle_timeout, Duration::from_secs(20 * 60));
+    let e = parse(&text.replace("\"2h\"", "\"0s\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`listener.idle_timeout`"), "{e}");
 }
