@@ -175,3 +175,62 @@ async fn server_wide_certificate_is_generated_once_and_kept() {
         "reused"
     );
 }
+
+/// Generating the server-wide pair never opens what is already there (a symlink planted
+/// at the temporary name the files were once written through), and a start cut short
+/// between the certificate and the key is repaired by the next start, while a
+/// certificate an operator put there alone is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_wide_generation_writes_new_files_and_repairs_a_half_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    store_dir(tmp.path());
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "[server]\nname = \"mx.hosting.test\"\n[certs]\ndir = \"store\"\n{}",
+        listener("imaps", "imaps", backend.addr, "")
+    );
+    let dir = tmp.path().join("default");
+    let (cert, key) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    for name in [".privkey.pem.tmp", ".fullchain.pem.tmp"] {
+        symlink(&victim, dir.join(name)).unwrap();
+    }
+    let served = |proxy: &Proxy| {
+        let addr = proxy.addr("imaps");
+        async move {
+            let stream = client::connect(addr, &Opts::default()).await.unwrap();
+            assert_eq!(client::served_names(&stream), ["mx.hosting.test"]);
+            stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+        }
+    };
+    let first = served(&Proxy::start(tmp.path(), &config)).await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The key never written: the next start generates a new pair.
+    std::fs::remove_file(&key).unwrap();
+    let second = served(&Proxy::start(tmp.path(), &config)).await;
+    assert_ne!(first, second, "a new pair");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // An operator's certificate without its key is not written over.
+    let pki = Pki::new(tmp.path());
+    std::fs::copy(tmp.path().join("server.com.crt"), &cert).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    drop(pki);
+    let path = tmp.path().join("mailfront.toml");
+    std::fs::write(&path, &config).unwrap();
+    let err = Server::bind(&Config::load(&path).unwrap())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("privkey.pem"), "{err}");
+    assert!(!key.exists());
+}

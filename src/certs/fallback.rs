@@ -2,16 +2,27 @@
 //! name was sent. Hosting panels make a self-signed one on first start; so does mailfront,
 //! and it keeps it, so that a client that accepted it once is not warned anew each start.
 
+use std::fs::Permissions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tracing::warn;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::discover::{Layout, Source};
 use super::load::{load, Context, LoadError, Loaded, Role};
 use super::CertError;
 
-/// Loads the server-wide certificate, generating it first when neither file exists.
+/// The organisation a generated server-wide certificate names, which tells it apart from
+/// one an operator put there: only a generated certificate may be written over.
+const GENERATED_BY: &str = "mailfront self-signed";
+
+/// Loads the server-wide certificate, generating it first when neither file exists (or
+/// only the certificate of an earlier generation that was cut short).
 ///
 /// Returns the certificate and whether it was generated now.
 pub fn load_or_generate(
@@ -23,6 +34,13 @@ pub fn load_or_generate(
     if let Some(loaded) = load_existing(cert, key, ctx)? {
         return Ok((loaded, false));
     }
+    if cert.exists() {
+        warn!(
+            cert = %cert.display(), key = %key.display(),
+            "the generated server-wide certificate has no key beside it (its generation was \
+             cut short); generating a new pair"
+        );
+    }
     generate(cert, key, server_name)?;
     let loaded = load_existing(cert, key, ctx)?.ok_or_else(|| CertError::Generate {
         path: cert.to_owned(),
@@ -31,12 +49,14 @@ pub fn load_or_generate(
     Ok((loaded, true))
 }
 
-/// Loads the server-wide certificate if its files exist; `None` when neither does (it
-/// would be generated). One file without the other is an error: generating would
-/// overwrite what an operator put there.
+/// Loads the server-wide certificate if its files exist; `None` when it is to be
+/// generated: neither file exists, or only a generated certificate whose key was never
+/// written (the key is written last). Any other file without its partner is an error:
+/// generating would overwrite what an operator put there.
 pub fn load_existing(cert: &Path, key: &Path, ctx: &Context) -> Result<Option<Loaded>, CertError> {
     match (cert.exists(), key.exists()) {
         (false, false) => return Ok(None),
+        (true, false) if generated(cert) => return Ok(None),
         (true, true) => {}
         (cert_exists, _) => {
             let missing = if cert_exists { key } else { cert };
@@ -60,8 +80,28 @@ pub fn load_existing(cert: &Path, key: &Path, ctx: &Context) -> Result<Option<Lo
         .map_err(CertError::Fallback)
 }
 
+/// Whether `cert` holds one self-signed certificate that mailfront generated.
+fn generated(cert: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(cert) else {
+        return false;
+    };
+    let mut ders = CertificateDer::pem_slice_iter(&bytes);
+    let (Some(Ok(der)), None) = (ders.next(), ders.next()) else {
+        return false;
+    };
+    let Ok((_, parsed)) = X509Certificate::from_der(&der) else {
+        return false;
+    };
+    let ours = parsed
+        .subject()
+        .iter_organization()
+        .any(|o| o.as_str() == Ok(GENERATED_BY));
+    ours && parsed.subject() == parsed.issuer()
+}
+
 /// Makes a self-signed ECDSA P-256 certificate for `server_name`, valid ten years, and
-/// writes it with its key (mode 0600), each file replaced atomically.
+/// writes it, then its key (mode 0600): a start cut short between the two leaves a
+/// certificate alone, which the next start recognises as its own and generates again.
 fn generate(cert: &Path, key: &Path, server_name: &str) -> Result<(), CertError> {
     let rcgen_error = |e: rcgen::Error| CertError::Generate {
         path: cert.to_owned(),
@@ -73,35 +113,40 @@ fn generate(cert: &Path, key: &Path, server_name: &str) -> Result<(), CertError>
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, server_name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, GENERATED_BY);
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(3650);
     let certificate = params.self_signed(&pair).map_err(rcgen_error)?;
-    write_atomically(key, pair.serialize_pem().as_bytes(), 0o600)?;
-    write_atomically(cert, certificate.pem().as_bytes(), 0o644)?;
+    write_new(cert, certificate.pem().as_bytes(), 0o644)?;
+    write_new(key, pair.serialize_pem().as_bytes(), 0o600)?;
     Ok(())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
+/// Writes `bytes` to `path` through a new file of its own (created exclusively, so that
+/// nothing already there, a symlink least of all, is opened), synced, renamed into place,
+/// and the rename synced too, so that a crash leaves the whole file or none.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
     let io_error = |path: &Path, e: std::io::Error| CertError::Generate {
         path: path.to_owned(),
         reason: e.to_string(),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    let name = path
-        .file_name()
-        .map_or("file".into(), |n| n.to_string_lossy());
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| io_error(&tmp, e))?;
+    // Created with mode 0600 whatever the umask; the certificate is then opened up.
+    let mut file = tempfile::Builder::new()
+        .prefix(".mailfront-")
+        .tempfile_in(dir)
+        .map_err(|e| io_error(dir, e))?;
+    let tmp = file.path().to_owned();
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| file.as_file().set_permissions(Permissions::from_mode(mode)))
+        .and_then(|()| file.as_file().sync_all())
         .map_err(|e| io_error(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+    file.persist(path).map_err(|e| io_error(path, e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
 }
