@@ -213,6 +213,15 @@ impl Future for Relay {
                 Poll::Ready(Ok(())) | Poll::Pending => {}
             }
         }
+        // Records rustls makes on its own while it reads (the no_renegotiation alert that
+        // answers a TLS 1.2 renegotiation, the answer to a TLS 1.3 KeyUpdate) go out now:
+        // otherwise they wait for the backend's next bytes, which may never come, and the
+        // client waits with them.
+        if ended.is_none() && this.client.get_ref().1.wants_write() {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut *this.client).poll_flush(cx) {
+                ended = Some(Side::Client(e));
+            }
+        }
         if std::mem::take(&mut this.up.moved) | std::mem::take(&mut this.down.moved) {
             this.last = Instant::now();
         }

@@ -110,6 +110,59 @@ async fn server_chooses_the_suite_order() {
     );
 }
 
+/// A TLS 1.2 client asking to renegotiate (`R` in `openssl s_client`) is answered at once
+/// with the `no_renegotiation` alert, as HAProxy does, while the backend has nothing to
+/// say: the alert is a record rustls makes on its own and must not wait for relayed bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn renegotiation_is_refused_at_once() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, proxy, _b) = proxy(tmp.path()).await;
+    let addr = proxy.addr("imaps").to_string();
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-connect", &addr])
+        .args(["-servername", "mail.example.com"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        // The backend's greeting: the session is up and nothing more will come from it.
+        while let Some(line) = out.next_line().await.unwrap() {
+            if line.starts_with("* OK") {
+                break;
+            }
+        }
+        stdin.write_all(b"R\n").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut said = Vec::new();
+        loop {
+            tokio::select! {
+                Ok(Some(line)) = out.next_line() => said.push(line),
+                Ok(Some(line)) = err.next_line() => said.push(line),
+                else => return (started.elapsed(), said),
+            }
+            if said.last().is_some_and(|l| l.contains("no renegotiation")) {
+                return (started.elapsed(), said);
+            }
+        }
+    })
+    .await;
+    // stdin is held open all along: the client gives up only on the alert.
+    drop(stdin);
+    let (took, said) = seen.expect("the alert within 10 s");
+    assert!(
+        said.iter().any(|l| l.contains("no renegotiation")),
+        "{said:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+}
+
 /// A TLS 1.3 client resumes with the ticket it was given.
 #[tokio::test(flavor = "multi_thread")]
 async fn tls13_resumption_with_tickets() {
