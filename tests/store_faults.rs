@@ -330,3 +330,43 @@ async fn a_version_unreadable_for_want_of_descriptors_is_read_later() {
         "the new version serves once it can be read"
     );
 }
+
+/// A panic while one entry loads (a parser's bug on bytes nobody foresaw; injected here by
+/// the debug build's MAILFRONT_DEBUG_PANIC_ON) refuses that entry with an error naming
+/// it, at start and at every later version, and nothing else: the proxy starts, the
+/// other entries serve, and live reload goes on picking up renewals.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_loading_one_entry_refuses_that_entry_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::store_dir(tmp.path());
+    let other_dir = tmp.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other = Pki::new(&other_dir);
+    let boom = other.leaf(&["boom.example.com"], KeyKind::Ecdsa);
+    std::fs::write(store.join("boom.example.com.pem"), boom.combined()).unwrap();
+    let s = Setup::start(tmp, "MAILFRONT_DEBUG_PANIC_ON=boom", Layout::Single).await;
+    let refused: Vec<&String> = s
+        .proxy
+        .startup
+        .iter()
+        .filter(|l| l.contains("certificate entry refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{:#?}", s.proxy.startup);
+    assert!(
+        refused[0].contains("boom.example.com.pem") && refused[0].contains("bug"),
+        "{}",
+        refused[0]
+    );
+    // Live reload survives: a renewal is picked up...
+    std::fs::write(s.store.join("mail.pem"), s.v[1].combined()).unwrap();
+    assert!(s.serves(1, Duration::from_secs(3)).await, "renewal served");
+    // ...and so is the next one after another version of the panicking entry.
+    let again = other.leaf(&["boom.example.com"], KeyKind::Ecdsa);
+    std::fs::write(s.store.join("boom.example.com.pem"), again.combined()).unwrap();
+    assert!(s.proxy.wait_line("boom.example.com.pem").is_some());
+    std::fs::write(s.store.join("mail.pem"), s.v[0].combined()).unwrap();
+    assert!(
+        s.serves(0, Duration::from_secs(3)).await,
+        "reload still alive"
+    );
+}

@@ -78,6 +78,13 @@ pub enum LoadError {
     /// The leaf has no DNS name that could be served.
     #[error("{path}: the certificate has no usable DNS name in its subjectAltName{skipped}")]
     NoNames { path: PathBuf, skipped: String },
+    /// Loading panicked: a bug (ours or a parser's) on bytes nobody foresaw. The entry is
+    /// refused; everything else goes on.
+    #[error(
+        "{path}: loading it failed on a bug in mailfront or a library it uses ({message}); \
+         the entry is refused: please report it, with the file if you can"
+    )]
+    Panicked { path: PathBuf, message: String },
 }
 
 /// The bytes of an entry's files, read once: hashed to notice changes, then parsed.
@@ -112,13 +119,52 @@ pub fn load(source: &Source, ctx: &Context, role: Role) -> Result<Loaded, LoadEr
     parse(source, &Contents::read(source)?, ctx, role)
 }
 
-/// Loads one entry from bytes already read.
+/// Loads one entry from bytes already read. A panic while doing so refuses this entry
+/// alone: the reloader, its catalog and every other entry go on (a panic used to take the
+/// whole reload down, and with it live reload for good).
 pub fn parse(
     source: &Source,
     contents: &Contents,
     ctx: &Context,
     role: Role,
 ) -> Result<Loaded, LoadError> {
+    // Unwind safety: a panic leaves nothing half-changed behind, since parsing only reads
+    // `contents` and `ctx` and builds values it returns.
+    let guarded = std::panic::AssertUnwindSafe(|| parse_entry(source, contents, ctx, role));
+    std::panic::catch_unwind(guarded).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(LoadError::Panicked {
+            path: source.cert.clone(),
+            message,
+        })
+    })
+}
+
+/// Debug builds only: panics while loading an entry whose id contains the text of
+/// `MAILFRONT_DEBUG_PANIC_ON`, so that tests can show what one entry's panic does.
+#[cfg(debug_assertions)]
+fn debug_panic_on(id: &str) {
+    if let Some(marker) = std::env::var_os("MAILFRONT_DEBUG_PANIC_ON") {
+        let marker = marker.to_string_lossy();
+        assert!(
+            marker.is_empty() || !id.contains(&*marker),
+            "MAILFRONT_DEBUG_PANIC_ON matches {id}"
+        );
+    }
+}
+
+fn parse_entry(
+    source: &Source,
+    contents: &Contents,
+    ctx: &Context,
+    role: Role,
+) -> Result<Loaded, LoadError> {
+    #[cfg(debug_assertions)]
+    debug_panic_on(&source.id);
     let chain = certificates(&source.cert, &contents.cert)?;
     let (key_path, key_bytes) = match (&source.key, &contents.key) {
         (Some(path), Some(bytes)) => (path.as_path(), bytes.as_slice()),
