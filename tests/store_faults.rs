@@ -370,3 +370,68 @@ async fn a_panic_loading_one_entry_refuses_that_entry_alone() {
         "reload still alive"
     );
 }
+
+/// A stray multi-gigabyte file in the store, `issuers_dir` and `crl_dir` (a dump, a log)
+/// is refused by its size without being read: each is named with its size, the entries
+/// beside it serve, memory stays small, and `mailfront check` says the same of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_files_are_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let backend = Backend::start("* OK", Expect::Plain).await;
+    let pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let leaf = pki.leaf(&[NAME], KeyKind::Ecdsa);
+    std::fs::write(store.join("mail.pem"), leaf.combined()).unwrap();
+    let (issuers, crls) = (root.join("issuers"), root.join("crl"));
+    let sparse = |path: PathBuf| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(3 << 30).unwrap();
+        path
+    };
+    let dump = sparse(store.join("dump.pem"));
+    sparse(issuers.join("huge.pem"));
+    sparse(crls.join("huge.crl"));
+    let config = format!(
+        "{}{}",
+        head(root, &store, "").replace(
+            "[certs]\n",
+            &format!(
+                "[certs]\nissuers_dir = \"{}\"\ncrl_dir = \"{}\"\n",
+                issuers.display(),
+                crls.display()
+            )
+        ),
+        listener("imaps", "imaps", backend.addr, "")
+    );
+    let path = root.join("m.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = Running::start("", &path);
+    let said = |file: &str| {
+        proxy
+            .startup
+            .iter()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("{file} named: {:#?}", proxy.startup))
+            .clone()
+    };
+    for file in ["dump.pem", "issuers/huge.pem", "crl/huge.crl"] {
+        let line = said(file);
+        assert!(
+            line.contains("3 GiB") && line.contains("not read"),
+            "{line}"
+        );
+    }
+    assert_eq!(served_der(proxy.addr, NAME).await, Some(leaf.der()));
+    assert!(proxy.rss_kib() < 100 * 1024, "{} KiB", proxy.rss_kib());
+
+    let out = Command::new(common::running::BIN)
+        .arg("check")
+        .arg(&dump)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("3 GiB"), "{stdout}");
+}

@@ -82,7 +82,7 @@ pub fn load_existing(cert: &Path, key: &Path, ctx: &Context) -> Result<Option<Lo
 
 /// Whether `cert` holds one self-signed certificate that mailfront generated.
 fn generated(cert: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(cert) else {
+    let Ok(bytes) = super::limits::read(cert, super::limits::ENTRY) else {
         return false;
     };
     let mut ders = CertificateDer::pem_slice_iter(&bytes);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::check::{self, Depth, Finding, Severity, Trust};
 use super::discover::Source;
 use super::index::Served;
+use super::limits::ReadError;
 use super::resolver::{schemes_of, signing_key, Fixed};
 use crate::names::Pattern;
 use rustls::crypto::CryptoProvider;
@@ -59,6 +60,18 @@ pub enum LoadError {
     Read {
         path: PathBuf,
         error: std::io::Error,
+    },
+    /// The file is far larger than any certificate entry: not read.
+    #[error(
+        "{path} is {}, more than the {} a certificate entry's file may be (a few KB is \
+         usual): not read; move it out of the store",
+        super::limits::size_text(*size),
+        super::limits::size_text(*limit)
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
     },
     /// A PEM block is malformed or cut short.
     #[error("{path}: {reason}")]
@@ -315,9 +328,16 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|error| LoadError::Read {
-        path: path.to_owned(),
-        error,
+    super::limits::read(path, super::limits::ENTRY).map_err(|e| match e {
+        ReadError::Io(error) => LoadError::Read {
+            path: path.to_owned(),
+            error,
+        },
+        ReadError::TooLarge { size, limit } => LoadError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit,
+        },
     })
 }
 

@@ -13,6 +13,7 @@ pub mod check;
 pub mod discover;
 pub mod fallback;
 pub mod index;
+pub mod limits;
 pub mod load;
 pub mod resolver;
 pub mod watch;

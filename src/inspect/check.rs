@@ -12,6 +12,7 @@ use super::Format;
 use crate::certs::check::{
     self, date, now, CertFacts, Code, Depth, Domain, Finding, Severity, Trust,
 };
+use crate::certs::limits::{self, ReadError};
 use crate::certs::resolver::signing_key;
 
 /// What `mailfront check` was asked.
@@ -76,10 +77,27 @@ pub fn run(req: &Request, format: Format, out: &mut dyn Write) -> Result<bool, U
     let mut cert_file: Option<&Path> = None;
     let mut key: Option<(PathBuf, PrivateKeyDer<'static>)> = None;
     for path in &req.files {
-        let bytes = std::fs::read(path).map_err(|error| UsageError::Read {
-            path: path.clone(),
-            error,
-        })?;
+        let bytes = match limits::read(path, limits::ENTRY) {
+            Ok(bytes) => bytes,
+            Err(ReadError::Io(error)) => {
+                return Err(UsageError::Read {
+                    path: path.clone(),
+                    error,
+                })
+            }
+            Err(too_large) => {
+                findings.push(Finding {
+                    code: Code::BadCertificate,
+                    severity: Severity::Error,
+                    file: path.clone(),
+                    message: format!("{}: {too_large}", path.display()),
+                    fix: "give the certificate, chain and key files your certificate \
+                          authority issued"
+                        .into(),
+                });
+                continue;
+            }
+        };
         match blocks(&bytes) {
             Ok((certs, keys)) => {
                 if !certs.is_empty() {

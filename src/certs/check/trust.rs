@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::crl::Crl;
 use super::facts::CertFacts;
+use crate::certs::limits;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 
@@ -114,7 +115,7 @@ impl Trust {
         }
         if let Some(dir) = issuers_dir {
             for path in files_in(dir)? {
-                match certificates_in(&path) {
+                match certificates_in(&path, limits::ENTRY) {
                     Ok(certs) if !certs.is_empty() => {
                         for der in certs {
                             match CertFacts::parse(&der) {
@@ -208,10 +209,11 @@ pub(super) fn name_contents(der: &[u8]) -> Option<&[u8]> {
 }
 
 fn roots_of(path: &Path) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
-    let certs = certificates_in(path).map_err(|reason| TrustError::EmptyBundle {
-        path: path.to_owned(),
-        reason: format!(": {reason}"),
-    })?;
+    let certs =
+        certificates_in(path, limits::BUNDLE).map_err(|reason| TrustError::EmptyBundle {
+            path: path.to_owned(),
+            reason: format!(": {reason}"),
+        })?;
     let roots: Vec<_> = certs
         .iter()
         .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
@@ -243,8 +245,8 @@ fn files_in(dir: &Path) -> Result<Vec<PathBuf>, TrustError> {
 }
 
 /// Certificates in a PEM file, or the one certificate of a DER file.
-fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+fn certificates_in(path: &Path, limit: u64) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = limits::read(path, limit).map_err(|e| e.to_string())?;
     if bytes.first() == Some(&0x30) {
         return Ok(vec![CertificateDer::from(bytes)]);
     }
@@ -255,7 +257,7 @@ fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> 
 
 /// CRLs in a PEM file, or the one CRL of a DER file.
 fn crls_in(path: &Path) -> Result<Vec<Crl>, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = limits::read(path, limits::CRL).map_err(|e| e.to_string())?;
     let ders: Vec<Vec<u8>> = if bytes.first() == Some(&0x30) {
         vec![bytes]
     } else {
