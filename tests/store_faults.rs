@@ -435,3 +435,66 @@ async fn oversized_files_are_refused_unread() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("3 GiB"), "{stdout}");
 }
+
+/// Symlink loops (six `ln -s . loopN`, a link to `/`, one to the directory above) no
+/// longer hang `check-config` or the start: each link is reported once, not at every
+/// rescan, and an entry reached through a link to a directory outside the store serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn symlink_loops_are_read_once_and_reported_once() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::store_dir(tmp.path());
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let other_dir = tmp.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let linked = Pki::new(&other_dir).leaf(&["linked.example.com"], KeyKind::Ecdsa);
+    std::fs::write(outside.join("linked.pem"), linked.combined()).unwrap();
+    for i in 1..=6 {
+        symlink(".", store.join(format!("loop{i}"))).unwrap();
+    }
+    symlink("/", store.join("root")).unwrap();
+    std::fs::create_dir(store.join("sub")).unwrap();
+    symlink("..", store.join("sub/up")).unwrap();
+    symlink(&outside, store.join("outside")).unwrap();
+    let links = ["loop1", "loop6", "root", "sub/up"];
+
+    let s = Setup::start(tmp, "", Layout::Single).await;
+    let check = Command::new(common::running::BIN)
+        .args(["check-config", "--config"])
+        .arg(s.tmp.path().join("m.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || check.wait_with_output().unwrap());
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("check-config finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for link in links {
+        let said = stdout
+            .matches(&format!("store/{link}: not followed"))
+            .count();
+        assert_eq!(said, 1, "{link} once: {stdout}");
+    }
+    for link in links {
+        let lines = s
+            .proxy
+            .startup
+            .iter()
+            .filter(|l| l.contains(&format!("store/{link}\"")) && l.contains("not followed"));
+        assert_eq!(lines.count(), 1, "{link} once: {:#?}", s.proxy.startup);
+    }
+    let served = served_der(s.addr, "linked.example.com").await;
+    assert_eq!(served, Some(linked.der()));
+    // Two full rescans later, nothing of it is said again.
+    let later = s
+        .proxy
+        .lines_until_quiet(Duration::from_millis(2500), Duration::from_millis(2500));
+    assert!(
+        later.iter().all(|l| !l.contains("not followed")),
+        "{later:#?}"
+    );
+}

@@ -9,15 +9,24 @@
 //! | Kubernetes secret volume | `DIR/tls.crt` + `DIR/tls.key` (through `..data`) |
 //!
 //! A subdirectory that is neither certbot's nor Kubernetes' is scanned like the top, so
-//! operators may group entries (by customer, say). Symlinks are followed; the depth is
-//! bounded so that a symlink loop cannot hang a scan.
+//! operators may group entries (by customer, say).
+//!
+//! Symlinks are followed, with bounds so that no link can make a scan hang or wander: a
+//! symlinked directory is not followed when it leads back into the store (its contents
+//! are read under their own path) or to a directory the walk is already inside (`ln -s .
+//! loop`, a link to `/`); a directory outside the store reached by several links is read
+//! once; and one scan reads at most [`MAX_DIRS`] directories, [`MAX_DEPTH`] deep.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// How deep below the store directory entries are looked for.
 const MAX_DEPTH: usize = 8;
+/// Directories one scan reads at most: three per customer domain at 100,000 domains
+/// (certbot's `live/DOMAIN`, a grouping directory, a Kubernetes volume), and a bound on
+/// what a link to a large tree (`/usr`) can cost each rescan.
+pub const MAX_DIRS: usize = 300_000;
 
 /// The files of one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,25 +83,27 @@ pub fn in_unlisted(unlisted: &[String], id: &str) -> bool {
 
 /// Lists the entries below `dir`. Fails only when `dir` itself cannot be read.
 pub fn discover(dir: &Path) -> std::io::Result<Found> {
-    let mut found = Found::default();
-    scan_listing(dir, dir, 0, std::fs::read_dir(dir)?, &mut found);
-    found.sources.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(found)
+    let listing = std::fs::read_dir(dir)?;
+    let mut walk = Walk::new(dir);
+    let real = walk.store.clone();
+    walk.scan_listing(dir, &real, 0, listing);
+    Ok(walk.finish())
 }
 
 /// Lists the entries in and below `dir`, a subdirectory of the store `root`: what a change
 /// inside one certbot, Kubernetes or grouping directory can have affected. A directory
 /// that no longer exists holds no entries.
 pub fn discover_dir(root: &Path, dir: &Path) -> Found {
-    let mut found = Found::default();
+    let mut walk = Walk::new(root);
     let depth = dir
         .strip_prefix(root)
         .map_or(1, |rel| rel.components().count());
     if std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) && depth <= MAX_DEPTH {
-        scan(root, dir, depth.max(1), &mut found);
+        // Its real path, through whatever links lead to it from the store.
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+        walk.scan(dir, &real, depth.max(1));
     }
-    found.sources.sort_by(|a, b| a.id.cmp(&b.id));
-    found
+    walk.finish()
 }
 
 /// Lists the entry a file `STEM.ext` directly in `root` belongs to, by looking only at
@@ -138,58 +149,145 @@ pub fn is_ignored(name: &str) -> bool {
         || name.contains(".dpkg-")
 }
 
-fn scan(root: &Path, dir: &Path, depth: usize, found: &mut Found) {
-    match std::fs::read_dir(dir) {
-        Ok(read) => scan_listing(root, dir, depth, read, found),
-        Err(e) => {
-            found.unlisted.push(format!("{}/", relative(root, dir)));
-            found.strays.push(Stray {
-                path: dir.to_owned(),
-                reason: format!("the directory cannot be read ({e}); what it served keeps serving"),
-            });
-        }
-    }
+/// One scan: what it found, and what bounds its walk.
+struct Walk {
+    /// The store as given (entry ids are relative to it) and its real path.
+    root: PathBuf,
+    store: PathBuf,
+    /// The real paths of the directories the walk is inside, the store first.
+    inside: Vec<PathBuf>,
+    /// Directories outside the store already read through a link.
+    linked: HashSet<PathBuf>,
+    /// Directories read so far, and how many may be.
+    dirs: usize,
+    budget: usize,
+    found: Found,
 }
 
-fn scan_listing(root: &Path, dir: &Path, depth: usize, read: std::fs::ReadDir, found: &mut Found) {
-    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut dirs = Vec::new();
-    for entry in read.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_ignored(&name) {
-            continue;
-        }
-        let path = entry.path();
-        // The listing's own file type costs nothing; only symlinks (certbot's live/ and
-        // Kubernetes' volumes are made of them) and file systems that do not report types
-        // need a stat, which follows the link.
-        let kind = match entry.file_type() {
-            Ok(t) if !t.is_symlink() => Ok(t),
-            _ => std::fs::metadata(&path).map(|m| m.file_type()),
-        };
-        match kind {
-            Ok(t) if t.is_dir() => dirs.push(path),
-            Ok(t) if t.is_file() => {
-                files.insert(name, path);
-            }
-            Ok(_) => {}
-            Err(e) => found.strays.push(Stray {
-                path,
-                reason: format!("cannot be read: {e}"),
-            }),
+impl Walk {
+    fn new(root: &Path) -> Self {
+        let store = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+        Self {
+            root: root.to_owned(),
+            inside: vec![store.clone()],
+            store,
+            linked: HashSet::new(),
+            dirs: 0,
+            budget: MAX_DIRS,
+            found: Found::default(),
         }
     }
-    if depth > 0 {
-        if let Some(source) = directory_entry(root, dir, &files) {
-            found.sources.push(source);
+
+    fn finish(mut self) -> Found {
+        self.found.sources.sort_by(|a, b| a.id.cmp(&b.id));
+        self.found
+    }
+
+    /// Entries under `dir` are unknown, not gone: reported with `reason`.
+    fn unlisted(&mut self, dir: &Path, reason: String) {
+        let prefix = format!("{}/", relative(&self.root, dir));
+        self.found.unlisted.push(prefix);
+        self.found.strays.push(Stray {
+            path: dir.to_owned(),
+            reason,
+        });
+    }
+
+    /// Reads `dir`, whose real path is `real`.
+    fn scan(&mut self, dir: &Path, real: &Path, depth: usize) {
+        if self.dirs >= self.budget {
+            let reason = format!(
+                "not read: one scan reads at most {} directories; what it served keeps \
+                 serving",
+                self.budget
+            );
+            return self.unlisted(dir, reason);
+        }
+        match std::fs::read_dir(dir) {
+            Ok(read) => self.scan_listing(dir, real, depth, read),
+            Err(e) => {
+                let reason =
+                    format!("the directory cannot be read ({e}); what it served keeps serving");
+                self.unlisted(dir, reason);
+            }
+        }
+    }
+
+    fn scan_listing(&mut self, dir: &Path, real: &Path, depth: usize, read: std::fs::ReadDir) {
+        self.dirs += 1;
+        let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut dirs = Vec::new();
+        for entry in read.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_ignored(&name) {
+                continue;
+            }
+            let path = entry.path();
+            // The listing's own file type costs nothing; only symlinks (certbot's live/ and
+            // Kubernetes' volumes are made of them) and file systems that do not report
+            // types need a stat, which follows the link.
+            let (kind, linked) = match entry.file_type() {
+                Ok(t) if !t.is_symlink() => (Ok(t), false),
+                _ => (std::fs::metadata(&path).map(|m| m.file_type()), true),
+            };
+            match kind {
+                Ok(t) if t.is_dir() => dirs.push((path, linked)),
+                Ok(t) if t.is_file() => {
+                    files.insert(name, path);
+                }
+                Ok(_) => {}
+                Err(e) => self.found.strays.push(Stray {
+                    path,
+                    reason: format!("cannot be read: {e}"),
+                }),
+            }
+        }
+        if depth > 0 {
+            if let Some(source) = directory_entry(&self.root, dir, &files) {
+                self.found.sources.push(source);
+                return;
+            }
+        }
+        pair_files(&self.root, &files, &mut self.found);
+        if depth >= MAX_DEPTH {
             return;
         }
-    }
-    pair_files(root, &files, found);
-    if depth < MAX_DEPTH {
-        for sub in dirs {
-            scan(root, &sub, depth + 1, found);
+        // In name order, so that of two links to one directory the same one is read at
+        // every scan (the entries' ids come from it).
+        dirs.sort_unstable();
+        self.inside.push(real.to_owned());
+        for (sub, linked) in dirs {
+            let name = sub.file_name().unwrap_or_default();
+            let real = match linked {
+                false => Some(real.join(name)),
+                true => self.follow(&sub),
+            };
+            if let Some(real) = real {
+                self.scan(&sub, &real, depth + 1);
+            }
         }
+        self.inside.pop();
+    }
+
+    /// The real path of the symlinked directory `link` when it is to be read: not when it
+    /// leads into the store (read under its own path), to a directory the walk is inside
+    /// (a loop), or to one already read through another link. Reported when not.
+    fn follow(&mut self, link: &Path) -> Option<PathBuf> {
+        let target = std::fs::canonicalize(link).ok()?;
+        let why = if self.inside.iter().any(|d| d.starts_with(&target)) {
+            "it leads to a directory that holds it (a symlink loop)"
+        } else if target.starts_with(&self.store) {
+            "it leads to a directory of the store, which is read under its own path"
+        } else if !self.linked.insert(target.clone()) {
+            "another link to the same directory was read"
+        } else {
+            return Some(target);
+        };
+        self.found.strays.push(Stray {
+            path: link.to_owned(),
+            reason: format!("not followed: {why} ({})", target.display()),
+        });
+        None
     }
 }
 
@@ -316,6 +414,49 @@ mod tests {
         );
         assert_eq!(found.strays.len(), 1);
         assert!(found.strays[0].path.ends_with("lonely.key"));
+    }
+
+    /// Links back into the store or to a directory holding it are not followed, each
+    /// reported; a directory outside reached by two links is read once; a scan stops at
+    /// its directory budget, and what it did not read is unknown rather than gone.
+    #[test]
+    fn links_are_followed_once_and_never_in_a_loop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, outside) = (tmp.path().join("store"), tmp.path().join("outside"));
+        touch(&outside, "a.example.com.pem");
+        touch(&store, "sub/b.example.com.pem");
+        for (link, target) in [
+            ("loop", "."),
+            ("sub/up", ".."),
+            ("root", "/"),
+            ("sibling", "sub"),
+            ("out1", "../outside"),
+            ("out2", "../outside"),
+        ] {
+            std::os::unix::fs::symlink(target, store.join(link)).unwrap();
+        }
+        let found = discover(&store).unwrap();
+        let ids: Vec<&str> = found.sources.iter().map(|s| &*s.id).collect();
+        assert_eq!(ids, ["out1/a.example.com.pem", "sub/b.example.com.pem"]);
+        let mut strays: Vec<String> = found
+            .strays
+            .iter()
+            .map(|s| relative(&store, &s.path))
+            .collect();
+        strays.sort();
+        assert_eq!(strays, ["loop", "out2", "root", "sibling", "sub/up"]);
+        assert!(found
+            .strays
+            .iter()
+            .all(|s| s.reason.starts_with("not followed")));
+
+        let mut walk = Walk::new(&store);
+        walk.budget = 2;
+        let real = walk.store.clone();
+        walk.scan(&store, &real, 0);
+        let found = walk.finish();
+        assert_eq!(found.sources.len(), 1, "{:?}", found.sources);
+        assert_eq!(found.unlisted, ["sub/"]);
     }
 
     #[test]

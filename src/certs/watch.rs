@@ -63,7 +63,9 @@ impl Watch {
                 // The receiver is gone only during shutdown.
                 let _ = tx.send(event);
             },
-            notify::Config::default(),
+            // notify's recursive watch would otherwise walk every symlinked directory and
+            // watch all it finds: a link to `/` in the store would watch the whole system.
+            notify::Config::default().with_follow_symlinks(false),
         );
         let mut watcher = match watcher {
             Ok(w) => Some(w),
