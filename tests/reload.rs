@@ -467,3 +467,66 @@ async fn a_thousand_swaps_under_continuous_handshakes() {
         .await
         .is_some());
 }
+
+/// A removal takes effect within a second while a file beside the store is written all
+/// the time (the proxy's own log in the store's parent, here the server-wide files'
+/// directory too) and handshakes go on: events about files that are neither entries,
+/// server-wide files nor trust files no longer extend the removal's wait to its 5 s cap.
+/// All three layouts: a single file, a certbot directory, a Kubernetes volume.
+#[tokio::test(flavor = "multi_thread")]
+async fn removals_are_prompt_while_a_file_beside_the_store_is_busy() {
+    let s = Setup::new(|_, _| {}).await;
+    let busy = s.root.join("mailfront.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut log = std::fs::File::create(busy).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writeln!(log, "a line of the proxy's log").unwrap();
+                log.sync_data().unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let fallback = s.fallback_der();
+    for layout in ["single", "certbot", "kubernetes"] {
+        let leaf = s.pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+        let entry = match layout {
+            "single" => {
+                s.put("mail.pem", &leaf.combined());
+                s.store.join("mail.pem")
+            }
+            "certbot" => {
+                let live = s.store.join("mail.example.com");
+                std::fs::create_dir_all(&live).unwrap();
+                std::fs::write(live.join("fullchain.pem"), &leaf.chain_pem).unwrap();
+                std::fs::write(live.join("privkey.pem"), &leaf.key_pem).unwrap();
+                live
+            }
+            _ => {
+                let dir = s.store.join("mail-tls");
+                let stamp = dir.join("..2026_11_30_00_00_00.000");
+                std::fs::create_dir_all(&stamp).unwrap();
+                std::fs::write(stamp.join("tls.crt"), &leaf.chain_pem).unwrap();
+                std::fs::write(stamp.join("tls.key"), &leaf.key_pem).unwrap();
+                symlink("..2026_11_30_00_00_00.000", dir.join("..data")).unwrap();
+                symlink("..data/tls.crt", dir.join("tls.crt")).unwrap();
+                symlink("..data/tls.key", dir.join("tls.key")).unwrap();
+                dir
+            }
+        };
+        let added = wait_served(s.addr(), "mail.example.com", &leaf.der(), SEEN).await;
+        assert!(added.is_some(), "{layout} serves");
+        match entry.is_dir() {
+            true => std::fs::remove_dir_all(&entry).unwrap(),
+            false => std::fs::remove_file(&entry).unwrap(),
+        }
+        let took = wait_served(s.addr(), "mail.example.com", &fallback, SEEN * 4).await;
+        let took = took.unwrap_or_else(|| panic!("{layout}: not removed within 4 s"));
+        eprintln!("{layout}: removed after {took:?}");
+        assert!(took < SEEN, "{layout}: removed after {took:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+}

@@ -226,9 +226,9 @@ impl Catalog {
         )
     }
 
-    /// The directories of `ca_bundle`, `issuers_dir` and `crl_dir`, to watch.
-    pub fn trust_dirs(&self) -> Vec<PathBuf> {
-        self.ctx.trust.dirs()
+    /// The files of `ca_bundle`, `issuers_dir` and `crl_dir`, to watch.
+    pub fn trust_files(&self) -> super::check::TrustFiles {
+        self.ctx.trust.files()
     }
 
     /// Entries serving now.

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::catalog::{Catalog, Scope};
+use super::check::trust::is_or_beside;
+use super::check::TrustFiles;
 use super::{discover, log_conflicts, log_problems, Store};
 
 /// After an event, wait this long without another before reloading: a burst (certbot's
@@ -25,12 +28,80 @@ const MAX_DELAY: Duration = Duration::from_millis(250);
 /// A burst that removes entries waits longer, and for as long as removals go on: `rm -rf`
 /// of the store shows as its files' removals first and the directory's own last, and
 /// applying the first ones before the last arrives would take down names that a vanished
-/// store keeps serving.
+/// store keeps serving. Only events that concern the store get here (see
+/// [`Watched::concerns`]): a busy file beside it does not keep a removal waiting.
 const QUIET_REMOVING: Duration = Duration::from_millis(250);
-/// ...up to this long (a `rm -rf` of 100,000 entries takes seconds).
+/// ...up to this long, the time a `rm -rf` of 100,000 entries takes.
 const MAX_DELAY_REMOVING: Duration = Duration::from_secs(5);
+/// Events queued between notify's thread and the reloader. When it is full, events are
+/// dropped and the next refresh is a full rescan, as after the kernel's own overflow.
+const QUEUE: usize = 4096;
 
-type Events = mpsc::UnboundedReceiver<notify::Result<Event>>;
+type Events = mpsc::Receiver<notify::Result<Event>>;
+
+/// The paths whose changes concern the store: the store directory and everything below
+/// it, the server-wide certificate's two files, and the trust files. The other files of
+/// the directories watched for them (the store's parent, the server-wide files' directory,
+/// `/etc/ssl/certs`) do not.
+#[derive(Debug, Clone)]
+struct Watched {
+    root: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    trust: TrustFiles,
+}
+
+impl Watched {
+    fn of(catalog: &Catalog) -> Self {
+        let (cert, key) = catalog.fallback_files();
+        Self {
+            root: catalog.root().to_owned(),
+            key: key.unwrap_or_else(|| cert.clone()),
+            cert,
+            trust: catalog.trust_files(),
+        }
+    }
+
+    /// The part of the store a change at `path` can affect, if any; `rewatch` when it is
+    /// the store directory itself (removed, moved or recreated).
+    fn scope(&self, path: &Path) -> Option<(Scope, bool)> {
+        if path == self.root {
+            return Some((Scope::All, true));
+        }
+        if let Ok(rel) = path.strip_prefix(&self.root) {
+            return scope_of(&self.root, rel).map(|scope| (scope, false));
+        }
+        if is_or_beside(path, &self.cert) || is_or_beside(path, &self.key) {
+            return Some((Scope::Fallback, false));
+        }
+        self.trust.concerns(path).then_some((Scope::Trust, false))
+    }
+
+    /// Whether `event` is to be queued: it can mean a new version of something the store
+    /// reads, or it is notify's own trouble (an error, the kernel's overflow).
+    fn concerns(&self, event: &notify::Result<Event>) -> bool {
+        let Ok(event) = event else {
+            return true;
+        };
+        event.need_rescan()
+            || (relevant(event) && event.paths.iter().any(|p| self.scope(p).is_some()))
+    }
+
+    /// Directories to watch besides the store: its parent (for the store directory being
+    /// replaced), the server-wide files' and the trust files' directories.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = [&self.root, &self.cert, &self.key]
+            .into_iter()
+            .filter_map(|p| p.parent())
+            .map(Path::to_owned)
+            .chain(self.trust.watch_dirs())
+            .filter(|dir| !dir.starts_with(&self.root))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
 
 /// The watches on the store and their events.
 ///
@@ -41,27 +112,25 @@ type Events = mpsc::UnboundedReceiver<notify::Result<Event>>;
 struct Watch {
     watcher: Option<RecommendedWatcher>,
     events: Events,
+    /// Set on notify's thread when the queue was full and an event was dropped.
+    overflowed: Arc<AtomicBool>,
 }
 
 impl Watch {
-    /// Watches `root` (the store), the directories of the server-wide certificate's
-    /// `cert` and `key`, and the `trust` directories. Failure to watch is logged; the
-    /// periodic rescan still works. Blocks while notify walks the store to watch its
-    /// subdirectories.
-    fn start(root: &Path, cert: &Path, key: &Path, trust: &[PathBuf]) -> Self {
-        let (tx, events) = mpsc::unbounded_channel();
+    /// Watches what `watched` names. Failure to watch is logged; the periodic rescan still
+    /// works. Blocks while notify walks the store to watch its subdirectories.
+    fn start(watched: &Watched) -> Self {
+        let (tx, events) = mpsc::channel(QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let (filter, full) = (watched.clone(), Arc::clone(&overflowed));
         let watcher = RecommendedWatcher::new(
             move |event: notify::Result<Event>| {
-                // inotify also reports every open (our own reads of the store among them);
-                // drop those here, on notify's thread, rather than queue them.
-                if event
-                    .as_ref()
-                    .is_ok_and(|e| matches!(e.kind, EventKind::Access(AccessKind::Open(_))))
-                {
-                    return;
+                // Dropped here, on notify's thread: every open and read of a store file
+                // (our own reloads among them), partial writes, and whatever else happens
+                // in the directories watched for a few files.
+                if filter.concerns(&event) {
+                    queue(&tx, &full, event);
                 }
-                // The receiver is gone only during shutdown.
-                let _ = tx.send(event);
             },
             // notify's recursive watch would otherwise walk every symlinked directory and
             // watch all it finds: a link to `/` in the store would watch the whole system.
@@ -75,9 +144,28 @@ impl Watch {
             }
         };
         if let Some(w) = watcher.as_mut() {
-            watch(w, root, cert, key, trust);
+            watch(w, watched);
         }
-        Self { watcher, events }
+        Self {
+            watcher,
+            events,
+            overflowed,
+        }
+    }
+}
+
+/// Queues `event` for the reloader without waiting (this runs on notify's thread); when
+/// the queue is full the event is dropped and `overflowed` set, which makes the next
+/// refresh a full rescan.
+fn queue(
+    tx: &mpsc::Sender<notify::Result<Event>>,
+    overflowed: &AtomicBool,
+    event: notify::Result<Event>,
+) {
+    match tx.try_send(event) {
+        Err(mpsc::error::TrySendError::Full(_)) => overflowed.store(true, Ordering::Relaxed),
+        // The receiver is gone only during shutdown.
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
 
@@ -89,13 +177,16 @@ pub async fn run(
     rescan: Duration,
     stop: CancellationToken,
 ) {
-    let (root, (cert, key)) = (catalog.root().to_owned(), catalog.fallback_files());
-    let key = key.unwrap_or_else(|| cert.clone());
-    let trust = catalog.trust_dirs();
+    let watched = Watched::of(&catalog);
+    let start = {
+        let watched = watched.clone();
+        tokio::task::spawn_blocking(move || Watch::start(&watched)).await
+    };
     let Ok(Watch {
         mut watcher,
         mut events,
-    }) = tokio::task::spawn_blocking(move || Watch::start(&root, &cert, &key, &trust)).await
+        overflowed,
+    }) = start
     else {
         warn!("cannot watch the certificate store: the watcher panicked; live reload stopped");
         return;
@@ -105,14 +196,21 @@ pub async fn run(
     ticker.tick().await;
     let mut catch_up = Some((HashSet::from([Scope::All]), false));
     loop {
-        let (scopes, rewatch) = match catch_up.take() {
+        let (mut scopes, rewatch) = match catch_up.take() {
             Some(first) => first,
             None => tokio::select! {
-                Some(event) = events.recv() => collect(&catalog, event, &mut events).await,
+                Some(event) = events.recv() => collect(&watched, event, &mut events).await,
                 _ = ticker.tick() => (HashSet::from([Scope::All]), false),
                 () = stop.cancelled() => return,
             },
         };
+        if overflowed.swap(false, Ordering::Relaxed) {
+            warn!(
+                queued = QUEUE,
+                "more certificate store events than could be queued; rescanning everything"
+            );
+            scopes.insert(Scope::All);
+        }
         if scopes.is_empty() {
             continue;
         }
@@ -120,12 +218,11 @@ pub async fn run(
         let started = Instant::now();
         let store2 = Arc::clone(&store);
         let mut w = watcher.take();
+        let watched2 = watched.clone();
         let refreshed = tokio::task::spawn_blocking(move || {
             // Re-watching walks the store, so it is done here, off the async threads.
             if let (true, Some(w)) = (rewatch, w.as_mut()) {
-                let (cert, key) = catalog.fallback_files();
-                let key = key.as_deref().unwrap_or(&cert);
-                watch(w, catalog.root(), &cert, key, &catalog.trust_dirs());
+                watch(w, &watched2);
             }
             let stats = reload(&mut catalog, &scopes, &store2);
             (catalog, w, stats)
@@ -148,9 +245,10 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                // A panic while parsing is a bug; the store keeps serving the last index
-                // published, but the catalog is lost, so no further reloads happen.
-                warn!(reason = %e, "certificate reload failed; live reload stopped");
+                // A panic outside an entry's load (each of which is caught) is a bug; the
+                // store keeps serving the last index published, but the catalog is lost,
+                // so no further reloads happen.
+                tracing::error!(reason = %e, "certificate reload failed; live reload stopped");
                 return;
             }
         }
@@ -192,15 +290,9 @@ fn reload(
     (publish || rejected > 0).then_some((added, replaced, removed, rejected))
 }
 
-/// (Re)establishes the watches: the store recursively, its parent for the store directory
-/// being replaced, the server-wide certificate's directory and the trust directories.
-fn watch(
-    watcher: &mut RecommendedWatcher,
-    root: &Path,
-    cert: &Path,
-    key: &Path,
-    trust: &[PathBuf],
-) {
+/// (Re)establishes the watches: the store recursively, and [`Watched::dirs`].
+fn watch(watcher: &mut RecommendedWatcher, watched: &Watched) {
+    let root = &watched.root;
     let _ = watcher.unwatch(root);
     if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
         // Gone (perhaps while being watched): the refresh says so, and the watch on its
@@ -209,25 +301,16 @@ fn watch(
             warn!(dir = %root.display(), reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
         }
     }
-    let mut dirs: Vec<&Path> = [root, cert, key]
-        .into_iter()
-        .filter_map(Path::parent)
-        .chain(trust.iter().map(PathBuf::as_path))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        if !dir.starts_with(root) {
-            // Already watched directories answer with an error we can ignore.
-            let _ = watcher.watch(dir, RecursiveMode::NonRecursive);
-        }
+    for dir in watched.dirs() {
+        // Already watched directories answer with an error we can ignore.
+        let _ = watcher.watch(&dir, RecursiveMode::NonRecursive);
     }
 }
 
 /// Gathers a burst of events into the scopes to refresh; `true` when the watches must be
 /// set up again (the store directory itself was removed, moved or recreated).
 async fn collect(
-    catalog: &Catalog,
+    watched: &Watched,
     first: notify::Result<Event>,
     events: &mut Events,
 ) -> (HashSet<Scope>, bool) {
@@ -236,8 +319,8 @@ async fn collect(
     let started = tokio::time::Instant::now();
     let mut next = Some(first);
     while let Some(event) = next.take() {
-        removing |= removes_an_entry(catalog.root(), &event);
-        rewatch |= classify(catalog, event, &mut scopes);
+        removing |= removes_an_entry(&watched.root, &event);
+        rewatch |= classify(watched, event, &mut scopes);
         let (quiet, max) = match removing {
             true => (QUIET_REMOVING, MAX_DELAY_REMOVING),
             false => (QUIET, MAX_DELAY),
@@ -266,7 +349,7 @@ fn removes_an_entry(root: &Path, event: &notify::Result<Event>) -> bool {
         })
 }
 
-fn classify(catalog: &Catalog, event: notify::Result<Event>, scopes: &mut HashSet<Scope>) -> bool {
+fn classify(watched: &Watched, event: notify::Result<Event>, scopes: &mut HashSet<Scope>) -> bool {
     let event = match event {
         Ok(event) => event,
         Err(e) => {
@@ -279,34 +362,11 @@ fn classify(catalog: &Catalog, event: notify::Result<Event>, scopes: &mut HashSe
         scopes.insert(Scope::All);
         return false;
     }
-    if !relevant(&event) {
-        return false;
-    }
-    let root = catalog.root();
-    let (cert, key) = catalog.fallback_files();
-    let mut rewatch = false;
     tracing::trace!(kind = ?event.kind, paths = ?event.paths, "certificate store event");
-    for path in &event.paths {
-        if path == root {
-            scopes.insert(Scope::All);
-            rewatch = true;
-        } else if let Ok(rel) = path.strip_prefix(root) {
-            if let Some(scope) = scope_of(root, rel) {
-                scopes.insert(scope);
-            }
-        } else {
-            let parent = path.parent();
-            if parent == cert.parent() || parent == key.as_deref().and_then(Path::parent) {
-                scopes.insert(Scope::Fallback);
-            }
-            let trust = catalog.trust_dirs();
-            if trust
-                .iter()
-                .any(|d| parent == Some(d.as_path()) || path == d)
-            {
-                scopes.insert(Scope::Trust);
-            }
-        }
+    let mut rewatch = false;
+    for (scope, again) in event.paths.iter().filter_map(|p| watched.scope(p)) {
+        scopes.insert(scope);
+        rewatch |= again;
     }
     rewatch
 }
@@ -362,6 +422,64 @@ fn scope_of(root: &Path, rel: &Path) -> Option<Scope> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Events that concern neither the store, the server-wide files nor the trust files
+    /// are not queued; nor are reads; a full queue drops the event and says so.
+    #[test]
+    fn only_events_that_concern_the_store_are_queued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        std::fs::create_dir_all(&root).unwrap();
+        let watched = Watched {
+            root: root.clone(),
+            cert: tmp.path().join("default/fullchain.pem"),
+            key: tmp.path().join("default/privkey.pem"),
+            trust: TrustFiles {
+                bundle: Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
+                dirs: vec![tmp.path().join("issuers")],
+            },
+        };
+        let written = |path: PathBuf| {
+            Ok(Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write))).add_path(path))
+        };
+        let removed = |path: PathBuf| {
+            Ok(Event::new(EventKind::Remove(notify::event::RemoveKind::File)).add_path(path))
+        };
+        let queued = [
+            written(root.join("mail.pem")),
+            removed(root.join("live/a.com/privkey.pem")),
+            removed(root.clone()),
+            written(tmp.path().join("default/privkey.pem")),
+            written(tmp.path().join("default/..data")),
+            written(PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
+            written(tmp.path().join("issuers/r3.pem")),
+        ];
+        for event in &queued {
+            assert!(watched.concerns(event), "{event:?}");
+        }
+        let read = Ok(
+            Event::new(EventKind::Access(AccessKind::Close(AccessMode::Read)))
+                .add_path(root.join("mail.pem")),
+        );
+        let dropped = [
+            written(tmp.path().join("mailfront.log")),
+            written(tmp.path().join("default/notes.txt")),
+            written(PathBuf::from("/etc/ssl/certs/ssl-cert-snakeoil.pem")),
+            written(root.join(".mail.pem.tmp")),
+            read,
+        ];
+        for event in &dropped {
+            assert!(!watched.concerns(event), "{event:?}");
+        }
+
+        let (tx, mut rx) = mpsc::channel(2);
+        let overflowed = AtomicBool::new(false);
+        for event in queued.into_iter().take(3) {
+            queue(&tx, &overflowed, event);
+        }
+        assert!(overflowed.load(Ordering::Relaxed), "the third did not fit");
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+    }
 
     #[test]
     fn scopes_of_paths() {

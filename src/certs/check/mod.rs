@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::names::Pattern;
 pub use facts::CertFacts;
-pub use trust::{Trust, TrustError};
+pub use trust::{Trust, TrustError, TrustFiles};
 
 /// How bad a finding is: errors refuse an entry, warnings load it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -27,6 +27,47 @@ pub enum TrustError {
     EmptyBundle { path: PathBuf, reason: String },
 }
 
+/// The files a [`Trust`] is loaded from: the bundle, and every file of `issuers_dir` and
+/// `crl_dir`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustFiles {
+    pub bundle: Option<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl TrustFiles {
+    /// The directories to watch: the bundle's, `issuers_dir` and `crl_dir`.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let bundle_dir = self.bundle.as_deref().and_then(Path::parent);
+        let mut dirs: Vec<PathBuf> = bundle_dir.map(Path::to_owned).into_iter().collect();
+        dirs.extend(self.dirs.iter().cloned());
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Whether a change at `path` can change the trust: the bundle itself (or the `..data`
+    /// of a Kubernetes volume holding it), `issuers_dir` or `crl_dir`, or a file in them.
+    /// Other files beside the bundle (`/etc/ssl/certs` holds hundreds) do not.
+    pub fn concerns(&self, path: &Path) -> bool {
+        let in_dir = |dir: &PathBuf| path == dir || path.parent() == Some(dir.as_path());
+        self.bundle
+            .as_deref()
+            .is_some_and(|b| is_or_beside(path, b))
+            || self.dirs.iter().any(in_dir)
+    }
+}
+
+/// Whether `path` is `file`, or the Kubernetes machinery beside it (`..data`,
+/// `..2026_11_30_...`), whose swap replaces the file without an event naming it.
+pub fn is_or_beside(path: &Path, file: &Path) -> bool {
+    path == file
+        || (path.parent() == file.parent()
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("..")))
+}
+
 /// An intermediate from `issuers_dir`, with the file it came from.
 #[derive(Debug)]
 pub struct Issuer {
@@ -162,22 +203,20 @@ impl Trust {
         ))
     }
 
-    /// The directories whose changes can change this trust: the bundle's, `issuers_dir`
-    /// and `crl_dir`, for the store's watcher.
-    pub fn dirs(&self) -> Vec<PathBuf> {
+    /// The files whose changes can change this trust, for the store's watcher.
+    pub fn files(&self) -> TrustFiles {
         let Some(s) = &self.sources else {
-            return Vec::new();
+            return TrustFiles::default();
         };
         let bundle = s
             .bundle
             .clone()
             .unwrap_or_else(|| PathBuf::from(SYSTEM_BUNDLE));
-        let mut dirs: Vec<PathBuf> = bundle.parent().map(Path::to_owned).into_iter().collect();
-        dirs.extend(s.issuers_dir.iter().cloned());
-        dirs.extend(s.crl_dir.iter().cloned());
-        dirs.sort();
-        dirs.dedup();
-        dirs
+        let dirs = s.issuers_dir.iter().chain(&s.crl_dir).cloned().collect();
+        TrustFiles {
+            bundle: Some(bundle),
+            dirs,
+        }
     }
 
     /// The key (SubjectPublicKeyInfo contents) of the trusted root whose subject is
