@@ -12,9 +12,9 @@ use tokio::time::{timeout, timeout_at};
 use tracing::{info, warn};
 
 use crate::config::ProxyProtocol;
-use crate::listener::{ListenerCtx, Shared};
 use crate::proxy_header::{self, ConnectionFacts};
 use crate::relay;
+use crate::shared::{ListenerCtx, Shared};
 use crate::starttls::{self, Greeting, Plain};
 use crate::tls::{self, Handshake, HandshakeError};
 

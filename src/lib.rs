@@ -6,6 +6,7 @@
 //! - [`certs`]: the certificate store (discover, load, index, server-wide fallback),
 //!   published through `ArcSwap` and read by handshakes without a lock.
 //! - [`server`]: start-up (store, sockets) and the run loop with graceful shutdown.
+//! - [`shared`]: what connections share: their listener's settings, the store, the bounds.
 //! - [`listener`]: accept loops, the connection cap, back-off on accept errors.
 //! - [`connection`]: one connection from handshake to its closing log line.
 //! - [`starttls`]: the plain-text start of SMTP, IMAP and POP3 sessions on STARTTLS
@@ -32,6 +33,7 @@ pub mod read_ahead;
 pub mod relay;
 pub mod routes;
 pub mod server;
+pub mod shared;
 pub mod shutdown;
 pub mod starttls;
 pub mod tls;

@@ -7,14 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info, warn};
 
-use crate::certs::Store;
-use crate::config::{Protocol, ServerSettings};
 use crate::connection;
-use crate::routes::RouteTable;
-use crate::shutdown::Shutdown;
+use crate::shared::{ListenerCtx, Shared};
 
 /// Pending connections the kernel may queue per socket.
 const BACKLOG: i32 = 1024;
@@ -25,38 +22,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// flood that keeps a listener at `max_connections` or out of descriptors would otherwise
 /// log a line per connection, and fill the disk the logs are on.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// What every connection of one `[[listener]]` shares.
-#[derive(Debug)]
-pub struct ListenerCtx {
-    /// The listener's name, for logs.
-    pub name: Arc<str>,
-    /// What is spoken inside TLS.
-    pub protocol: Protocol,
-    /// Base TLS configuration (policy, ALPN, tickets); each connection adds its certificate.
-    pub tls: rustls::ServerConfig,
-    /// Refuse names no certificate covers.
-    pub strict_sni: bool,
-    /// Backend per name.
-    pub routes: RouteTable,
-    /// The host name in the greetings of a STARTTLS listener.
-    pub greeting_name: Arc<str>,
-    /// Silence both ways for this long ends a session.
-    pub idle_timeout: std::time::Duration,
-}
-
-/// What every connection of every listener shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The certificate store.
-    pub store: Arc<Store>,
-    /// Timeouts and limits.
-    pub settings: ServerSettings,
-    /// One permit per open connection, `max_connections` in all.
-    pub permits: Arc<Semaphore>,
-    /// Stop, drain and cut.
-    pub shutdown: Shutdown,
-}
 
 /// Binds `addr` for listening. IPv6 sockets are IPv6-only, so that `0.0.0.0:993` and
 /// `[::]:993` can both be listed, as operators write them. The socket is handed to the

@@ -11,9 +11,10 @@ use tracing::{error, info};
 
 use crate::certs::{self, Catalog, CertError, Store};
 use crate::config::Config;
-use crate::listener::{self, ListenerCtx, Shared};
+use crate::listener;
 use crate::privilege::{self, Account, PrivilegeError};
 use crate::routes::RouteTable;
+use crate::shared::{ListenerCtx, Shared};
 use crate::shutdown::{DrainReport, Shutdown};
 use crate::tls;
 

@@ -5,7 +5,7 @@
 use rustls::pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
 
-use super::crl::spki_contents;
+use super::der::spki_contents;
 use super::facts::CertFacts;
 use super::trust::Trust;
 use super::{describe, Code, Depth, Finding, Outcome, Severity, Subject};

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use rustls::pki_types::SignatureVerificationAlgorithm;
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 
-use super::trust::name_contents;
+use super::der::{element, name_contents};
 
 /// One CRL with the parts its signature covers.
 #[derive(Debug)]
@@ -98,56 +98,5 @@ impl Crl {
     /// Whether the certificate with serial `serial` (its DER bytes) is listed.
     pub fn lists(&self, serial: &[u8]) -> bool {
         self.list.find_serial(serial).ok().flatten().is_some()
-    }
-}
-
-/// The contents of a SubjectPublicKeyInfo DER (what [`Crl::signed_by`] takes).
-pub fn spki_contents(der: &[u8]) -> &[u8] {
-    element(der).map_or(der, |(_, contents, _, _)| contents)
-}
-
-/// One DER element: its tag, its contents, the whole element, and what follows it.
-pub(super) type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
-
-/// The DER element at the start of `input`. Single-byte tags and definite lengths, which
-/// is all DER has for these structures.
-pub(super) fn element(input: &[u8]) -> Option<Element<'_>> {
-    let (&tag, after_tag) = input.split_first()?;
-    let (&first, after_len) = after_tag.split_first()?;
-    let (len, body) = if first < 0x80 {
-        (usize::from(first), after_len)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let (bytes, body) = (after_len.get(..n)?, after_len.get(n..)?);
-        (
-            bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
-            body,
-        )
-    };
-    let contents = body.get(..len)?;
-    let whole_len = input.len() - body.len() + len;
-    Some((tag, contents, &input[..whole_len], &body[len..]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::element;
-
-    #[test]
-    fn elements_short_and_long() {
-        let (tag, contents, whole, rest) = element(&[0x30, 2, 1, 2, 9]).unwrap();
-        assert_eq!(
-            (tag, contents, whole, rest),
-            (0x30, &[1u8, 2][..], &[0x30u8, 2, 1, 2][..], &[9u8][..])
-        );
-        let mut long = vec![0x04, 0x82, 0x01, 0x00];
-        long.extend(std::iter::repeat_n(7, 0x100));
-        let (_, contents, whole, rest) = element(&long).unwrap();
-        assert_eq!((contents.len(), whole.len(), rest.len()), (0x100, 0x104, 0));
-        assert!(element(&[0x30, 5, 1]).is_none());
-        assert!(element(&[0x30, 0x80]).is_none());
     }
 }

@@ -8,9 +8,11 @@
 //! - [`trust`]: roots, `issuers_dir` intermediates, `crl_dir` CRLs.
 //! - [`chain`]: the order of the file, the missing issuer, the path to a root (webpki).
 //! - [`crl`]: CRLs, each verified once per issuer key, for revocation on load.
+//! - [`der`]: the DER structures taken apart by hand.
 
 pub mod chain;
 pub mod crl;
+pub mod der;
 pub mod facts;
 pub mod trust;
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::crl::Crl;
+use super::der::name_contents;
 use super::facts::CertFacts;
 use crate::certs::limits;
 use rustls::pki_types::pem::PemObject;
@@ -241,12 +242,6 @@ impl Trust {
     }
 }
 
-/// The contents of a DER `Name` (a SEQUENCE), as trust anchors store it.
-pub(super) fn name_contents(der: &[u8]) -> Option<&[u8]> {
-    let (tag, contents, _, _) = super::crl::element(der)?;
-    (tag == 0x30).then_some(contents)
-}
-
 fn roots_of(path: &Path) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
     let certs =
         certificates_in(path, limits::BUNDLE).map_err(|reason| TrustError::EmptyBundle {
@@ -313,18 +308,6 @@ fn crls_in(path: &Path) -> Result<Vec<Crl>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn name_contents_strips_the_sequence_header() {
-        assert_eq!(name_contents(&[0x30, 2, 1, 2]), Some(&[1u8, 2][..]));
-        let long: Vec<u8> = [0x30, 0x81, 0x80]
-            .into_iter()
-            .chain(std::iter::repeat_n(7, 0x80))
-            .collect();
-        assert_eq!(name_contents(&long).map(<[u8]>::len), Some(0x80));
-        assert_eq!(name_contents(&[0x31, 0]), None);
-        assert_eq!(name_contents(&[0x30, 5, 1]), None);
-    }
 
     #[test]
     fn a_missing_bundle_is_an_error_and_the_system_one_loads() {
