@@ -21,8 +21,7 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use mailfront::certs::resolver::Fixed;
-use mailfront::certs::{Index, Match, Served, Store};
+use mailfront::certs::{Fixed, Index, Match, Served, Store};
 use mailfront::names::Pattern;
 use rustls::server::{Acceptor, ServerConfig, ServerConnection};
 use rustls::sign::CertifiedKey;
@@ -136,6 +135,8 @@ fn child(n: usize) {
             algorithm: rustls::SignatureAlgorithm::ECDSA,
             schemes: vec![rustls::SignatureScheme::ECDSA_NISTP256_SHA256].into(),
             not_after: 0,
+            not_before: 0,
+            problems: Default::default(),
         })
     };
     let fallback = served("server");

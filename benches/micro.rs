@@ -17,10 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mailfront::certs::discover::{Layout, Source};
-use mailfront::certs::load::{self, Contents, Context, Role};
-use mailfront::certs::resolver::Fixed;
-use mailfront::certs::{check, Index, Served, Store};
+use mailfront::certs::testing::{self as load, Contents, Context, Layout, Role, Source};
+use mailfront::certs::{check, Fixed, Index, Served, Store};
 use mailfront::names::Pattern;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::PrivateKeyDer;
@@ -56,6 +54,8 @@ fn store_of(n: usize) -> Store {
             algorithm: rustls::SignatureAlgorithm::ECDSA,
             schemes: vec![SignatureScheme::ECDSA_NISTP256_SHA256].into(),
             not_after: 0,
+            not_before: 0,
+            problems: Default::default(),
         })
     };
     let fallback = served("server");

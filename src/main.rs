@@ -201,6 +201,14 @@ fn certs_view(path: &std::path::Path, format: inspect::Format) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// ` [code, code]`, or nothing.
+fn codes(codes: &[&str]) -> String {
+    match codes.is_empty() {
+        true => String::new(),
+        false => format!(" [{}]", codes.join(", ")),
+    }
+}
+
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     println!("config {}: ok", path.display());
@@ -224,60 +232,73 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
     }
     let c = &config.certs;
-    let ctx = certs::context(c, &tls::provider())?;
-    let (cert, key) = (&c.default_cert, &c.default_key);
-    match certs::fallback::load_existing(cert, key, &ctx)? {
-        None => println!(
+    // The store's own report: what `run` would load, by the same catalog.
+    let report = certs::inspect(c, &config.server.name, &tls::provider())?;
+    let fallback = &report.server_wide;
+    match fallback.state {
+        certs::State::Absent => println!(
             "  server-wide certificate: none yet; `run` will generate a self-signed one for {} at {} and {}",
             config.server.name,
-            cert.display(),
-            key.display()
+            c.default_cert.display(),
+            c.default_key.display()
         ),
-        Some(loaded) => {
-            let names: Vec<String> = loaded.names.iter().map(ToString::to_string).collect();
+        state => println!(
+            "  server-wide certificate {}: {} ({}){}",
+            c.default_cert.display(),
+            if state == certs::State::ServingWithErrors { "serves with errors" } else { "ok" },
+            fallback.names.join(", "),
+            codes(&fallback.codes)
+        ),
+    }
+    for row in &report.entries {
+        let what = match row.state {
+            certs::State::Refused => "refused",
+            certs::State::ServingWithErrors => "serving with errors",
+            _ if row.codes.is_empty() => continue,
+            _ => "serving",
+        };
+        let reason = row
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        println!("  {what} {}{}{reason}", row.entry, codes(&row.codes));
+        for f in row
+            .findings
+            .iter()
+            .filter(|f| f.severity == certs::check::Severity::Error)
+        {
             println!(
-                "  server-wide certificate {}: ok ({})",
-                cert.display(),
-                names.join(", ")
+                "    {} {}: {}",
+                f.code.as_str(),
+                f.file.display(),
+                f.message
             );
         }
     }
-    let found = match certs::discover::discover(&c.dir) {
-        Ok(found) => found,
-        Err(e) => {
-            println!(
-                "  store {}: cannot be read ({e}); only the server-wide certificate would serve",
-                c.dir.display()
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let results = certs::load::load_all(&found.sources, &ctx);
-    let mut loaded = 0;
-    for (source, result) in found.sources.iter().zip(&results) {
-        match result {
-            Ok(entry) => {
-                loaded += 1;
-                for f in &entry.findings {
-                    println!(
-                        "  {} {} {}: {}",
-                        f.severity.as_str(),
-                        f.code.as_str(),
-                        source.id,
-                        f.message
-                    );
-                }
-            }
-            Err(e) => println!("  refused {}: {e}", source.id),
-        }
+    for not in &report.not_entries {
+        println!("  not an entry: {}: {}", not.path.display(), not.reason);
     }
-    for stray in &found.strays {
-        println!("  not an entry: {}: {}", stray.path.display(), stray.reason);
+    for not in &report.trust_skipped {
+        println!(
+            "  not used for checks: {}: {}",
+            not.path.display(),
+            not.reason
+        );
     }
-    println!(
-        "  store {}: {loaded} entries load, {} refused",
-        c.dir.display(),
-        results.len() - loaded
-    );
+    match &report.unreadable {
+        Some(reason) => println!(
+            "  store {}: cannot be read ({reason}); only the server-wide certificate would serve",
+            c.dir.display()
+        ),
+        None => println!(
+            "  store {}: {} entries serve ({} with errors), {} superseded, {} refused",
+            c.dir.display(),
+            report.count(certs::State::Serving) + report.count(certs::State::ServingWithErrors),
+            report.count(certs::State::ServingWithErrors),
+            report.count(certs::State::Superseded),
+            report.count(certs::State::Refused),
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
-use crate::certs::{self, Catalog, CertError, Store};
+use crate::certs::{self, CertError, Reloader, Store};
 use crate::config::Config;
 use crate::listener;
 use crate::privilege::{self, Account, PrivilegeError};
@@ -46,9 +46,8 @@ pub enum StartError {
 pub struct Server {
     listeners: Vec<(Arc<ListenerCtx>, Vec<std::net::TcpListener>)>,
     shared: Arc<Shared>,
-    /// The store's entries, handed to the reloader when the server runs.
-    catalog: Catalog,
-    rescan_interval: std::time::Duration,
+    /// Keeps the store in step with the disk once the server runs.
+    reloader: Reloader,
     drain_timeout: std::time::Duration,
 }
 
@@ -99,8 +98,7 @@ impl Server {
             privilege::become_user(account)?;
             info!(user = %account.name, uid = account.uid, gid = account.gid, "running as server.user");
         }
-        let (catalog, index, _) = certs::open(&config.certs, &config.server.name, &provider)?;
-        let store = Arc::new(Store::new(index));
+        let (store, reloader) = certs::open(&config.certs, &config.server.name, &provider)?;
         let shared = Arc::new(Shared {
             store,
             settings: config.server.clone(),
@@ -110,8 +108,7 @@ impl Server {
         Ok(Self {
             listeners,
             shared,
-            catalog,
-            rescan_interval: config.certs.rescan_interval,
+            reloader,
             drain_timeout: config.server.drain_timeout,
         })
     }
@@ -134,6 +131,11 @@ impl Server {
         Arc::clone(&self.shared.store)
     }
 
+    /// The store's report, as loaded at start.
+    pub fn report(&self) -> certs::Report {
+        self.reloader.report()
+    }
+
     /// Serves until `shutdown` resolves, then drains for `drain_timeout`; `cut_now`
     /// resolving during the drain ends it early.
     pub async fn run(
@@ -142,12 +144,8 @@ impl Server {
         cut_now: impl Future<Output = ()>,
     ) -> DrainReport {
         let stop = self.shared.shutdown.clone();
-        stop.tracker.spawn(certs::watch::run(
-            self.catalog,
-            Arc::clone(&self.shared.store),
-            self.rescan_interval,
-            stop.stop_accepting.clone(),
-        ));
+        stop.tracker
+            .spawn(self.reloader.run(stop.stop_accepting.clone()));
         for (ctx, sockets) in self.listeners {
             for socket in sockets {
                 let socket = match TcpListener::from_std(socket) {

@@ -9,6 +9,7 @@ use std::path::Path;
 use common::backend::{Backend, Expect};
 use common::client::{self, Opts};
 use common::{head, listener, store_dir, KeyKind, Pki, Proxy};
+use mailfront::certs::State;
 use mailfront::{Config, Server, StartError};
 
 /// certbot's live/ symlinks into archive/ and a Kubernetes secret volume's `..data` swap
@@ -79,13 +80,19 @@ async fn broken_entries_are_skipped_not_fatal() {
     let unused = "127.0.0.1:1".parse().unwrap();
     let config = Config::load(&common::write_imaps_config(tmp.path(), &store, unused)).unwrap();
     let provider = mailfront::tls::provider();
-    let (_, index, report) =
+    let (store_now, reloader) =
         mailfront::certs::open(&config.certs, "server.com", &provider).unwrap();
-    assert_eq!(report.added.len(), 1);
+    let report = reloader.report();
+    assert_eq!(report.count(State::Serving), 1);
     let reasons: Vec<String> = report
-        .rejected
+        .entries
         .iter()
-        .map(|(id, e, _)| format!("{id}: {e}"))
+        .filter(|row| row.state == State::Refused)
+        .map(|row| {
+            let findings: Vec<String> = row.findings.iter().map(ToString::to_string).collect();
+            let reason = row.reason.clone().unwrap_or_default();
+            format!("{}: {}{reason}", row.entry, findings.join("; "))
+        })
         .collect();
     assert_eq!(reasons.len(), 3, "{reasons:#?}");
     assert!(
@@ -100,7 +107,7 @@ async fn broken_entries_are_skipped_not_fatal() {
         reasons[2].starts_with("truncated.pem:") && reasons[2].contains("half-written"),
         "{reasons:#?}"
     );
-    assert_eq!(index.entries(), 1);
+    assert_eq!(store_now.index().entries(), 1);
 
     let (proxy, _backend) = common::imaps_over(tmp.path(), &head(tmp.path(), &store, "")).await;
     let addr = proxy.addr("imaps");

@@ -7,8 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use mailfront::certs::check::Trust;
-use mailfront::certs::discover::{Layout, Source};
-use mailfront::certs::load::{self, Contents, Context, Role};
+use mailfront::certs::testing::{self as load, Contents, Context, Layout, Role, Source};
 
 fn context() -> &'static Context {
     static CONTEXT: OnceLock<Context> = OnceLock::new();

@@ -6,8 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use mailfront::certs::resolver::Fixed;
-use mailfront::certs::{Index, Match, Served, Store};
+use mailfront::certs::{Fixed, Index, Match, Served, Store};
 use mailfront::names::{normalize, Pattern};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
@@ -24,6 +23,8 @@ fn store() -> &'static Store {
                 algorithm: rustls::SignatureAlgorithm::ECDSA,
                 schemes: vec![SignatureScheme::ECDSA_NISTP256_SHA256].into(),
                 not_after: 0,
+                not_before: 0,
+                problems: Default::default(),
             })
         };
         let fallback = served("server");

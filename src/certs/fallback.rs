@@ -13,8 +13,9 @@ use rustls_pki_types::CertificateDer;
 use tracing::warn;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::catalog::Origin;
 use super::discover::{Layout, Source};
-use super::load::{load, Context, LoadError, Loaded, Role};
+use super::load::{load, parse, Contents, Context, LoadError, Loaded, Role};
 use super::CertError;
 
 /// The organisation a generated server-wide certificate names, which tells it apart from
@@ -22,17 +23,30 @@ use super::CertError;
 const GENERATED_BY: &str = "mailfront self-signed";
 
 /// Loads the server-wide certificate, generating it first when neither file exists (or
-/// only the certificate of an earlier generation that was cut short).
-///
-/// Returns the certificate and whether it was generated now.
+/// only the certificate of an earlier generation that was cut short). With `write`
+/// false (a report, not a start), a certificate to be generated is made in memory only.
 pub fn load_or_generate(
     cert: &Path,
     key: &Path,
     server_name: &str,
     ctx: &Context,
-) -> Result<(Loaded, bool), CertError> {
+    write: bool,
+) -> Result<(Loaded, Origin), CertError> {
     if let Some(loaded) = load_existing(cert, key, ctx)? {
-        return Ok((loaded, false));
+        return Ok((loaded, Origin::Files));
+    }
+    let (cert_pem, key_pem) = generate(server_name).map_err(|e| CertError::Generate {
+        path: cert.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !write {
+        let contents = Contents {
+            cert: cert_pem.into_bytes(),
+            key: Some(key_pem.into_bytes()),
+        };
+        let loaded = parse(&source(cert, key), &contents, ctx, Role::ServerWide)
+            .map_err(CertError::Fallback)?;
+        return Ok((loaded, Origin::Absent));
     }
     if cert.exists() {
         warn!(
@@ -41,12 +55,23 @@ pub fn load_or_generate(
              cut short); generating a new pair"
         );
     }
-    generate(cert, key, server_name)?;
+    write_new(cert, cert_pem.as_bytes(), 0o644)?;
+    write_new(key, key_pem.as_bytes(), 0o600)?;
     let loaded = load_existing(cert, key, ctx)?.ok_or_else(|| CertError::Generate {
         path: cert.to_owned(),
         reason: "the files were removed right after being written".into(),
     })?;
-    Ok((loaded, true))
+    Ok((loaded, Origin::Generated))
+}
+
+/// The server-wide certificate's entry.
+fn source(cert: &Path, key: &Path) -> Source {
+    Source {
+        id: Arc::from(format!("server-wide ({})", cert.display())),
+        cert: cert.to_owned(),
+        key: Some(key.to_owned()),
+        layout: Layout::Pair,
+    }
 }
 
 /// Loads the server-wide certificate if its files exist; `None` when it is to be
@@ -69,13 +94,7 @@ pub fn load_existing(cert: &Path, key: &Path, ctx: &Context) -> Result<Option<Lo
             }));
         }
     }
-    let source = Source {
-        id: Arc::from(format!("server-wide ({})", cert.display())),
-        cert: cert.to_owned(),
-        key: Some(key.to_owned()),
-        layout: Layout::Pair,
-    };
-    load(&source, ctx, Role::ServerWide)
+    load(&source(cert, key), ctx, Role::ServerWide)
         .map(Some)
         .map_err(CertError::Fallback)
 }
@@ -99,17 +118,13 @@ fn generated(cert: &Path) -> bool {
     ours && parsed.subject() == parsed.issuer()
 }
 
-/// Makes a self-signed ECDSA P-256 certificate for `server_name`, valid ten years, and
-/// writes it, then its key (mode 0600): a start cut short between the two leaves a
-/// certificate alone, which the next start recognises as its own and generates again.
-fn generate(cert: &Path, key: &Path, server_name: &str) -> Result<(), CertError> {
-    let rcgen_error = |e: rcgen::Error| CertError::Generate {
-        path: cert.to_owned(),
-        reason: e.to_string(),
-    };
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(rcgen_error)?;
-    let mut params =
-        rcgen::CertificateParams::new(vec![server_name.to_owned()]).map_err(rcgen_error)?;
+/// A self-signed ECDSA P-256 certificate for `server_name`, valid ten years, and its key,
+/// as PEM. It is written certificate first, key last: a start cut short between the two
+/// leaves a certificate alone, which the next start recognises as its own and generates
+/// again.
+fn generate(server_name: &str) -> Result<(String, String), rcgen::Error> {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec![server_name.to_owned()])?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, server_name);
@@ -119,10 +134,8 @@ fn generate(cert: &Path, key: &Path, server_name: &str) -> Result<(), CertError>
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(3650);
-    let certificate = params.self_signed(&pair).map_err(rcgen_error)?;
-    write_new(cert, certificate.pem().as_bytes(), 0o644)?;
-    write_new(key, pair.serialize_pem().as_bytes(), 0o600)?;
-    Ok(())
+    let certificate = params.self_signed(&pair)?;
+    Ok((certificate.pem(), pair.serialize_pem()))
 }
 
 /// Writes `bytes` to `path` through a new file of its own (created exclusively, so that

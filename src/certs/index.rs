@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rustls::server::ResolvesServerCert;
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
+use super::check::Problems;
 use crate::names::{normalize, wildcard_parent, Pattern};
 
 /// One servable certificate as the handshake sees it.
@@ -22,11 +23,19 @@ pub struct Served {
     pub algorithm: SignatureAlgorithm,
     /// What the key can sign with, compared with the client's list.
     pub schemes: Box<[SignatureScheme]>,
-    /// The leaf's notAfter (Unix seconds): the later one wins between equals.
+    /// The leaf's validity (Unix seconds): the later notAfter wins between equals.
+    pub not_before: i64,
     pub not_after: i64,
+    /// The errors it serves with ([`Problems`]): a version without any ranks first.
+    pub problems: Problems,
 }
 
 impl Served {
+    /// Its problems at `now`, the dates' included (a version expires while it serves).
+    pub fn problems_at(&self, now: i64) -> Problems {
+        self.problems.at(self.not_before, self.not_after, now)
+    }
+
     fn fits(&self, client: &[SignatureScheme]) -> bool {
         self.schemes.iter().any(|s| client.contains(s))
     }
@@ -100,22 +109,26 @@ pub struct Conflict {
     pub losers: Vec<Arc<str>>,
 }
 
-/// Orders one name's candidates best first (ECDSA, RSA, others; then the later notAfter;
-/// then the entry id) and records same-type conflicts.
-pub fn rank(name: &Pattern, list: &mut [Arc<Served>], conflicts: &mut Vec<Conflict>) {
+/// Orders one name's candidates best first (a version serving without errors, then ECDSA,
+/// RSA, others; then the later notAfter; then the entry id) and records conflicts among
+/// those of one key type. `now` dates the problems: a version that expired while serving
+/// ranks below one that did not.
+pub fn rank(name: &Pattern, list: &mut [Arc<Served>], conflicts: &mut Vec<Conflict>, now: i64) {
     if list.len() < 2 {
         return;
     }
-    list.sort_by(|a, b| (a.rank(), b.not_after, &a.id).cmp(&(b.rank(), a.not_after, &b.id)));
-    for group in list.chunk_by(|a, b| a.rank() == b.rank()) {
-        if let [winner, losers @ ..] = group {
-            if !losers.is_empty() {
-                conflicts.push(Conflict {
-                    name: name.clone(),
-                    winner: Arc::clone(&winner.id),
-                    losers: losers.iter().map(|l| Arc::clone(&l.id)).collect(),
-                });
-            }
+    let key = |s: &Arc<Served>| (!s.problems_at(now).is_empty(), s.rank());
+    list.sort_by(|a, b| (key(a), b.not_after, &a.id).cmp(&(key(b), a.not_after, &b.id)));
+    for kind in 0..=2 {
+        let mut same = list.iter().filter(|s| s.rank() == kind);
+        let Some(winner) = same.next() else { continue };
+        let losers: Vec<Arc<str>> = same.map(|l| Arc::clone(&l.id)).collect();
+        if !losers.is_empty() {
+            conflicts.push(Conflict {
+                name: name.clone(),
+                winner: Arc::clone(&winner.id),
+                losers,
+            });
         }
     }
 }
@@ -219,6 +232,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certs::check::Code;
 
     #[derive(Debug)]
     struct NoCert;
@@ -242,16 +256,22 @@ mod tests {
             resolver: Arc::new(NoCert),
             algorithm,
             schemes: Box::new([scheme]),
+            not_before: 0,
             not_after,
+            problems: Problems::default(),
         })
     }
 
     fn index(updates: Vec<(Pattern, Vec<Arc<Served>>)>) -> (Index, Vec<Conflict>) {
+        index_at(updates, 0)
+    }
+
+    fn index_at(updates: Vec<(Pattern, Vec<Arc<Served>>)>, now: i64) -> (Index, Vec<Conflict>) {
         let mut conflicts = Vec::new();
         let updates = updates
             .into_iter()
             .map(|(name, mut list)| {
-                rank(&name, &mut list, &mut conflicts);
+                rank(&name, &mut list, &mut conflicts, now);
                 (name, list)
             })
             .collect();
@@ -284,6 +304,66 @@ mod tests {
         assert_eq!(conflicts.len(), 1);
         assert_eq!(&*conflicts[0].winner, "z-new.pem");
         assert_eq!(conflicts[0].losers, vec![Arc::<str>::from("a-old.pem")]);
+    }
+
+    /// A version serving with errors ranks below every version without: an RSA one serves
+    /// ECDSA clients too rather than an expired ECDSA one; among ECDSA versions the clean
+    /// one wins over a later but incomplete one.
+    #[test]
+    fn versions_without_problems_rank_first() {
+        let degraded = |id: &str, algorithm, not_after, code| {
+            let mut s = Arc::into_inner(served(id, algorithm, not_after)).unwrap();
+            s.problems = Problems::of([code]);
+            Arc::new(s)
+        };
+        let name = Pattern::Exact("mail.example.com".into());
+        let (index, _) = index(vec![(
+            name,
+            vec![
+                degraded(
+                    "ecdsa-late.pem",
+                    SignatureAlgorithm::ECDSA,
+                    900,
+                    Code::ChainIncomplete,
+                ),
+                served("rsa.pem", SignatureAlgorithm::RSA, 300),
+            ],
+        )]);
+        assert_eq!(
+            &*index.select(Some("mail.example.com"), ECDSA_AND_RSA).0.id,
+            "rsa.pem"
+        );
+        let (index, conflicts) = index_at(
+            vec![(
+                Pattern::Exact("mail.example.com".into()),
+                vec![
+                    served("expires.pem", SignatureAlgorithm::ECDSA, 100),
+                    served("valid.pem", SignatureAlgorithm::ECDSA, 50),
+                ],
+            )],
+            75,
+        );
+        assert_eq!(
+            &*index.select(Some("mail.example.com"), ECDSA_AND_RSA).0.id,
+            "expires.pem",
+            "both valid at 75"
+        );
+        assert_eq!(&*conflicts[0].winner, "expires.pem");
+        let (index, _) = index_at(
+            vec![(
+                Pattern::Exact("mail.example.com".into()),
+                vec![
+                    served("expired.pem", SignatureAlgorithm::ECDSA, 100),
+                    served("rsa.pem", SignatureAlgorithm::RSA, 200),
+                ],
+            )],
+            150,
+        );
+        assert_eq!(
+            &*index.select(Some("mail.example.com"), ECDSA_AND_RSA).0.id,
+            "rsa.pem",
+            "the ECDSA one expired at 100"
+        );
     }
 
     #[test]

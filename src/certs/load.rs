@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::check::{self, Depth, Finding, Severity, Trust};
+use super::check::{self, CertFacts, Code, Depth, Finding, Problems, Severity, Trust};
 use super::discover::Source;
 use super::index::Served;
 use super::limits::ReadError;
@@ -27,10 +27,44 @@ pub struct Loaded {
     pub names: Vec<Pattern>,
     /// SAN entries that cannot be served (partial wildcards, bad characters).
     pub skipped_names: Vec<String>,
-    /// What the checks found and did not refuse it for (warnings; for the server-wide
-    /// certificate also errors, see [`Role`]). The catalog moves them into its report to
-    /// be logged rather than keep them with the entry.
+    /// What the checks found and did not refuse it for: warnings, and the errors it
+    /// serves with anyway ([`Code::serves_anyway`]). The catalog logs them, and keeps them
+    /// only for a version that serves with errors (there are few of those).
     pub findings: Vec<Finding>,
+    /// The errors it serves with, if it serves (see the store's rule in DESIGN.md).
+    pub problems: Problems,
+    /// What the report shows of it.
+    pub summary: Summary,
+}
+
+/// A certificate as the report shows it: its leaf's issuer, key and validity.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The issuer's CN (or whole name), shared between the entries of one issuer.
+    pub issuer: Arc<str>,
+    /// `ECDSA P-256`, `RSA 2048`...
+    pub key: Arc<str>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The leaf of a refused version, for the report.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// The DNS names of its subjectAltName, as written.
+    pub names: Vec<String>,
+    pub summary: Summary,
+}
+
+impl Summary {
+    pub fn of(leaf: &CertFacts) -> Self {
+        Self {
+            issuer: leaf.issuer_label().into(),
+            key: leaf.key.as_str().into(),
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+        }
+    }
 }
 
 /// What loading needs besides the files: the crypto provider and the trust the checks
@@ -41,11 +75,10 @@ pub struct Context {
     pub trust: Trust,
 }
 
-/// Which certificate is loaded. An entry with an error finding is refused (its names fall
-/// back, or its previous version keeps serving). The server-wide certificate has nothing
-/// to fall back to: it is refused only when it cannot be served at all (no single leaf
-/// first, a key of another certificate, an unusable key) and otherwise serves with its
-/// errors logged.
+/// Which certificate is loaded. Loading refuses a version that cannot serve at all (an
+/// error other than those of [`Code::serves_anyway`]); whether one that serves badly is
+/// better than what serves its names now is the catalog's judgement. The server-wide
+/// certificate also serves when revoked: refusing it would stop the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Entry,
@@ -85,9 +118,16 @@ pub enum LoadError {
     /// A key rustls cannot sign with.
     #[error("{path}: unsupported private key: {reason}")]
     UnsupportedKey { path: PathBuf, reason: String },
-    /// The checks found errors (each names its file).
+    /// The checks found errors (each names its file); the leaf, when it could be read.
     #[error("{}", list(.0))]
-    Refused(Vec<Finding>),
+    Refused(Vec<Finding>, Option<Box<Leaf>>),
+    /// The version serves badly, and what serves its names now has none of its problems
+    /// (`serving`, the entry that does): it is not loaded, so as not to make things worse.
+    #[error("{}; {serving} serves its names without these problems", list(.findings))]
+    Worse {
+        findings: Vec<Finding>,
+        serving: Arc<str>,
+    },
     /// The leaf has no DNS name that could be served.
     #[error("{path}: the certificate has no usable DNS name in its subjectAltName{skipped}")]
     NoNames { path: PathBuf, skipped: String },
@@ -207,18 +247,38 @@ fn parse_entry(
         domain: check::domain_of_entry(&source.id),
     };
     let outcome = check::check(&subject, &ctx.trust, check::now(), Depth::Load);
-    let fatal =
-        |f: &Finding| f.severity == Severity::Error && (role == Role::Entry || unservable(f.code));
-    if outcome.findings.iter().any(fatal) || outcome.leaf.is_none() {
-        return Err(LoadError::Refused(outcome.findings));
-    }
+    let fatal = |f: &Finding| {
+        f.severity == Severity::Error
+            && !f.code.serves_anyway()
+            && !(role == Role::ServerWide && f.code == Code::Revoked)
+    };
+    let Some(leaf) = outcome
+        .leaf
+        .as_ref()
+        .filter(|_| !outcome.findings.iter().any(fatal))
+    else {
+        let leaf = outcome.leaf.as_ref().map(|l| {
+            Box::new(Leaf {
+                names: l.dns_names.clone(),
+                summary: Summary::of(l),
+            })
+        });
+        return Err(LoadError::Refused(outcome.findings, leaf));
+    };
+    let problems = Problems::of(
+        outcome
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.code),
+    );
     // A key the checks had nothing against (weak keys are refused above) that rustls
     // still cannot sign with.
     let signing = signing.map_err(|e| LoadError::UnsupportedKey {
         path: key_path.to_owned(),
         reason: e.to_string(),
     })?;
-    let leaf = outcome.leaf.expect("checked above");
+    let summary = Summary::of(leaf);
     let chain = outcome.chain.unwrap_or(chain);
     let schemes = schemes_of(signing.as_ref());
     let algorithm = signing.algorithm();
@@ -248,7 +308,9 @@ fn parse_entry(
         resolver: Arc::new(Fixed(certified)),
         algorithm,
         schemes,
-        not_after: leaf.not_after,
+        not_before: summary.not_before,
+        not_after: summary.not_after,
+        problems,
     });
     Ok(Loaded {
         source: source.clone(),
@@ -256,13 +318,9 @@ fn parse_entry(
         names,
         skipped_names: skipped,
         findings: outcome.findings,
+        problems,
+        summary,
     })
-}
-
-/// Errors that make a certificate impossible to serve, whatever its role.
-fn unservable(code: check::Code) -> bool {
-    use check::Code::*;
-    matches!(code, KeyMismatch | NotOneLeaf | BadCertificate | WeakKey)
 }
 
 fn list(findings: &[Finding]) -> String {
@@ -272,11 +330,6 @@ fn list(findings: &[Finding]) -> String {
         .map(ToString::to_string)
         .collect();
     lines.join("; ")
-}
-
-/// Loads many entries using every core; results come back in the order of `sources`.
-pub fn load_all(sources: &[Source], ctx: &Context) -> Vec<Result<Loaded, LoadError>> {
-    parallel_map(sources, |s| load(s, ctx, Role::Entry))
 }
 
 /// Applies `f` to every item on all cores, keeping the order. Small batches stay on the

@@ -1,36 +1,51 @@
-//! The certificate store: entries found in `certs.dir`, loaded into an immutable
-//! [`Index`], and published through an [`ArcSwap`] so that handshakes read it without a
-//! lock while a reload builds the next one.
+//! The certificate store: entries found in `certs.dir`, loaded into an immutable index and
+//! published so that handshakes read it without a lock while a reload builds the next one.
 //!
-//! - [`discover`]: which files form an entry, per layout.
-//! - [`load`]: PEM to a rustls `CertifiedKey`, with its names.
-//! - [`index`]: exact / wildcard / server-wide lookup.
-//! - [`resolver`]: the only rustls-version-specific code.
-//! - [`fallback`]: the server-wide certificate, generated when absent.
+//! The rest of the program sees it through a narrow API: [`open`] loads it (generating the
+//! server-wide certificate if need be) and returns the [`Store`] handshakes read (the
+//! [`Index`] in force and a generation counter) and the [`Reloader`] that keeps it in step
+//! with the disk; [`inspect`] loads it the same way without serving, for `mailfront certs`
+//! and `check-config`; both give the store's one [`Report`].
+//!
+//! Inside, privately:
+//! - `discover`: which files form an entry, per layout.
+//! - `load`: PEM to a rustls `CertifiedKey`, with its names, through [`check`].
+//! - `catalog`: the entries, what changed on disk, the store's rule, the report.
+//! - `index`: exact / wildcard / server-wide lookup.
+//! - `resolver`: the only rustls-version-specific code.
+//! - `fallback`: the server-wide certificate, generated when absent.
+//! - `watch`: the reloader (inotify events and the periodic rescan).
+//! - `limits`: how much of a file is read.
 
-pub mod catalog;
+mod catalog;
 pub mod check;
-pub mod discover;
-pub mod fallback;
-pub mod index;
-pub mod limits;
-pub mod load;
-pub mod resolver;
-pub mod watch;
+mod discover;
+mod fallback;
+mod index;
+pub(crate) mod limits;
+mod load;
+mod report;
+mod resolver;
+mod store;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::CertSettings;
-pub use catalog::{Catalog, Changes, Scope};
-use check::Severity;
-pub use index::{Conflict, Index, Match, Served};
-pub use load::{LoadError, Loaded};
+use catalog::{log_conflicts, Catalog, Origin};
+pub use index::{Index, Match, Served};
+pub(crate) use load::describe_pem;
+pub use load::LoadError;
+pub use report::{NameRow, NotEntry, Refusal, Report, Row, State};
+pub(crate) use resolver::signing_key;
+pub use resolver::Fixed;
+pub use store::{Refreshed, Store};
+pub use watch::Reloader;
 
 /// Errors that stop the proxy from starting: only the server-wide certificate can.
 #[derive(Debug, thiserror::Error)]
@@ -61,81 +76,80 @@ impl From<check::TrustError> for CertError {
     }
 }
 
-/// The published certificate index.
-#[derive(Debug)]
-pub struct Store {
-    current: ArcSwap<Index>,
-}
-
-impl Store {
-    /// A store serving `index`.
-    pub fn new(index: Index) -> Self {
-        Self {
-            current: ArcSwap::from_pointee(index),
-        }
-    }
-
-    /// The index in force now: one atomic load, no lock.
-    pub fn index(&self) -> arc_swap::Guard<Arc<Index>> {
-        self.current.load()
-    }
-
-    /// Replaces the index for every handshake that starts from now on.
-    pub fn publish(&self, index: Index) {
-        self.current.store(Arc::new(index));
-    }
-}
-
-/// Loads the server-wide certificate (generating it if need be) and every entry.
+/// Loads the server-wide certificate (generating it if need be) and every entry, logs
+/// what the load found, and returns the store to serve from and its reloader.
 ///
-/// Only the server-wide certificate can fail this: a broken entry is reported (in the
-/// returned [`Changes`] and the log) and skipped, and an unreadable store directory leaves
-/// the server-wide certificate serving alone.
+/// Only the server-wide certificate can fail this: a broken entry is reported and skipped,
+/// and an unreadable store directory leaves the server-wide certificate serving alone.
 pub fn open(
     settings: &CertSettings,
     server_name: &str,
     provider: &Arc<CryptoProvider>,
-) -> Result<(Catalog, Index, Changes), CertError> {
+) -> Result<(Arc<Store>, Reloader), CertError> {
     let started = Instant::now();
     refuse_world_readable(&settings.default_key)?;
+    let (mut catalog, changes) = load(settings, server_name, provider, true)?;
+    changes.log();
+    let (index, conflicts) = catalog.next_index(None);
+    log_conflicts(&conflicts);
+    release_free_memory();
+    let report = catalog.report();
+    info!(
+        dir = %settings.dir.display(),
+        serving = report.count(State::Serving) + report.count(State::Superseded),
+        serving_with_errors = report.count(State::ServingWithErrors),
+        refused = report.count(State::Refused),
+        ms = started.elapsed().as_millis() as u64,
+        "certificate store loaded"
+    );
+    let store = Arc::new(Store::new(index));
+    let reloader = Reloader::new(catalog, Arc::clone(&store), settings.rescan_interval);
+    Ok((store, reloader))
+}
+
+/// Loads the store as [`open`] does, without serving, writing or logging: the report of
+/// what `run` would serve. A server-wide certificate still to be generated is made in
+/// memory and reported as absent.
+pub fn inspect(
+    settings: &CertSettings,
+    server_name: &str,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Report, CertError> {
+    let (catalog, _) = load(settings, server_name, provider, false)?;
+    Ok(catalog.report())
+}
+
+/// The catalog of the store, loaded; `write`: a server-wide certificate to be generated
+/// is written (a start) rather than made in memory (a report).
+fn load(
+    settings: &CertSettings,
+    server_name: &str,
+    provider: &Arc<CryptoProvider>,
+    write: bool,
+) -> Result<(Catalog, catalog::Changes), CertError> {
     let ctx = Arc::new(context(settings, provider)?);
-    let (fallback, generated) = fallback::load_or_generate(
-        &settings.default_cert,
-        &settings.default_key,
-        server_name,
-        &ctx,
-    )?;
-    if generated {
+    let (cert, key) = (&settings.default_cert, &settings.default_key);
+    let (fallback, origin) = fallback::load_or_generate(cert, key, server_name, &ctx, write)?;
+    if origin == Origin::Generated {
         warn!(
-            cert = %settings.default_cert.display(),
-            key = %settings.default_key.display(),
+            cert = %cert.display(),
+            key = %key.display(),
             name = server_name,
             "generated a self-signed server-wide certificate; clients will warn until it is \
              replaced by one from a CA"
         );
     }
-    log_findings(&fallback.source.id, &fallback.findings);
-    let catalog_fallback = Arc::clone(&fallback.served);
-    let mut catalog = Catalog::new(settings.dir.clone(), ctx, fallback);
-    let changes = catalog.refresh(&Scope::All);
-    let empty = Index::empty(Arc::clone(&catalog_fallback));
-    let (index, conflicts) = catalog.next_index(&empty);
-    log_problems(&changes);
-    log_conflicts(&conflicts);
-    release_free_memory();
-    info!(
-        dir = %settings.dir.display(),
-        loaded = changes.added.len(),
-        rejected = changes.rejected.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "certificate store loaded"
-    );
-    Ok((catalog, index, changes))
+    if write {
+        for (path, reason) in &ctx.trust.skipped {
+            warn!(file = %path.display(), %reason, "not used for certificate checks");
+        }
+    }
+    Ok(Catalog::open(settings.dir.clone(), ctx, fallback, origin))
 }
 
 /// The crypto provider and the trust the checks use, from `ca_bundle` (by default the
 /// system bundle), `issuers_dir` and `crl_dir`.
-pub fn context(
+fn context(
     settings: &CertSettings,
     provider: &Arc<CryptoProvider>,
 ) -> Result<load::Context, CertError> {
@@ -144,9 +158,6 @@ pub fn context(
         settings.issuers_dir.as_deref(),
         settings.crl_dir.as_deref(),
     )?;
-    for (path, reason) in &trust.skipped {
-        warn!(file = %path.display(), %reason, "not used for certificate checks");
-    }
     Ok(load::Context {
         provider: Arc::clone(provider),
         trust,
@@ -188,69 +199,10 @@ pub fn release_free_memory() {
     }
 }
 
-/// Logs the problems a refresh found: one line each.
-pub fn log_problems(changes: &Changes) {
-    if changes.trust_reloaded {
-        info!("ca_bundle, issuers_dir or crl_dir changed; every entry was checked again");
-    }
-    if let Some(e) = &changes.trust_error {
-        error!(reason = %e, "ca_bundle, issuers_dir or crl_dir changed and cannot be used; keeping the previous ones");
-    }
-    if let Some(e) = &changes.dir_error {
-        error!(reason = %e, "certificate store unreadable; keeping the certificates already loaded until it can be read again");
-    }
-    if changes.dir_back {
-        info!("certificate store readable again; rescanned");
-    }
-    for (id, e, kept) in &changes.rejected {
-        let outcome = if *kept {
-            "certificate entry refused; the previous version keeps serving"
-        } else {
-            "certificate entry refused"
-        };
-        match e {
-            LoadError::Refused(findings) => {
-                for f in findings.iter().filter(|f| f.severity == Severity::Error) {
-                    warn!(cert = %id, code = f.code.as_str(), file = %f.file.display(), reason = %f.message, fix = %f.fix, "{outcome}");
-                }
-            }
-            other => warn!(cert = %id, reason = %other, "{outcome}"),
-        }
-    }
-    for (id, findings) in &changes.findings {
-        log_findings(id, findings);
-    }
-    for (id, not_after) in &changes.expired {
-        let days = (check::now() - not_after) / 86_400;
-        error!(cert = %id, code = "expired", days, "the certificate has expired and still serves; renew it");
-    }
-    for stray in &changes.strays {
-        warn!(file = %stray.path.display(), reason = %stray.reason, "not a certificate entry");
-    }
-}
-
-/// Logs what the checks found in a certificate that serves: one line per finding.
-pub fn log_findings(id: &str, findings: &[check::Finding]) {
-    for f in findings {
-        match f.severity {
-            Severity::Error => {
-                error!(cert = %id, code = f.code.as_str(), file = %f.file.display(), reason = %f.message, fix = %f.fix, "certificate serves with an error")
-            }
-            Severity::Warning => {
-                warn!(cert = %id, code = f.code.as_str(), file = %f.file.display(), reason = %f.message, fix = %f.fix, "certificate warning")
-            }
-        }
-    }
-}
-
-/// Logs which entry serves each contested name. [`Catalog::next_index`] reports conflicts
-/// only for the names that changed, so a reload does not repeat the ones already logged.
-pub fn log_conflicts(conflicts: &[Conflict]) {
-    for c in conflicts {
-        let losers: Vec<&str> = c.losers.iter().map(|l| &**l).collect();
-        info!(
-            name = %c.name, winner = %c.winner, over = %losers.join(", "),
-            "several entries cover this name; the later notAfter serves"
-        );
-    }
+/// The loader's parts for the benches and fuzz targets, which time or feed one entry's
+/// bytes without a store around it. Not an API: the program uses [`open`] and [`inspect`].
+#[doc(hidden)]
+pub mod testing {
+    pub use super::discover::{Layout, Source};
+    pub use super::load::{parse, Contents, Context, Role};
 }

@@ -15,10 +15,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::catalog::{Catalog, Scope};
+use super::catalog::{log_conflicts, Catalog, Scope};
 use super::check::trust::is_or_beside;
 use super::check::TrustFiles;
-use super::{discover, log_conflicts, log_problems, Store};
+use super::report::Report;
+use super::{discover, Store};
 
 /// After an event, wait this long without another before reloading: a burst (certbot's
 /// four symlinks, `tar x` of a batch) becomes one reload.
@@ -169,14 +170,43 @@ fn queue(
     }
 }
 
-/// Watches the store and applies its changes until `stop` is cancelled. `catalog` is what
-/// was loaded at start-up; the first refresh catches up with what changed since.
-pub async fn run(
-    mut catalog: Catalog,
+/// Keeps a [`Store`] in step with its directory: watches it (inotify), refreshes what
+/// changed off the async threads, publishes a new index when anything did, and rescans
+/// everything every `rescan` interval.
+#[derive(Debug)]
+pub struct Reloader {
+    catalog: Catalog,
     store: Arc<Store>,
     rescan: Duration,
-    stop: CancellationToken,
-) {
+}
+
+impl Reloader {
+    pub(super) fn new(catalog: Catalog, store: Arc<Store>, rescan: Duration) -> Self {
+        Self {
+            catalog,
+            store,
+            rescan,
+        }
+    }
+
+    /// The store's report, as loaded.
+    pub fn report(&self) -> Report {
+        self.catalog.report()
+    }
+
+    /// Watches the store and applies its changes until `stop` is cancelled. The first
+    /// refresh catches up with what changed since the store was loaded.
+    pub async fn run(self, stop: CancellationToken) {
+        let Self {
+            catalog,
+            store,
+            rescan,
+        } = self;
+        run(catalog, store, rescan, stop).await;
+    }
+}
+
+async fn run(mut catalog: Catalog, store: Arc<Store>, rescan: Duration, stop: CancellationToken) {
     let watched = Watched::of(&catalog);
     let start = {
         let watched = watched.clone();
@@ -225,6 +255,7 @@ pub async fn run(
                 watch(w, &watched2);
             }
             let stats = reload(&mut catalog, &scopes, &store2);
+            store2.refreshed(started);
             (catalog, w, stats)
         })
         .await;
@@ -272,7 +303,7 @@ fn reload(
     let mut publish = false;
     for scope in scopes {
         let changes = catalog.refresh(scope);
-        log_problems(&changes);
+        changes.log();
         publish |= changes.publishes();
         added += changes.added.len();
         replaced += changes.replaced.len() + usize::from(changes.fallback_replaced);
@@ -280,7 +311,7 @@ fn reload(
         rejected += changes.rejected.len();
     }
     if publish {
-        let (index, conflicts) = catalog.next_index(&store.index());
+        let (index, conflicts) = catalog.next_index(Some(&store.index()));
         store.publish(index);
         log_conflicts(&conflicts);
     }

@@ -13,7 +13,7 @@ use crate::certs::check::{
     self, date, now, CertFacts, Code, Depth, Domain, Finding, Severity, Trust,
 };
 use crate::certs::limits::{self, ReadError};
-use crate::certs::resolver::signing_key;
+use crate::certs::signing_key;
 
 /// What `mailfront check` was asked.
 #[derive(Debug, Clone, Default)]
@@ -197,7 +197,7 @@ fn blocks(
     let mut certs = Vec::new();
     let mut keys = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
-        let (kind, der) = item.map_err(|e| crate::certs::load::describe_pem(&e))?;
+        let (kind, der) = item.map_err(|e| crate::certs::describe_pem(&e))?;
         match kind {
             SectionKind::Certificate => certs.push(CertificateDer::from(der)),
             SectionKind::PrivateKey => keys.push(PrivateKeyDer::Pkcs8(der.into())),

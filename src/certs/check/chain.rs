@@ -2,6 +2,8 @@
 //! served in, the issuer that is missing (or the one `issuers_dir` supplies), and whether
 //! the path ends at a trusted root, with signatures and revocation verified by webpki.
 
+use std::path::Path;
+
 use rustls::pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
 
@@ -213,26 +215,57 @@ fn complete(
             }
             _ => {
                 if let Some(bundle) = &trust.bundle {
-                    out.findings.push(Finding {
-                        code: Code::ChainIncomplete,
-                        severity: Severity::Error,
-                        file: file.to_owned(),
-                        message: format!(
-                            "no path to a trusted root: \"{}\" was issued by \"{}\", which is \
-                             neither in {}, nor in issuers_dir, nor a root in {}",
-                            last.label(),
-                            last.issuer,
-                            file.display(),
-                            bundle.display()
-                        ),
-                        fix: "append the intermediate certificates your CA provides (often \
-                              chain.pem or ca-bundle.crt) to the file, or put them in issuers_dir"
-                            .into(),
-                    });
+                    out.findings
+                        .push(unknown_issuer(file, last, served.len(), bundle));
                 }
                 return;
             }
         }
+    }
+}
+
+/// What it means that nobody has the issuer of `last`, the end of a path of `len`
+/// certificates: when the leaf's own issuer is missing, the chain is incomplete (an
+/// error); when the path reaches a CA certificate whose issuer is unknown (a private CA,
+/// a root clients lack), clients that do not trust that issuer will warn, and the fix is
+/// `ca_bundle` (a warning: the chain is all there).
+fn unknown_issuer(file: &Path, last: &CertFacts, len: usize, bundle: &Path) -> Finding {
+    if len == 1 {
+        return Finding {
+            code: Code::ChainIncomplete,
+            severity: Severity::Error,
+            file: file.to_owned(),
+            message: format!(
+                "no path to a trusted root: \"{}\" was issued by \"{}\", which is neither \
+                 in {}, nor in issuers_dir, nor a root in {}",
+                last.label(),
+                last.issuer,
+                file.display(),
+                bundle.display()
+            ),
+            fix: "append the intermediate certificates your CA provides (often chain.pem or \
+                  ca-bundle.crt) to the file, or put them in issuers_dir"
+                .into(),
+        };
+    }
+    Finding {
+        code: Code::UntrustedIssuer,
+        severity: Severity::Warning,
+        file: file.to_owned(),
+        message: format!(
+            "the chain ends at the CA certificate \"{}\", issued by \"{}\", which is not a \
+             root in {}: clients that do not trust \"{}\" will warn",
+            last.label(),
+            last.issuer,
+            bundle.display(),
+            last.issuer
+        ),
+        fix: format!(
+            "if \"{}\" is your own CA's root, set ca_bundle (mailfront check: --ca-bundle) \
+             to a file holding it, and install it on the clients; otherwise append the \
+             intermediate it names to the file",
+            last.issuer
+        ),
     }
 }
 
@@ -278,8 +311,9 @@ pub fn verify(
                         last.label(),
                         bundle.display()
                     ),
-                    fix: "use a certificate from a publicly trusted CA, or install this root on \
-                          every client"
+                    fix: "if this is your own CA's root, set ca_bundle (mailfront check: \
+                          --ca-bundle) to a file holding it and install it on every client; \
+                          otherwise use a certificate from a publicly trusted CA"
                         .into(),
                 });
             }

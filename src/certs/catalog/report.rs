@@ -1,0 +1,192 @@
+//! The catalog's [`Report`]: built on demand from what serves, never from a second scan.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Catalog, Entry, Origin, Refused};
+use crate::certs::check::{self, date, Severity};
+use crate::certs::discover::Layout;
+use crate::certs::index::rank;
+use crate::certs::load::{Loaded, Summary};
+use crate::certs::report::{NameRow, NotEntry, Refusal, Report, Row, State};
+
+impl Catalog {
+    /// The report of what serves now.
+    pub fn report(&self) -> Report {
+        let now = check::now();
+        let (names, serves) = self.names(now);
+        let entries = self
+            .entries
+            .values()
+            .map(|entry| {
+                let serves = serves.contains(&entry.source.id);
+                row(
+                    entry,
+                    now,
+                    if serves {
+                        None
+                    } else {
+                        Some(State::Superseded)
+                    },
+                )
+            })
+            .collect();
+        let mut server_wide = row(&self.fallback, now, None);
+        if self.origin == Origin::Absent {
+            // Made in memory to load the store as `run` would; `run` makes its own.
+            server_wide = Row {
+                state: State::Absent,
+                issuer: None,
+                key: None,
+                not_after: None,
+                days_left: None,
+                codes: Vec::new(),
+                reason: Some("not there yet: `run` generates a self-signed one".into()),
+                ..server_wide
+            };
+        }
+        let not_entries = self
+            .strays
+            .iter()
+            .map(|(path, reason)| NotEntry {
+                path: path.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        let trust_skipped = self
+            .ctx
+            .trust
+            .skipped
+            .iter()
+            .map(|(path, reason)| NotEntry {
+                path: path.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        Report {
+            store: self.root.clone(),
+            server_wide,
+            entries,
+            names,
+            not_entries,
+            trust_skipped,
+            unreadable: self.root_gone.clone(),
+        }
+    }
+
+    /// Which entry serves each name (ranked as the index ranks them), and the entries that
+    /// serve at least one.
+    fn names(&self, now: i64) -> (Vec<NameRow>, HashSet<Arc<str>>) {
+        let mut claimed: Vec<_> = self.claims.iter().collect();
+        claimed.sort_by_key(|(name, _)| name.to_string());
+        let mut rows = Vec::with_capacity(claimed.len());
+        let mut serves = HashSet::new();
+        for (name, list) in claimed {
+            let mut list = list.clone();
+            rank(name, &mut list, &mut Vec::new(), now);
+            let first = &list[0];
+            let also = list.iter().find(|s| s.algorithm != first.algorithm);
+            serves.insert(Arc::clone(&first.id));
+            serves.extend(also.map(|a| Arc::clone(&a.id)));
+            let superseded = list
+                .iter()
+                .filter(|s| !Arc::ptr_eq(s, first) && also.is_none_or(|a| !Arc::ptr_eq(s, a)))
+                .map(|s| s.id.to_string())
+                .collect();
+            rows.push(NameRow {
+                name: name.to_string(),
+                serves: first.id.to_string(),
+                also: also.map(|a| a.id.to_string()),
+                superseded,
+            });
+        }
+        (rows, serves)
+    }
+}
+
+/// The row of `entry`; `state` overrides the state of a version that serves.
+fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
+    let source = &entry.source;
+    let files: Vec<PathBuf> = std::iter::once(source.cert.clone())
+        .chain(source.key.clone())
+        .collect();
+    let layout = match source.layout {
+        Layout::Single => "single",
+        Layout::Pair => "pair",
+        Layout::Certbot => "certbot",
+        Layout::Kubernetes => "kubernetes",
+    };
+    let mut row = Row {
+        entry: source.id.to_string(),
+        layout,
+        state: State::Refused,
+        names: Vec::new(),
+        issuer: None,
+        key: None,
+        not_after: None,
+        days_left: None,
+        files,
+        codes: Vec::new(),
+        findings: Vec::new(),
+        reason: None,
+        refused_version: None,
+    };
+    match &entry.serving {
+        Some(loaded) => serving_row(&mut row, entry, loaded, now, state),
+        None => {
+            if let Some(refused) = &entry.refused {
+                let leaf = refused.leaf.as_deref();
+                row.names = leaf.map(|l| l.names.clone()).unwrap_or_default();
+                describe(&mut row, leaf.map(|l| &l.summary), now);
+                let refusal = refusal(refused);
+                (row.codes, row.findings, row.reason) =
+                    (refusal.codes, refusal.findings, refusal.reason);
+            }
+        }
+    }
+    row
+}
+
+fn serving_row(row: &mut Row, entry: &Entry, loaded: &Loaded, now: i64, state: Option<State>) {
+    let problems = loaded.served.problems_at(now);
+    row.state = match state {
+        Some(state) => state,
+        None if problems.is_empty() => State::Serving,
+        None => State::ServingWithErrors,
+    };
+    row.names = loaded.names.iter().map(ToString::to_string).collect();
+    describe(row, Some(&loaded.summary), now);
+    let mut codes: Vec<&'static str> = entry.codes.iter().map(|c| c.as_str()).collect();
+    for dated in problems.codes().map(|c| c.as_str()) {
+        if !codes.contains(&dated) {
+            codes.push(dated);
+        }
+    }
+    row.codes = codes;
+    row.findings.clone_from(&loaded.findings);
+    row.refused_version = entry.refused.as_deref().map(refusal);
+}
+
+fn describe(row: &mut Row, summary: Option<&Summary>, now: i64) {
+    let Some(summary) = summary else {
+        return;
+    };
+    row.issuer = Some(summary.issuer.to_string());
+    row.key = Some(summary.key.to_string());
+    row.not_after = Some(date(summary.not_after));
+    row.days_left = Some((summary.not_after - now).div_euclid(86_400));
+}
+
+fn refusal(refused: &Refused) -> Refusal {
+    Refusal {
+        codes: refused
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.code.as_str())
+            .collect(),
+        findings: refused.findings.clone(),
+        reason: refused.reason.clone(),
+    }
+}
