@@ -10,8 +10,6 @@ use common::chains::{sha1_leaf, weak_rsa, write_atomically, ChainPki as Pki, Lea
 use common::client::wait_served;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailfront");
-/// How long to wait before concluding that something did not (wrongly) change.
-const SETTLE: Duration = Duration::from_millis(400);
 
 /// Each bad case dropped over a serving good version of the same entry leaves the good
 /// version serving; a name that only the entry's file name suggests does not refuse it.
@@ -105,9 +103,9 @@ async fn the_store_keeps_the_good_version_over_each_bad_case() {
         let seen = wait_served(addr, name, &good_der, Duration::from_secs(2)).await;
         assert!(seen.is_some(), "{code}: the good version serves first");
         write_atomically(&entry, &bad);
-        // A refusal changes nothing a client sees: let the reload happen (it takes tens
-        // of milliseconds), then check that the good version still serves.
-        tokio::time::sleep(SETTLE).await;
+        // A refusal changes nothing a client sees: once the store has looked at the
+        // file, the good version still serves.
+        proxy.settled().await;
         let kept = wait_served(addr, name, &good_der, Duration::from_secs(2)).await;
         assert!(kept.is_some(), "{code}: the good version keeps serving");
     }
@@ -273,4 +271,201 @@ async fn served_chain(addr: std::net::SocketAddr, sni: &str) -> Vec<Vec<u8>> {
     let stream = common::client::connect(addr, &opts).await.unwrap();
     let certs = stream.get_ref().1.peer_certificates().unwrap();
     certs.iter().map(|c| c.to_vec()).collect()
+}
+
+/// `mailfront certs --format json`, parsed.
+fn certs_json(config: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["certs", "--format", "json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The row of entry `id` in a `certs --format json` document.
+fn row<'a>(doc: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    let entries = doc["entries"].as_array().unwrap();
+    entries
+        .iter()
+        .find(|e| e["entry"] == id)
+        .unwrap_or_else(|| panic!("no row for {id}: {doc:#}"))
+}
+
+/// An internal PKI's entries (leaf + intermediate of a private CA whose root is not in
+/// the system bundle, and no `ca_bundle` configured) serve their names, with an
+/// `untrusted-issuer` warning whose fix names `ca_bundle`: they were refused as
+/// `chain-incomplete` ("append the intermediates"), and every client got the server-wide
+/// certificate's name mismatch. `mailfront check` agrees.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_ca_serves_without_ca_bundle() {
+    assert!(
+        std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists(),
+        "the system bundle judges chains here (package ca-certificates)"
+    );
+    let pki = Pki::new();
+    let root = pki.tmp.path();
+    let store = common::store_dir(root);
+    let _server = common::Pki::new(root);
+    let names = ["mail.corp.test", "imap.corp.test", "webmail.corp.test"];
+    let mut ders = Vec::new();
+    for name in names {
+        let leaf = pki.leaf(&[name]);
+        let text = format!("{}{}", pki.fullchain(&leaf), leaf.key);
+        write_atomically(&store.join(format!("{name}.pem")), &text);
+        ders.push(common::pki::first_der(leaf.cert.as_bytes()));
+    }
+    let head = common::head(root, &store, "");
+    let (proxy, _backend) = common::imaps_over(root, &head).await;
+    for (name, der) in names.iter().zip(&ders) {
+        let served = common::client::served_der(proxy.addr("imaps"), name).await;
+        assert_eq!(
+            served.as_ref(),
+            Some(der),
+            "{name} serves its own certificate"
+        );
+    }
+    let doc = certs_json(&root.join("mailfront.toml"));
+    for name in names {
+        let row = row(&doc, &format!("{name}.pem"));
+        assert_eq!(row["state"], "serving", "{row:#}");
+        assert_eq!(
+            row["codes"],
+            serde_json::json!(["untrusted-issuer"]),
+            "{row:#}"
+        );
+    }
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(store.join("mail.corp.test.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("warning untrusted-issuer"), "{text}");
+    assert!(text.contains("set ca_bundle"), "{text}");
+    assert!(!text.contains("chain-incomplete"), "{text}");
+}
+
+/// The store's rule: an expired or not-yet-valid certificate that nothing else covers
+/// serves (the alternative is the server-wide certificate and a certain mismatch), as
+/// `serving-with-errors`, logged as an error at start and again at every full rescan;
+/// revoked and key-mismatched ones are refused even then; a clean version for the name
+/// serves ahead of the expired one; and a version worse than the one serving is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn serving_with_errors_while_nothing_better_covers_the_name() {
+    use common::running::Running;
+    let pki = Pki::new();
+    let root = pki.tmp.path();
+    let store = common::store_dir(root);
+    let _server = common::Pki::new(root);
+    let backend = common::backend::Backend::start("* OK", common::backend::Expect::Plain).await;
+    std::fs::create_dir(pki.path("crl")).unwrap();
+    let expired = pki.leaf_with(&["expired.example.com"], (-90, -1), 3);
+    let early = pki.leaf_with(&["early.example.com"], (2, 90), 4);
+    let revoked = pki.leaf_with(&["revoked.example.com"], (-10, 300), 4242);
+    let mismatch = pki.leaf(&["mismatch.example.com"]);
+    let other_key = pki.leaf(&["x.example.com"]).key;
+    pki.write(
+        "crl/inter.crl",
+        &pki.crl_revoking(revoked.serial).pem().unwrap(),
+    );
+    for (file, leaf, key) in [
+        ("expired.pem", &expired, &expired.key),
+        ("early.pem", &early, &early.key),
+        ("revoked.pem", &revoked, &revoked.key),
+        ("mismatch.pem", &mismatch, &other_key),
+    ] {
+        write_atomically(&store.join(file), &format!("{}{key}", pki.fullchain(leaf)));
+    }
+    let settings = format!(
+        "[certs]\nca_bundle = \"{}\"\ncrl_dir = \"{}\"\nrescan_interval = \"1s\"\n",
+        pki.path("root.pem").display(),
+        pki.path("crl").display()
+    );
+    let config = format!(
+        "{}{}",
+        common::head(root, &store, "").replace("[certs]\n", &settings),
+        common::listener("imaps", "imaps", backend.addr, "")
+    );
+    let path = pki.write("m.toml", &config);
+    let proxy = Running::start("", &path);
+    let der = |leaf: &Leaf| common::pki::first_der(leaf.cert.as_bytes());
+    let fallback = common::pki::first_der(&std::fs::read(root.join("server.com.crt")).unwrap());
+    for (name, want) in [
+        ("expired.example.com", der(&expired)),
+        ("early.example.com", der(&early)),
+        ("revoked.example.com", fallback.clone()),
+        ("mismatch.example.com", fallback.clone()),
+    ] {
+        let served = common::client::served_der(proxy.addr, name).await;
+        assert_eq!(served, Some(want), "{name}");
+    }
+    let errors = |lines: &[String], code: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l.contains("certificate serves with an error")
+                    && l.contains(&format!("\"code\":\"{code}\""))
+            })
+            .count()
+    };
+    assert_eq!(errors(&proxy.startup, "expired"), 1, "{:#?}", proxy.startup);
+    assert_eq!(errors(&proxy.startup, "not-yet-valid"), 1);
+    // Two full rescans at least: each logs them again.
+    let later = proxy.lines_until_quiet(Duration::from_millis(2500), Duration::from_millis(2500));
+    assert!(errors(&later, "expired") >= 2, "{later:#?}");
+    assert!(errors(&later, "not-yet-valid") >= 2, "{later:#?}");
+
+    let doc = certs_json(&path);
+    assert_eq!(row(&doc, "expired.pem")["state"], "serving-with-errors");
+    assert_eq!(
+        row(&doc, "expired.pem")["codes"],
+        serde_json::json!(["expired"])
+    );
+    assert_eq!(row(&doc, "early.pem")["state"], "serving-with-errors");
+    assert_eq!(row(&doc, "revoked.pem")["state"], "refused");
+    assert_eq!(
+        row(&doc, "revoked.pem")["codes"],
+        serde_json::json!(["revoked"])
+    );
+    assert_eq!(row(&doc, "mismatch.pem")["state"], "refused");
+
+    // A clean version beside it serves ahead of it...
+    let valid = pki.leaf(&["expired.example.com"]);
+    write_atomically(
+        &store.join("valid.pem"),
+        &format!("{}{}", pki.fullchain(&valid), valid.key),
+    );
+    let addr = proxy.addr;
+    let valid_der = der(&valid);
+    let seen = wait_served(
+        addr,
+        "expired.example.com",
+        &valid_der,
+        Duration::from_secs(3),
+    );
+    assert!(seen.await.is_some(), "the clean version serves");
+    // ...and a version worse than it (not yet valid) is refused, naming what serves.
+    let worse = pki.leaf_with(&["expired.example.com"], (1, 400), 5);
+    write_atomically(
+        &store.join("worse.pem"),
+        &format!("{}{}", pki.fullchain(&worse), worse.key),
+    );
+    let refused = proxy
+        .wait_line(r#""cert":"worse.pem""#)
+        .expect("the worse version is refused");
+    assert!(
+        refused.contains("certificate entry refused; valid.pem keeps serving its names"),
+        "{refused}"
+    );
+    assert_eq!(
+        common::client::served_der(addr, "expired.example.com").await,
+        Some(der(&valid))
+    );
 }

@@ -13,8 +13,6 @@ use common::{head, store_dir, KeyKind, Pki, Proxy};
 
 /// How long a change may take to reach handshakes.
 const SEEN: Duration = Duration::from_secs(1);
-/// How long to wait before concluding that something did not (wrongly) change.
-const SETTLE: Duration = Duration::from_millis(400);
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -167,7 +165,7 @@ async fn slow_overwrite_in_place_keeps_the_old_version_until_complete() {
         f.write_all(piece.as_bytes()).unwrap();
         drop(f);
         if i < 2 {
-            tokio::time::sleep(SETTLE).await;
+            s.proxy.settled().await;
             assert_eq!(
                 served_der(s.addr(), "mail.example.com").await.unwrap(),
                 old,
@@ -198,7 +196,7 @@ async fn cert_and_key_written_apart_in_both_orders() {
             (("mail.key", &new.key_pem), ("mail.crt", &new.chain_pem))
         };
         s.put(first.0, first.1);
-        tokio::time::sleep(SETTLE).await;
+        s.proxy.settled().await;
         assert_eq!(
             served_der(s.addr(), "mail.example.com").await.unwrap(),
             before,
@@ -218,10 +216,10 @@ async fn truncate_keeps_old_and_delete_falls_back() {
     let path = s.store.join("mail.pem");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    tokio::time::sleep(SETTLE).await;
+    s.proxy.settled().await;
     assert_eq!(served_der(s.addr(), "mail.example.com").await.unwrap(), old);
     std::fs::write(&path, "").unwrap();
-    tokio::time::sleep(SETTLE).await;
+    s.proxy.settled().await;
     assert_eq!(served_der(s.addr(), "mail.example.com").await.unwrap(), old);
     std::fs::remove_file(&path).unwrap();
     assert!(

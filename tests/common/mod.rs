@@ -29,6 +29,8 @@ pub struct Proxy {
     pub addrs: HashMap<String, SocketAddr>,
     /// Every bound address, in config order.
     pub bound: Vec<SocketAddr>,
+    /// The store it serves from.
+    pub store: std::sync::Arc<mailfront::certs::Store>,
     stop: Option<oneshot::Sender<()>>,
     cut: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<DrainReport>>,
@@ -52,6 +54,7 @@ impl Proxy {
         std::fs::write(&path, config).unwrap();
         let config = Config::load(&path).unwrap();
         let server = Server::bind(&config).unwrap();
+        let store = server.store();
         between();
         let mut addrs = HashMap::new();
         let mut bound = Vec::new();
@@ -72,10 +75,23 @@ impl Proxy {
         Self {
             addrs,
             bound,
+            store,
             stop: Some(stop),
             cut: Some(cut),
             task: Some(task),
         }
+    }
+
+    /// Waits until a refresh of the store that started after this call has completed
+    /// (at most 5 s): whatever was written before the call has been looked at, and what
+    /// handshakes get now is its outcome. A test that checks that a change did *not*
+    /// take effect waits here rather than for a guessed time.
+    pub async fn settled(&self) {
+        let since = std::time::Instant::now();
+        let refreshed = self.store.refreshed_since(since);
+        tokio::time::timeout(Duration::from_secs(5), refreshed)
+            .await
+            .expect("a refresh of the store within 5 s");
     }
 
     /// The address of listener `name`.
