@@ -9,6 +9,7 @@
 //! Relative paths are taken relative to the config file's directory, so that the same file
 //! works whatever directory the proxy was started from (systemd starts it in `/`).
 
+mod durations;
 mod raw;
 
 use std::collections::HashMap;
@@ -20,8 +21,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::names::Pattern;
-use raw::{HumanDuration, RawConfig, RawListener, RawRoute};
+use durations::{duration, CONNECT, DRAIN, HANDSHAKE, IDLE, LISTENER_IDLE, RESCAN};
 pub use raw::{Mail, Protocol, ProxyProtocol};
+use raw::{RawConfig, RawListener, RawRoute};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -292,69 +294,6 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         threads,
         user,
     })
-}
-
-/// The values a duration key accepts, both ends included. Each bound is what still makes
-/// sense to an operator: zero would close every session or handshake at once, and a
-/// century overflows the clock arithmetic of every connection.
-struct Range {
-    key: &'static str,
-    min: Duration,
-    max: Duration,
-}
-
-const HANDSHAKE: Range = Range {
-    key: "server.handshake_timeout",
-    min: Duration::from_secs(1),
-    max: Duration::from_secs(10 * 60),
-};
-const CONNECT: Range = Range {
-    key: "server.connect_timeout",
-    min: Duration::from_millis(100),
-    max: Duration::from_secs(5 * 60),
-};
-const IDLE: Range = Range {
-    key: "server.idle_timeout",
-    min: Duration::from_secs(1),
-    max: Duration::from_secs(7 * 24 * 3600),
-};
-const LISTENER_IDLE: Range = Range {
-    key: "listener.idle_timeout",
-    ..IDLE
-};
-/// Zero is allowed: open connections are cut at once on SIGTERM.
-const DRAIN: Range = Range {
-    key: "server.drain_timeout",
-    min: Duration::ZERO,
-    max: Duration::from_secs(3600),
-};
-const RESCAN: Range = Range {
-    key: "certs.rescan_interval",
-    min: Duration::from_secs(1),
-    max: Duration::from_secs(24 * 3600),
-};
-
-/// The duration of `raw` when it lies in `range`; the key and line otherwise.
-fn duration(
-    cx: &Context<'_>,
-    raw: Option<Spanned<HumanDuration>>,
-    range: &Range,
-) -> Result<Option<Duration>, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    let value = raw.get_ref().0;
-    if value < range.min || value > range.max {
-        let show = |d: Duration| humantime::format_duration(d).to_string();
-        let message = format!(
-            "{} is out of range: write a duration from {} to {}",
-            show(value),
-            show(range.min),
-            show(range.max)
-        );
-        return Err(cx.invalid(&raw, range.key, message));
-    }
-    Ok(Some(value))
 }
 
 fn cert_settings(

@@ -11,18 +11,20 @@
 mod changes;
 mod look;
 mod report;
+mod rule;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::check::{self, Code, Finding, Problems, TrustFiles};
+use super::check::{self, Code, Problems, TrustFiles};
 use super::discover::{self, Found, Source};
 use super::index::{rank, Conflict, Index, Served};
 use super::load::{parallel_map, Contents, Context, LoadError, Loaded, Role};
 use crate::names::Pattern;
 pub use changes::{log_conflicts, Changes, Rejected};
 use look::{look, stamp_of, Look, Stamp};
+use rule::{worse, Refused};
 
 /// The part of the store a refresh looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,16 +63,6 @@ struct Entry {
     ranked: Problems,
     /// The last version refused, while this one serves or with nothing serving.
     refused: Option<Box<Refused>>,
-}
-
-/// A refused version, for the report.
-#[derive(Debug)]
-struct Refused {
-    findings: Vec<Finding>,
-    /// Why, when no finding says so.
-    reason: Option<String>,
-    /// Its leaf, when it could be read.
-    leaf: Option<Box<super::load::Leaf>>,
 }
 
 impl Entry {
@@ -409,73 +401,6 @@ impl Catalog {
         self.swap_claims(old.as_ref(), new.as_ref());
     }
 
-    /// Full rescans: the entries serving with errors are logged again, those that expired
-    /// while serving said so, and names whose versions expired or became valid since they
-    /// were ranked are ranked again (an expired version gives way to a valid one).
-    fn judge_dates(&mut self, changes: &mut Changes) {
-        let now = check::now();
-        let mut rerank = Vec::new();
-        let just: HashSet<&Arc<str>> = changes.added.iter().chain(&changes.replaced).collect();
-        let fallback = self.fallback.serving.as_ref();
-        if let Some(loaded) = fallback.filter(|l| !l.problems.is_empty()) {
-            if !changes.fallback_replaced {
-                let id = Arc::clone(&loaded.source.id);
-                changes.degraded.push((id, loaded.findings.clone()));
-            }
-        }
-        let mut degraded = Vec::new();
-        for (id, entry) in &mut self.entries {
-            let Some(loaded) = &entry.serving else {
-                continue;
-            };
-            let problems = loaded.served.problems_at(now);
-            if !loaded.problems.is_empty() && !just.contains(id) {
-                degraded.push((Arc::clone(id), loaded.findings.clone()));
-            }
-            if problems.codes().any(|c| c == Code::Expired)
-                && !loaded.problems.codes().any(|c| c == Code::Expired)
-            {
-                changes
-                    .expired
-                    .push((Arc::clone(id), loaded.served.not_after));
-            }
-            if problems != entry.ranked {
-                entry.ranked = problems;
-                rerank.extend(loaded.names.iter().cloned());
-            }
-        }
-        changes.degraded.extend(degraded);
-        changes.reranked = !rerank.is_empty();
-        self.dirty.extend(rerank);
-    }
-
-    /// Records the files found not to be entries: each is reported once, and a full scan
-    /// forgets those gone.
-    fn note_strays(&mut self, scope: &Scope, strays: Vec<discover::Stray>, changes: &mut Changes) {
-        if *scope == Scope::All {
-            let found: HashSet<&Path> = strays.iter().map(|s| s.path.as_path()).collect();
-            self.strays.retain(|path, _| found.contains(path.as_path()));
-        }
-        for stray in strays {
-            if !self.strays.contains_key(&stray.path) {
-                self.strays.insert(stray.path.clone(), stray.reason.clone());
-                changes.strays.push(stray);
-            }
-        }
-    }
-
-    /// Makes the issuer and key labels of `loaded` the catalog's shared copies.
-    fn share_labels(&mut self, loaded: &mut Loaded) {
-        for label in [&mut loaded.summary.issuer, &mut loaded.summary.key] {
-            match self.labels.get(&**label) {
-                Some(shared) => *label = Arc::clone(shared),
-                None => {
-                    self.labels.insert(Arc::clone(label));
-                }
-            }
-        }
-    }
-
     /// Loads `ca_bundle`, `issuers_dir` and `crl_dir` again when their files changed, and
     /// then checks every entry again against them: a new CRL can refuse a version (which
     /// keeps serving, as any refused replacement does, with the reason logged), and an
@@ -499,107 +424,6 @@ impl Catalog {
             Err(e) => changes.trust_error = Some(e.to_string()),
         }
     }
-
-    fn refresh_fallback(&mut self, changes: &mut Changes) {
-        let look = look(
-            &self.fallback.source,
-            Some(&self.fallback),
-            &self.ctx,
-            Role::ServerWide,
-        );
-        let (stamp, digest, result) = match look {
-            Look::Same => return,
-            Look::Restamped(stamp) => {
-                self.fallback.stamp = *stamp;
-                return;
-            }
-            Look::Changed(changed) => *changed,
-        };
-        self.fallback.stamp = stamp;
-        self.fallback.digest = digest;
-        let id = Arc::clone(&self.fallback.source.id);
-        let current = self.fallback().served.problems_at(check::now());
-        let result = result.and_then(|loaded| {
-            // It has every problem of the version serving, and more.
-            let worse = current.within(loaded.problems) && current != loaded.problems;
-            match worse {
-                true => Err(LoadError::Worse {
-                    findings: loaded.findings,
-                    serving: Arc::clone(&id),
-                }),
-                false => Ok(loaded),
-            }
-        });
-        match result {
-            Ok(mut loaded) => {
-                self.share_labels(&mut loaded);
-                self.fallback.codes = loaded.findings.iter().map(|f| f.code).collect();
-                changes.note_findings(&mut loaded);
-                let old = self.fallback().names.iter();
-                let touched: Vec<Pattern> = loaded.names.iter().chain(old).cloned().collect();
-                self.dirty.extend(touched);
-                self.fallback.serving = Some(loaded);
-                self.fallback.refused = None;
-                changes.fallback_replaced = true;
-            }
-            Err(error) => {
-                self.fallback.refused = Some(Box::new(Refused::from(&error)));
-                changes.rejected.push(Rejected {
-                    kept: Some(Arc::clone(&id)),
-                    id,
-                    error,
-                });
-            }
-        }
-    }
-}
-
-impl From<&LoadError> for Refused {
-    fn from(error: &LoadError) -> Self {
-        match error {
-            LoadError::Refused(findings, leaf) => Self {
-                findings: findings.clone(),
-                reason: None,
-                leaf: leaf.clone(),
-            },
-            LoadError::Worse { findings, .. } => Self {
-                findings: findings.clone(),
-                reason: Some(error.to_string()),
-                leaf: None,
-            },
-            other => Self {
-                findings: Vec::new(),
-                reason: Some(other.to_string()),
-                leaf: None,
-            },
-        }
-    }
-}
-
-/// The store's rule for a version that serves badly: it is refused when each name it
-/// covers is served now by a version with fewer problems (some of its problems and no
-/// other), so that it would help no client; the entry serving the first such name is
-/// returned. A name nothing else serves (the alternative is the server-wide certificate
-/// and a certain mismatch), or served by a version with a problem this one has not or with
-/// the same ones, makes it worth loading.
-fn worse(
-    claims: &HashMap<Pattern, Vec<Arc<Served>>>,
-    loaded: &Loaded,
-    now: i64,
-) -> Option<Arc<str>> {
-    let own = loaded.problems;
-    if own.is_empty() {
-        return None;
-    }
-    let mut serving = None;
-    for name in &loaded.names {
-        let better = claims.get(name)?.iter().find(|s| {
-            let problems = s.problems_at(now);
-            problems.within(own) && problems != own
-        })?;
-        serving.get_or_insert_with(|| Arc::clone(&better.id));
-    }
-    serving
 }
 
 /// Whether entry `id` lies in `scope`, so that its absence from a scan means it is gone.

@@ -1,17 +1,49 @@
 //! The catalog's [`Report`]: built on demand from what serves, never from a second scan.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Catalog, Entry, Origin, Refused};
+use super::{Catalog, Changes, Entry, Origin, Refused, Scope};
 use crate::certs::check::{self, date, Severity};
-use crate::certs::discover::Layout;
+use crate::certs::discover::{self, Layout};
 use crate::certs::index::rank;
 use crate::certs::load::{Loaded, Summary};
 use crate::certs::report::{NameRow, NotEntry, Refusal, Report, Row, State};
 
 impl Catalog {
+    /// Records the files found not to be entries: each is reported once, and a full scan
+    /// forgets those gone.
+    pub(super) fn note_strays(
+        &mut self,
+        scope: &Scope,
+        strays: Vec<discover::Stray>,
+        changes: &mut Changes,
+    ) {
+        if *scope == Scope::All {
+            let found: HashSet<&Path> = strays.iter().map(|s| s.path.as_path()).collect();
+            self.strays.retain(|path, _| found.contains(path.as_path()));
+        }
+        for stray in strays {
+            if !self.strays.contains_key(&stray.path) {
+                self.strays.insert(stray.path.clone(), stray.reason.clone());
+                changes.strays.push(stray);
+            }
+        }
+    }
+
+    /// Makes the issuer and key labels of `loaded` the catalog's shared copies.
+    pub(super) fn share_labels(&mut self, loaded: &mut Loaded) {
+        for label in [&mut loaded.summary.issuer, &mut loaded.summary.key] {
+            match self.labels.get(&**label) {
+                Some(shared) => *label = Arc::clone(shared),
+                None => {
+                    self.labels.insert(Arc::clone(label));
+                }
+            }
+        }
+    }
+
     /// The report of what serves now.
     pub fn report(&self) -> Report {
         let now = check::now();

@@ -1,0 +1,168 @@
+//! The store's rule (DESIGN.md, "never make things worse"): whether a version that
+//! serves badly is worth loading, what a refused version leaves for the report, and what
+//! the passing of time changes (a version that expires while serving).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::look::{look, Look};
+use super::{Catalog, Changes, Rejected};
+use crate::certs::check::{self, Code, Finding};
+use crate::certs::index::Served;
+use crate::certs::load::{Leaf, LoadError, Loaded, Role};
+use crate::names::Pattern;
+
+/// A refused version, for the report.
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub(super) findings: Vec<Finding>,
+    /// Why, when no finding says so.
+    pub(super) reason: Option<String>,
+    /// Its leaf, when it could be read.
+    pub(super) leaf: Option<Box<Leaf>>,
+}
+
+impl From<&LoadError> for Refused {
+    fn from(error: &LoadError) -> Self {
+        match error {
+            LoadError::Refused(findings, leaf) => Self {
+                findings: findings.clone(),
+                reason: None,
+                leaf: leaf.clone(),
+            },
+            LoadError::Worse { findings, .. } => Self {
+                findings: findings.clone(),
+                reason: Some(error.to_string()),
+                leaf: None,
+            },
+            other => Self {
+                findings: Vec::new(),
+                reason: Some(other.to_string()),
+                leaf: None,
+            },
+        }
+    }
+}
+
+/// The store's rule for a version that serves badly: it is refused when each name it
+/// covers is served now by a version with fewer problems (some of its problems and no
+/// other), so that it would help no client; the entry serving the first such name is
+/// returned. A name nothing else serves (the alternative is the server-wide certificate
+/// and a certain mismatch), or served by a version with a problem this one has not or with
+/// the same ones, makes it worth loading.
+pub(super) fn worse(
+    claims: &HashMap<Pattern, Vec<Arc<Served>>>,
+    loaded: &Loaded,
+    now: i64,
+) -> Option<Arc<str>> {
+    let own = loaded.problems;
+    if own.is_empty() {
+        return None;
+    }
+    let mut serving = None;
+    for name in &loaded.names {
+        let better = claims.get(name)?.iter().find(|s| {
+            let problems = s.problems_at(now);
+            problems.within(own) && problems != own
+        })?;
+        serving.get_or_insert_with(|| Arc::clone(&better.id));
+    }
+    serving
+}
+
+impl Catalog {
+    /// The server-wide certificate's files looked at again: a new version replaces the
+    /// one serving unless it has every problem of that one and more.
+    pub(super) fn refresh_fallback(&mut self, changes: &mut Changes) {
+        let look = look(
+            &self.fallback.source,
+            Some(&self.fallback),
+            &self.ctx,
+            Role::ServerWide,
+        );
+        let (stamp, digest, result) = match look {
+            Look::Same => return,
+            Look::Restamped(stamp) => {
+                self.fallback.stamp = *stamp;
+                return;
+            }
+            Look::Changed(changed) => *changed,
+        };
+        self.fallback.stamp = stamp;
+        self.fallback.digest = digest;
+        let id = Arc::clone(&self.fallback.source.id);
+        let current = self.fallback().served.problems_at(check::now());
+        let result = result.and_then(|loaded| {
+            // It has every problem of the version serving, and more.
+            let worse = current.within(loaded.problems) && current != loaded.problems;
+            match worse {
+                true => Err(LoadError::Worse {
+                    findings: loaded.findings,
+                    serving: Arc::clone(&id),
+                }),
+                false => Ok(loaded),
+            }
+        });
+        match result {
+            Ok(mut loaded) => {
+                self.share_labels(&mut loaded);
+                self.fallback.codes = loaded.findings.iter().map(|f| f.code).collect();
+                changes.note_findings(&mut loaded);
+                let old = self.fallback().names.iter();
+                let touched: Vec<Pattern> = loaded.names.iter().chain(old).cloned().collect();
+                self.dirty.extend(touched);
+                self.fallback.serving = Some(loaded);
+                self.fallback.refused = None;
+                changes.fallback_replaced = true;
+            }
+            Err(error) => {
+                self.fallback.refused = Some(Box::new(Refused::from(&error)));
+                changes.rejected.push(Rejected {
+                    kept: Some(Arc::clone(&id)),
+                    id,
+                    error,
+                });
+            }
+        }
+    }
+
+    /// Full rescans: the entries serving with errors are logged again, those that expired
+    /// while serving said so, and names whose versions expired or became valid since they
+    /// were ranked are ranked again (an expired version gives way to a valid one).
+    pub(super) fn judge_dates(&mut self, changes: &mut Changes) {
+        let now = check::now();
+        let mut rerank = Vec::new();
+        let just: HashSet<&Arc<str>> = changes.added.iter().chain(&changes.replaced).collect();
+        let fallback = self.fallback.serving.as_ref();
+        if let Some(loaded) = fallback.filter(|l| !l.problems.is_empty()) {
+            if !changes.fallback_replaced {
+                let id = Arc::clone(&loaded.source.id);
+                changes.degraded.push((id, loaded.findings.clone()));
+            }
+        }
+        let mut degraded = Vec::new();
+        for (id, entry) in &mut self.entries {
+            let Some(loaded) = &entry.serving else {
+                continue;
+            };
+            let problems = loaded.served.problems_at(now);
+            if !loaded.problems.is_empty() && !just.contains(id) {
+                degraded.push((Arc::clone(id), loaded.findings.clone()));
+            }
+            if problems.codes().any(|c| c == Code::Expired)
+                && !loaded.problems.codes().any(|c| c == Code::Expired)
+            {
+                changes
+                    .expired
+                    .push((Arc::clone(id), loaded.served.not_after));
+            }
+            if problems != entry.ranked {
+                entry.ranked = problems;
+                rerank.extend(loaded.names.iter().cloned());
+            }
+        }
+        changes.degraded.extend(degraded);
+        changes.reranked = !rerank.is_empty();
+        self.dirty.extend(rerank);
+    }
+}

@@ -1,0 +1,64 @@
+//! The errors a certificate serves with, as a set of one byte: kept with every serving
+//! version to judge the next one by the store's rule and to rank them.
+
+use super::Code;
+
+/// A set of the errors a certificate serves with ([`Code::serves_anyway`], and `revoked`
+/// for the server-wide certificate, which serves with it rather than stop the start), in
+/// one byte: kept with every serving version to judge the next one and to rank them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Problems(u8);
+
+impl Problems {
+    const CODES: [Code; 6] = [
+        Code::ChainIncomplete,
+        Code::Expired,
+        Code::NotYetValid,
+        Code::WeakSignature,
+        Code::NameMismatch,
+        Code::Revoked,
+    ];
+
+    pub(super) fn bit(code: Code) -> Option<u8> {
+        Self::CODES.iter().position(|c| *c == code).map(|i| 1 << i)
+    }
+
+    /// The set of `codes` that a certificate serves with.
+    pub fn of(codes: impl IntoIterator<Item = Code>) -> Self {
+        Self(
+            codes
+                .into_iter()
+                .filter_map(Self::bit)
+                .fold(0, |a, b| a | b),
+        )
+    }
+
+    /// These problems, and those the dates give at `now`.
+    pub fn at(self, not_before: i64, not_after: i64, now: i64) -> Self {
+        let mut dated = self;
+        if now > not_after {
+            dated.0 |= Self::bit(Code::Expired).unwrap_or(0);
+        } else if now < not_before {
+            dated.0 |= Self::bit(Code::NotYetValid).unwrap_or(0);
+        }
+        dated
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every problem of `self` is also one of `other`.
+    pub fn within(self, other: Self) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The codes, in the catalogue's order.
+    pub fn codes(self) -> impl Iterator<Item = Code> {
+        Self::CODES
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, c)| c)
+    }
+}

@@ -1,0 +1,170 @@
+//! Live reload: notify (inotify) events on the store, debounced into the few places that
+//! changed, refreshed off the async threads, and published with one `ArcSwap::store`. A
+//! periodic full rescan catches what events miss (NFS, an overflowed inotify queue, a store
+//! directory replaced wholesale).
+
+mod events;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::catalog::{log_conflicts, Catalog, Scope};
+use super::report::Report;
+use super::Store;
+use events::{collect, watch, Watch, Watched, QUEUE};
+
+/// Keeps a [`Store`] in step with its directory: watches it (inotify), refreshes what
+/// changed off the async threads, publishes a new index when anything did, and rescans
+/// everything every `rescan` interval.
+#[derive(Debug)]
+pub struct Reloader {
+    catalog: Catalog,
+    store: Arc<Store>,
+    rescan: Duration,
+}
+
+impl Reloader {
+    pub(super) fn new(catalog: Catalog, store: Arc<Store>, rescan: Duration) -> Self {
+        Self {
+            catalog,
+            store,
+            rescan,
+        }
+    }
+
+    /// The store's report, as loaded.
+    pub fn report(&self) -> Report {
+        self.catalog.report()
+    }
+
+    /// Watches the store and applies its changes until `stop` is cancelled. The first
+    /// refresh catches up with what changed since the store was loaded.
+    pub async fn run(self, stop: CancellationToken) {
+        let Self {
+            catalog,
+            store,
+            rescan,
+        } = self;
+        run(catalog, store, rescan, stop).await;
+    }
+}
+
+async fn run(mut catalog: Catalog, store: Arc<Store>, rescan: Duration, stop: CancellationToken) {
+    let watched = Watched::of(&catalog);
+    let start = {
+        let watched = watched.clone();
+        tokio::task::spawn_blocking(move || Watch::start(&watched)).await
+    };
+    let Ok(Watch {
+        mut watcher,
+        mut events,
+        overflowed,
+    }) = start
+    else {
+        warn!("cannot watch the certificate store: the watcher panicked; live reload stopped");
+        return;
+    };
+    let mut ticker = tokio::time::interval(rescan.max(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut catch_up = Some((HashSet::from([Scope::All]), false));
+    loop {
+        let (mut scopes, rewatch) = match catch_up.take() {
+            Some(first) => first,
+            None => tokio::select! {
+                Some(event) = events.recv() => collect(&watched, event, &mut events).await,
+                _ = ticker.tick() => (HashSet::from([Scope::All]), false),
+                () = stop.cancelled() => return,
+            },
+        };
+        if overflowed.swap(false, Ordering::Relaxed) {
+            warn!(
+                queued = QUEUE,
+                "more certificate store events than could be queued; rescanning everything"
+            );
+            scopes.insert(Scope::All);
+        }
+        if scopes.is_empty() {
+            continue;
+        }
+        tracing::debug!(?scopes, rewatch, "refreshing the certificate store");
+        let started = Instant::now();
+        let store2 = Arc::clone(&store);
+        let mut w = watcher.take();
+        let watched2 = watched.clone();
+        let refreshed = tokio::task::spawn_blocking(move || {
+            // Re-watching walks the store, so it is done here, off the async threads.
+            if let (true, Some(w)) = (rewatch, w.as_mut()) {
+                watch(w, &watched2);
+            }
+            let stats = reload(&mut catalog, &scopes, &store2);
+            store2.refreshed(started);
+            (catalog, w, stats)
+        })
+        .await;
+        match refreshed {
+            Ok((c, w, stats)) => {
+                catalog = c;
+                watcher = w;
+                if let Some(stats) = stats {
+                    info!(
+                        added = stats.0,
+                        replaced = stats.1,
+                        removed = stats.2,
+                        rejected = stats.3,
+                        entries = catalog.serving(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "reloaded"
+                    );
+                }
+            }
+            Err(e) => {
+                // A panic outside an entry's load (each of which is caught) is a bug; the
+                // store keeps serving the last index published, but the catalog is lost,
+                // so no further reloads happen.
+                tracing::error!(reason = %e, "certificate reload failed; live reload stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// Refreshes `scopes`, publishes a new index if anything changed, and returns the counts
+/// (added, replaced, removed, rejected) for the `reloaded` line.
+fn reload(
+    catalog: &mut Catalog,
+    scopes: &HashSet<Scope>,
+    store: &Store,
+) -> Option<(usize, usize, usize, usize)> {
+    let full = scopes.contains(&Scope::All);
+    let scopes: Vec<&Scope> = if full {
+        vec![&Scope::All]
+    } else {
+        scopes.iter().collect()
+    };
+    let (mut added, mut replaced, mut removed, mut rejected) = (0, 0, 0, 0);
+    let mut publish = false;
+    for scope in scopes {
+        let changes = catalog.refresh(scope);
+        changes.log();
+        publish |= changes.publishes();
+        added += changes.added.len();
+        replaced += changes.replaced.len() + usize::from(changes.fallback_replaced);
+        removed += changes.removed.len();
+        rejected += changes.rejected.len();
+    }
+    if publish {
+        let (index, conflicts) = catalog.next_index(Some(&store.index()));
+        store.publish(index);
+        log_conflicts(&conflicts);
+    }
+    if full {
+        super::release_free_memory();
+    }
+    (publish || rejected > 0).then_some((added, replaced, removed, rejected))
+}
