@@ -93,12 +93,12 @@ pub fn open(
     let (index, conflicts) = catalog.next_index(None);
     log_conflicts(&conflicts);
     release_free_memory();
-    let report = catalog.report();
+    let (serving, serving_with_errors, refused) = catalog.tally();
     info!(
         dir = %settings.dir.display(),
-        serving = report.count(State::Serving) + report.count(State::Superseded),
-        serving_with_errors = report.count(State::ServingWithErrors),
-        refused = report.count(State::Refused),
+        serving,
+        serving_with_errors,
+        refused,
         ms = started.elapsed().as_millis() as u64,
         "certificate store loaded"
     );
