@@ -371,6 +371,10 @@ async fn serving_with_errors_while_nothing_better_covers_the_name() {
     let revoked = pki.leaf_with(&["revoked.example.com"], (-10, 300), 4242);
     let mismatch = pki.leaf(&["mismatch.example.com"]);
     let other_key = pki.leaf(&["x.example.com"]).key;
+    // The server-wide certificate (clean) serves server.com: an expired one does not take
+    // it over, even where it serves another name.
+    let shared = pki.leaf_with(&["own.example.com", "server.com"], (-90, -1), 6);
+    let only = pki.leaf_with(&["server.com"], (-90, -1), 7);
     pki.write(
         "crl/inter.crl",
         &pki.crl_revoking(revoked.serial).pem().unwrap(),
@@ -380,6 +384,8 @@ async fn serving_with_errors_while_nothing_better_covers_the_name() {
         ("early.pem", &early, &early.key),
         ("revoked.pem", &revoked, &revoked.key),
         ("mismatch.pem", &mismatch, &other_key),
+        ("shared.pem", &shared, &shared.key),
+        ("only.pem", &only, &only.key),
     ] {
         write_atomically(&store.join(file), &format!("{}{key}", pki.fullchain(leaf)));
     }
@@ -402,25 +408,32 @@ async fn serving_with_errors_while_nothing_better_covers_the_name() {
         ("early.example.com", der(&early)),
         ("revoked.example.com", fallback.clone()),
         ("mismatch.example.com", fallback.clone()),
+        ("own.example.com", der(&shared)),
+        ("server.com", fallback.clone()),
     ] {
         let served = common::client::served_der(proxy.addr, name).await;
         assert_eq!(served, Some(want), "{name}");
     }
-    let errors = |lines: &[String], code: &str| {
+    let errors = |lines: &[String], cert: &str, code: &str| {
         lines
             .iter()
             .filter(|l| {
                 l.contains("certificate serves with an error")
+                    && l.contains(&format!("\"cert\":\"{cert}\""))
                     && l.contains(&format!("\"code\":\"{code}\""))
             })
             .count()
     };
-    assert_eq!(errors(&proxy.startup, "expired"), 1, "{:#?}", proxy.startup);
-    assert_eq!(errors(&proxy.startup, "not-yet-valid"), 1);
+    let startup = &proxy.startup;
+    assert_eq!(errors(startup, "expired.pem", "expired"), 1, "{startup:#?}");
+    assert_eq!(errors(startup, "early.pem", "not-yet-valid"), 1);
     // Two full rescans at least: each logs them again.
     let later = proxy.lines_until_quiet(Duration::from_millis(2500), Duration::from_millis(2500));
-    assert!(errors(&later, "expired") >= 2, "{later:#?}");
-    assert!(errors(&later, "not-yet-valid") >= 2, "{later:#?}");
+    assert!(errors(&later, "expired.pem", "expired") >= 2, "{later:#?}");
+    assert!(
+        errors(&later, "early.pem", "not-yet-valid") >= 2,
+        "{later:#?}"
+    );
 
     let doc = certs_json(&path);
     assert_eq!(row(&doc, "expired.pem")["state"], "serving-with-errors");
@@ -435,6 +448,10 @@ async fn serving_with_errors_while_nothing_better_covers_the_name() {
         serde_json::json!(["revoked"])
     );
     assert_eq!(row(&doc, "mismatch.pem")["state"], "refused");
+    assert_eq!(row(&doc, "shared.pem")["state"], "serving-with-errors");
+    assert_eq!(row(&doc, "only.pem")["state"], "refused");
+    let only_reason = row(&doc, "only.pem")["reason"].as_str().unwrap().to_owned();
+    assert!(only_reason.contains("server-wide"), "{only_reason}");
 
     // A clean version beside it serves ahead of it...
     let valid = pki.leaf(&["expired.example.com"]);

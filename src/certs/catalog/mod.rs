@@ -229,8 +229,10 @@ impl Catalog {
         let mut updates = Vec::with_capacity(self.dirty.len());
         for name in self.dirty.drain() {
             let mut list = self.claims.get(&name).cloned().unwrap_or_default();
-            if list.is_empty() && own.contains(&name) {
-                // The server's own names, unless an entry claims them.
+            let clean = |s: &Arc<Served>| s.problems_at(now).is_empty();
+            if own.contains(&name) && !list.iter().any(clean) {
+                // The server's own names, unless an entry serves them without problems
+                // (one with problems ranks below the server-wide certificate).
                 list.push(Arc::clone(&fallback));
             }
             rank(&name, &mut list, &mut conflicts, now);
@@ -364,7 +366,8 @@ impl Catalog {
     /// Serves a new version of entry `id`, or records why not.
     fn take(&mut self, id: Arc<str>, result: Result<Loaded, LoadError>, changes: &mut Changes) {
         let now = check::now();
-        let result = result.and_then(|loaded| match worse(&self.claims, &loaded, now) {
+        let fallback = self.fallback();
+        let result = result.and_then(|loaded| match worse(&self.claims, fallback, &loaded, now) {
             Some(serving) => Err(LoadError::Worse {
                 findings: loaded.findings,
                 serving,

@@ -47,11 +47,14 @@ impl From<&LoadError> for Refused {
 /// The store's rule for a version that serves badly: it is refused when each name it
 /// covers is served now by a version with fewer problems (some of its problems and no
 /// other), so that it would help no client; the entry serving the first such name is
-/// returned. A name nothing else serves (the alternative is the server-wide certificate
-/// and a certain mismatch), or served by a version with a problem this one has not or with
-/// the same ones, makes it worth loading.
+/// returned. Names are served by the entries that claim them, and the server's own names,
+/// while no entry serves them without problems, by the server-wide certificate. A name
+/// nothing else serves (the alternative is the server-wide certificate and a certain
+/// mismatch), or served by a version with a problem this one has not or with the same
+/// ones, makes it worth loading.
 pub(super) fn worse(
     claims: &HashMap<Pattern, Vec<Arc<Served>>>,
+    fallback: &Loaded,
     loaded: &Loaded,
     now: i64,
 ) -> Option<Arc<str>> {
@@ -61,7 +64,9 @@ pub(super) fn worse(
     }
     let mut serving = None;
     for name in &loaded.names {
-        let better = claims.get(name)?.iter().find(|s| {
+        let claimed = claims.get(name).map(Vec::as_slice).unwrap_or_default();
+        let server_wide = fallback.names.contains(name).then_some(&fallback.served);
+        let better = claimed.iter().chain(server_wide).find(|s| {
             let problems = s.problems_at(now);
             problems.within(own) && problems != own
         })?;
