@@ -2,7 +2,8 @@
 //! latency of one change, for stores of N ECDSA entries, measured on the release binary.
 //!
 //! `cargo bench --bench store_scale -- 1 10000 100000` (add `--cold` to empty the page
-//! cache before each proxy starts: the first start after boot; needs root)
+//! cache before each proxy starts: the first start after boot; needs root; add
+//! `--bin=PATH` to measure another build of mailfront, for an A/B of a change)
 //!
 //! Stores are generated once into `target/bench-stores/N/` (rcgen, P-256 leaves signed by
 //! one CA) and reused. For each N a fresh `mailfront run` is started; the numbers come
@@ -30,6 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod common;
 
+/// The mailfront binary measured: this build's, or `--bin=PATH`.
+static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// Alternating rounds of handshakes, and handshakes per proxy per round.
 const ROUNDS: usize = 9;
 const BATCH: usize = 400;
@@ -38,6 +42,9 @@ const SWAPS: usize = 7;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cold = args.iter().any(|a| a == "--cold");
+    if let Some(bin) = args.iter().find_map(|a| a.strip_prefix("--bin=")) {
+        BIN.set(PathBuf::from(bin)).unwrap();
+    }
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
         vec![1, 10_000]
@@ -320,7 +327,8 @@ struct Proxy {
 
 impl Proxy {
     fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailfront"))
+        let bin = BIN.get_or_init(|| PathBuf::from(env!("CARGO_BIN_EXE_mailfront")));
+        let mut child = Command::new(bin)
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
             .env(
