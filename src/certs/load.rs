@@ -33,17 +33,18 @@ pub struct Loaded {
     pub findings: Vec<Finding>,
     /// The errors it serves with, if it serves (see the store's rule in DESIGN.md).
     pub problems: Problems,
-    /// What the report shows of it.
-    pub summary: Summary,
+    /// The chain and key served (shared with `served`): the report reads the leaf's
+    /// issuer, key and dates from it when asked, rather than every entry keep them.
+    pub certified: Arc<CertifiedKey>,
 }
 
 /// A certificate as the report shows it: its leaf's issuer, key and validity.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// The issuer's CN (or whole name), shared between the entries of one issuer.
-    pub issuer: Arc<str>,
+    /// The issuer's CN (or whole name).
+    pub issuer: String,
     /// `ECDSA P-256`, `RSA 2048`...
-    pub key: Arc<str>,
+    pub key: String,
     pub not_before: i64,
     pub not_after: i64,
 }
@@ -59,8 +60,8 @@ pub struct Leaf {
 impl Summary {
     pub fn of(leaf: &CertFacts) -> Self {
         Self {
-            issuer: leaf.issuer_label().into(),
-            key: leaf.key.as_str().into(),
+            issuer: leaf.issuer_label(),
+            key: leaf.key.clone(),
             not_before: leaf.not_before,
             not_after: leaf.not_after,
         }
@@ -278,7 +279,7 @@ fn parse_entry(
         path: key_path.to_owned(),
         reason: e.to_string(),
     })?;
-    let summary = Summary::of(leaf);
+    let (not_before, not_after) = (leaf.not_before, leaf.not_after);
     let chain = outcome.chain.unwrap_or(chain);
     let schemes = schemes_of(signing.as_ref());
     let algorithm = signing.algorithm();
@@ -305,11 +306,11 @@ fn parse_entry(
     }
     let served = Arc::new(Served {
         id: Arc::clone(&source.id),
-        resolver: Arc::new(Fixed(certified)),
+        resolver: Arc::new(Fixed(Arc::clone(&certified))),
         algorithm,
         schemes,
-        not_before: summary.not_before,
-        not_after: summary.not_after,
+        not_before,
+        not_after,
         problems,
     });
     Ok(Loaded {
@@ -319,7 +320,7 @@ fn parse_entry(
         skipped_names: skipped,
         findings: outcome.findings,
         problems,
-        summary,
+        certified,
     })
 }
 

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::check::{self, Code, Problems, TrustFiles};
+use super::check::{self, Codes, Problems, TrustFiles};
 use super::discover::{self, Found, Source};
 use super::index::{rank, Conflict, Index, Served};
 use super::load::{parallel_map, Contents, Context, LoadError, Loaded, Role};
@@ -57,7 +57,7 @@ struct Entry {
     /// are kept only when it serves with errors.
     serving: Option<Loaded>,
     /// The codes of everything the checks found in the serving version.
-    codes: Box<[Code]>,
+    codes: Codes,
     /// Its problems, dates included, when its names were last ranked: a change (it
     /// expired) ranks them again.
     ranked: Problems,
@@ -72,7 +72,7 @@ impl Entry {
             stamp: (None, None),
             digest: None,
             serving: None,
-            codes: Box::new([]),
+            codes: Codes::default(),
             ranked: Problems::default(),
             refused: None,
         }
@@ -108,8 +108,6 @@ pub struct Catalog {
     strays: BTreeMap<PathBuf, String>,
     /// The store directory was unreadable at the last refresh (reported then, once).
     root_gone: Option<String>,
-    /// Issuer and key labels, shared between entries (a store has few issuers).
-    labels: HashSet<Arc<str>>,
 }
 
 impl Catalog {
@@ -157,7 +155,6 @@ impl Catalog {
             serving: 0,
             strays: BTreeMap::new(),
             root_gone: None,
-            labels: HashSet::new(),
         }
     }
 
@@ -387,7 +384,6 @@ impl Catalog {
                 return;
             }
         };
-        self.share_labels(&mut loaded);
         let codes = loaded.findings.iter().map(|f| f.code).collect();
         changes.note_findings(&mut loaded);
         let entry = self.entries.get_mut(&id).expect("inserted by apply");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Catalog, Changes, Entry, Origin, Refused, Scope};
-use crate::certs::check::{self, date, Severity};
+use crate::certs::check::{self, date, CertFacts, Severity};
 use crate::certs::discover::{self, Layout};
 use crate::certs::index::rank;
 use crate::certs::load::{Loaded, Summary};
@@ -28,18 +28,6 @@ impl Catalog {
             if !self.strays.contains_key(&stray.path) {
                 self.strays.insert(stray.path.clone(), stray.reason.clone());
                 changes.strays.push(stray);
-            }
-        }
-    }
-
-    /// Makes the issuer and key labels of `loaded` the catalog's shared copies.
-    pub(super) fn share_labels(&mut self, loaded: &mut Loaded) {
-        for label in [&mut loaded.summary.issuer, &mut loaded.summary.key] {
-            match self.labels.get(&**label) {
-                Some(shared) => *label = Arc::clone(shared),
-                None => {
-                    self.labels.insert(Arc::clone(label));
-                }
             }
         }
     }
@@ -203,7 +191,9 @@ fn serving_row(row: &mut Row, entry: &Entry, loaded: &Loaded, now: i64, state: O
         None => State::ServingWithErrors,
     };
     row.names = loaded.names.iter().map(ToString::to_string).collect();
-    describe(row, Some(&loaded.summary), now);
+    // Read from the certificate served, only when a report is made.
+    let leaf = CertFacts::parse(&loaded.certified.cert[0]).ok();
+    describe(row, leaf.as_ref().map(Summary::of).as_ref(), now);
     let mut codes: Vec<&'static str> = entry.codes.iter().map(|c| c.as_str()).collect();
     for dated in problems.codes().map(|c| c.as_str()) {
         if !codes.contains(&dated) {

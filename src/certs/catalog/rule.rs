@@ -110,7 +110,6 @@ impl Catalog {
         });
         match result {
             Ok(mut loaded) => {
-                self.share_labels(&mut loaded);
                 self.fallback.codes = loaded.findings.iter().map(|f| f.code).collect();
                 changes.note_findings(&mut loaded);
                 let old = self.fallback().names.iter();

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::names::Pattern;
 pub use facts::CertFacts;
-pub use problems::Problems;
+pub use problems::{Codes, Problems};
 pub use trust::{Trust, TrustError, TrustFiles};
 
 /// How bad a finding is: errors refuse an entry, warnings load it.

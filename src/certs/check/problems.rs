@@ -1,7 +1,48 @@
-//! The errors a certificate serves with, as a set of one byte: kept with every serving
-//! version to judge the next one by the store's rule and to rank them.
+//! Sets of finding codes, small enough to keep with each of 100,000 entries: the errors a
+//! certificate serves with ([`Problems`], one byte: kept with every serving version to
+//! judge the next one by the store's rule and to rank them), and every code the checks
+//! found in it ([`Codes`], two bytes, for the report).
 
 use super::Code;
+
+/// Every code the checks found in a certificate, in the catalogue's order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Codes(u16);
+
+impl Codes {
+    const ALL: [Code; 14] = [
+        Code::KeyMismatch,
+        Code::NotOneLeaf,
+        Code::ChainIncomplete,
+        Code::NameMismatch,
+        Code::WeakSignature,
+        Code::WeakKey,
+        Code::Expired,
+        Code::NotYetValid,
+        Code::Revoked,
+        Code::SelfSigned,
+        Code::UntrustedIssuer,
+        Code::KeyPermissions,
+        Code::ExpiresSoon,
+        Code::BadCertificate,
+    ];
+
+    /// The codes, in the catalogue's order.
+    pub fn iter(self) -> impl Iterator<Item = Code> {
+        Self::ALL
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, c)| c)
+    }
+}
+
+impl FromIterator<Code> for Codes {
+    fn from_iter<I: IntoIterator<Item = Code>>(codes: I) -> Self {
+        let bit = |code| Self::ALL.iter().position(|c| *c == code).map_or(0, |i| 1 << i);
+        Self(codes.into_iter().map(bit).fold(0, |a, b| a | b))
+    }
+}
 
 /// A set of the errors a certificate serves with ([`Code::serves_anyway`], and `revoked`
 /// for the server-wide certificate, which serves with it rather than stop the start), in
