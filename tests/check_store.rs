@@ -11,21 +11,31 @@ use common::client::wait_served;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailfront");
 
+/// A private PKI in a tempdir (root, intermediate), the store below it, and the
+/// server-wide certificate the test head names.
+fn setup() -> (Pki, std::path::PathBuf) {
+    let pki = Pki::new();
+    let store = common::store_dir(pki.tmp.path());
+    common::Pki::new(pki.tmp.path());
+    (pki, store)
+}
+
+/// A leaf for revoked.example.com, revoked by a CRL of the intermediate in `crl/`.
+fn revoked_in_crl_dir(pki: &Pki) -> Leaf {
+    std::fs::create_dir(pki.path("crl")).unwrap();
+    let revoked = pki.leaf_with(&["revoked.example.com"], (-10, 300), 4242);
+    let crl = pki.crl_revoking(revoked.serial).pem().unwrap();
+    pki.write("crl/inter.crl", &crl);
+    revoked
+}
+
 /// Each bad case dropped over a serving good version of the same entry leaves the good
 /// version serving; a name that only the entry's file name suggests does not refuse it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_store_keeps_the_good_version_over_each_bad_case() {
-    let pki = Pki::new();
+    let (pki, store) = setup();
     let root = pki.tmp.path();
-    let store = common::store_dir(root);
-    // The server-wide certificate the test head names.
-    let _server = common::Pki::new(root);
-    std::fs::create_dir(pki.path("crl")).unwrap();
-    let revoked = pki.leaf_with(&["revoked.example.com"], (-10, 300), 4242);
-    pki.write(
-        "crl/inter.crl",
-        &pki.crl_revoking(revoked.serial).pem().unwrap(),
-    );
+    let revoked = revoked_in_crl_dir(&pki);
     sha1_leaf(root);
     weak_rsa(root);
     let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
@@ -129,10 +139,8 @@ async fn the_store_keeps_the_good_version_over_each_bad_case() {
 /// certificate covers; the same as JSON.
 #[test]
 fn certs_view_of_a_store() {
-    let pki = Pki::new();
+    let (pki, store) = setup();
     let root = pki.tmp.path();
-    let _server = common::Pki::new(root);
-    let store = common::store_dir(root);
     let older = pki.leaf_with(&["mail.example.com"], (-30, 100), 11);
     let newer = pki.leaf_with(&["mail.example.com"], (-1, 300), 12);
     let bad = pki.leaf(&["bad.example.com"]);
@@ -208,10 +216,8 @@ fn certs_view_of_a_store() {
 /// directory is watched (the rescan is a minute away), and every entry is checked again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_intermediate_in_issuers_dir_completes_a_served_chain() {
-    let pki = Pki::new();
+    let (pki, store) = setup();
     let root = pki.tmp.path();
-    let store = common::store_dir(root);
-    let _server = common::Pki::new(root);
     // Deeper than the directories watched for the store and the server-wide certificate.
     std::fs::create_dir_all(pki.path("trust/issuers")).unwrap();
     let short = pki.leaf(&["short.example.com"]);
@@ -308,10 +314,8 @@ async fn a_private_ca_serves_without_ca_bundle() {
         std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists(),
         "the system bundle judges chains here (package ca-certificates)"
     );
-    let pki = Pki::new();
+    let (pki, store) = setup();
     let root = pki.tmp.path();
-    let store = common::store_dir(root);
-    let _server = common::Pki::new(root);
     let names = ["mail.corp.test", "imap.corp.test", "webmail.corp.test"];
     let mut ders = Vec::new();
     for name in names {
@@ -360,25 +364,18 @@ async fn a_private_ca_serves_without_ca_bundle() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serving_with_errors_while_nothing_better_covers_the_name() {
     use common::running::Running;
-    let pki = Pki::new();
+    let (pki, store) = setup();
     let root = pki.tmp.path();
-    let store = common::store_dir(root);
-    let _server = common::Pki::new(root);
     let backend = common::backend::Backend::start("* OK", common::backend::Expect::Plain).await;
-    std::fs::create_dir(pki.path("crl")).unwrap();
     let expired = pki.leaf_with(&["expired.example.com"], (-90, -1), 3);
     let early = pki.leaf_with(&["early.example.com"], (2, 90), 4);
-    let revoked = pki.leaf_with(&["revoked.example.com"], (-10, 300), 4242);
+    let revoked = revoked_in_crl_dir(&pki);
     let mismatch = pki.leaf(&["mismatch.example.com"]);
     let other_key = pki.leaf(&["x.example.com"]).key;
     // The server-wide certificate (clean) serves server.com: an expired one does not take
     // it over, even where it serves another name.
     let shared = pki.leaf_with(&["own.example.com", "server.com"], (-90, -1), 6);
     let only = pki.leaf_with(&["server.com"], (-90, -1), 7);
-    pki.write(
-        "crl/inter.crl",
-        &pki.crl_revoking(revoked.serial).pem().unwrap(),
-    );
     for (file, leaf, key) in [
         ("expired.pem", &expired, &expired.key),
         ("early.pem", &early, &early.key),

@@ -9,6 +9,18 @@ use common::backend::{Backend, Expect};
 use common::running::{Running, BIN};
 use common::{head, listener, store_dir, Pki};
 
+/// `mailfront run` on a config it cannot start with: its exit status and stderr.
+fn run_to_exit(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr)
+}
+
 fn check_config(path: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(["check-config", "--config"])
@@ -151,14 +163,8 @@ fn cli_errors_say_each_cause_once() {
         text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_exit(&path);
+    assert_eq!(code, Some(1), "{stderr}");
     once(&stderr, "Address already in use");
 }
 
@@ -245,14 +251,8 @@ fn world_readable_server_key_is_refused() {
     let path = imaps_config(tmp.path(), "127.0.0.1:9".parse().unwrap());
     let key = tmp.path().join("server.com.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = run_to_exit(&path);
+    assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("server.com.key")
             && stderr.contains("can be read by every user (mode 644)"),

@@ -331,6 +331,14 @@ async fn a_version_unreadable_for_want_of_descriptors_is_read_later() {
     );
 }
 
+/// A second PKI under `root/other`, for certificates written before [`Setup::start`]
+/// makes its own.
+fn other_pki(root: &Path) -> Pki {
+    let dir = root.join("other");
+    std::fs::create_dir(&dir).unwrap();
+    Pki::new(&dir)
+}
+
 /// A panic while one entry loads (a parser's bug on bytes nobody foresaw; injected here by
 /// the debug build's MAILFRONT_DEBUG_PANIC_ON) refuses that entry with an error naming
 /// it, at start and at every later version, and nothing else: the proxy starts, the
@@ -339,9 +347,7 @@ async fn a_version_unreadable_for_want_of_descriptors_is_read_later() {
 async fn a_panic_loading_one_entry_refuses_that_entry_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::store_dir(tmp.path());
-    let other_dir = tmp.path().join("other");
-    std::fs::create_dir(&other_dir).unwrap();
-    let other = Pki::new(&other_dir);
+    let other = other_pki(tmp.path());
     let boom = other.leaf(&["boom.example.com"], KeyKind::Ecdsa);
     std::fs::write(store.join("boom.example.com.pem"), boom.combined()).unwrap();
     let s = Setup::start(tmp, "MAILFRONT_DEBUG_PANIC_ON=boom", Layout::Single).await;
@@ -446,9 +452,7 @@ async fn symlink_loops_are_read_once_and_reported_once() {
     let store = common::store_dir(tmp.path());
     let outside = tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
-    let other_dir = tmp.path().join("other");
-    std::fs::create_dir(&other_dir).unwrap();
-    let linked = Pki::new(&other_dir).leaf(&["linked.example.com"], KeyKind::Ecdsa);
+    let linked = other_pki(tmp.path()).leaf(&["linked.example.com"], KeyKind::Ecdsa);
     std::fs::write(outside.join("linked.pem"), linked.combined()).unwrap();
     for i in 1..=6 {
         symlink(".", store.join(format!("loop{i}"))).unwrap();

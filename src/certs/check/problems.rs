@@ -39,7 +39,12 @@ impl Codes {
 
 impl FromIterator<Code> for Codes {
     fn from_iter<I: IntoIterator<Item = Code>>(codes: I) -> Self {
-        let bit = |code| Self::ALL.iter().position(|c| *c == code).map_or(0, |i| 1 << i);
+        let bit = |code| {
+            Self::ALL
+                .iter()
+                .position(|c| *c == code)
+                .map_or(0, |i| 1 << i)
+        };
         Self(codes.into_iter().map(bit).fold(0, |a, b| a | b))
     }
 }
