@@ -29,11 +29,7 @@ impl Codes {
 
     /// The codes, in the catalogue's order.
     pub fn iter(self) -> impl Iterator<Item = Code> {
-        Self::ALL
-            .into_iter()
-            .enumerate()
-            .filter(move |(i, _)| self.0 & (1 << i) != 0)
-            .map(|(_, c)| c)
+        members(&Self::ALL, self.0)
     }
 }
 
@@ -101,10 +97,14 @@ impl Problems {
 
     /// The codes, in the catalogue's order.
     pub fn codes(self) -> impl Iterator<Item = Code> {
-        Self::CODES
-            .into_iter()
-            .enumerate()
-            .filter(move |(i, _)| self.0 & (1 << i) != 0)
-            .map(|(_, c)| c)
+        members(&Self::CODES, self.0.into())
     }
+}
+
+/// The codes of `all` whose bits are set in `bits` (bit `i` for `all[i]`).
+fn members(all: &'static [Code], bits: u16) -> impl Iterator<Item = Code> {
+    all.iter()
+        .enumerate()
+        .filter(move |(i, _)| bits & (1 << i) != 0)
+        .map(|(_, c)| *c)
 }
