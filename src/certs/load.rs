@@ -28,11 +28,9 @@ pub struct Loaded {
     /// SAN entries that cannot be served (partial wildcards, bad characters).
     pub skipped_names: Vec<String>,
     /// What the checks found and did not refuse it for: warnings, and the errors it
-    /// serves with anyway ([`Code::serves_anyway`]). The catalog logs them, and keeps them
+    /// serves with anyway ([`Code::serves_anyway`]; their set is `served.problems`). The catalog logs them, and keeps them
     /// only for a version that serves with errors (there are few of those).
     pub findings: Vec<Finding>,
-    /// The errors it serves with, if it serves (see the store's rule in DESIGN.md).
-    pub problems: Problems,
     /// The chain and key served (shared with `served`): the report reads the leaf's
     /// issuer, key and dates from it when asked, rather than every entry keep them.
     pub certified: Arc<CertifiedKey>,
@@ -319,7 +317,6 @@ fn parse_entry(
         names,
         skipped_names: skipped,
         findings: outcome.findings,
-        problems,
         certified,
     })
 }

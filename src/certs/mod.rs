@@ -185,7 +185,7 @@ fn refuse_world_readable(key: &Path) -> Result<(), CertError> {
 /// that memory afterwards and resident memory creeps up at each periodic rescan (+8 MiB
 /// at 10,000 entries after the first one). `malloc_trim` returns it, whichever arena
 /// holds it.
-pub fn release_free_memory() {
+fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {

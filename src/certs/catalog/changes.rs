@@ -62,7 +62,7 @@ impl Changes {
     /// logged once; the catalog keeps them only for a version serving with errors.
     pub(super) fn note_findings(&mut self, loaded: &mut Loaded) {
         let findings = std::mem::take(&mut loaded.findings);
-        if !loaded.problems.is_empty() {
+        if !loaded.served.problems.is_empty() {
             loaded.findings.clone_from(&findings);
         }
         if !findings.is_empty() {

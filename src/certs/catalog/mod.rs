@@ -139,7 +139,7 @@ impl Catalog {
         entry.digest = contents.map(|c| c.digest());
         entry.codes = fallback.findings.iter().map(|f| f.code).collect();
         let mut fallback = fallback;
-        if fallback.problems.is_empty() {
+        if fallback.served.problems.is_empty() {
             fallback.findings = Vec::new();
         }
         let dirty = fallback.names.iter().cloned().collect();

@@ -58,7 +58,7 @@ pub(super) fn worse(
     loaded: &Loaded,
     now: i64,
 ) -> Option<Arc<str>> {
-    let own = loaded.problems;
+    let own = loaded.served.problems;
     if own.is_empty() {
         return None;
     }
@@ -99,7 +99,7 @@ impl Catalog {
         let current = self.fallback().served.problems_at(check::now());
         let result = result.and_then(|loaded| {
             // It has every problem of the version serving, and more.
-            let worse = current.within(loaded.problems) && current != loaded.problems;
+            let worse = current.within(loaded.served.problems) && current != loaded.served.problems;
             match worse {
                 true => Err(LoadError::Worse {
                     findings: loaded.findings,
@@ -138,7 +138,7 @@ impl Catalog {
         let mut rerank = Vec::new();
         let just: HashSet<&Arc<str>> = changes.added.iter().chain(&changes.replaced).collect();
         let fallback = self.fallback.serving.as_ref();
-        if let Some(loaded) = fallback.filter(|l| !l.problems.is_empty()) {
+        if let Some(loaded) = fallback.filter(|l| !l.served.problems.is_empty()) {
             if !changes.fallback_replaced {
                 let id = Arc::clone(&loaded.source.id);
                 changes.degraded.push((id, loaded.findings.clone()));
@@ -150,11 +150,11 @@ impl Catalog {
                 continue;
             };
             let problems = loaded.served.problems_at(now);
-            if !loaded.problems.is_empty() && !just.contains(id) {
+            if !loaded.served.problems.is_empty() && !just.contains(id) {
                 degraded.push((Arc::clone(id), loaded.findings.clone()));
             }
             if problems.codes().any(|c| c == Code::Expired)
-                && !loaded.problems.codes().any(|c| c == Code::Expired)
+                && !loaded.served.problems.codes().any(|c| c == Code::Expired)
             {
                 changes
                     .expired
