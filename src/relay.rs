@@ -214,10 +214,11 @@ impl Future for Relay {
             }
         }
         // Records rustls makes on its own while it reads (the no_renegotiation alert that
-        // answers a TLS 1.2 renegotiation, the answer to a TLS 1.3 KeyUpdate) go out now:
-        // otherwise they wait for the backend's next bytes, which may never come, and the
-        // client waits with them. Not once the client's side is shut: its close_notify
-        // is then all there is to send, and its pump has sent what it could.
+        // answers a TLS 1.2 renegotiation) go out now: otherwise they wait for the
+        // backend's next bytes, which may never come, and the client waits with them. (Its
+        // answer to a TLS 1.3 KeyUpdate goes with the next data, as RFC 8446 allows.) Not
+        // once the client's side is shut: its close_notify is then all there is to send,
+        // and its pump has sent what it could.
         if ended.is_none() && !this.down.done && this.client.get_ref().1.wants_write() {
             if let Poll::Ready(Err(e)) = Pin::new(&mut *this.client).poll_flush(cx) {
                 ended = Some(Side::Client(e));
