@@ -66,10 +66,10 @@ pub(super) fn worse(
     for name in &loaded.names {
         let claimed = claims.get(name).map(Vec::as_slice).unwrap_or_default();
         let server_wide = fallback.names.contains(name).then_some(&fallback.served);
-        let better = claimed.iter().chain(server_wide).find(|s| {
-            let problems = s.problems_at(now);
-            problems.within(own) && problems != own
-        })?;
+        let better = claimed
+            .iter()
+            .chain(server_wide)
+            .find(|s| s.problems_at(now).fewer_than(own))?;
         serving.get_or_insert_with(|| Arc::clone(&better.id));
     }
     serving
@@ -97,16 +97,12 @@ impl Catalog {
         self.fallback.digest = digest;
         let id = Arc::clone(&self.fallback.source.id);
         let current = self.fallback().served.problems_at(check::now());
-        let result = result.and_then(|loaded| {
-            // It has every problem of the version serving, and more.
-            let worse = current.within(loaded.served.problems) && current != loaded.served.problems;
-            match worse {
-                true => Err(LoadError::Worse {
-                    findings: loaded.findings,
-                    serving: Arc::clone(&id),
-                }),
-                false => Ok(loaded),
-            }
+        let result = result.and_then(|loaded| match current.fewer_than(loaded.served.problems) {
+            true => Err(LoadError::Worse {
+                findings: loaded.findings,
+                serving: Arc::clone(&id),
+            }),
+            false => Ok(loaded),
         });
         match result {
             Ok(mut loaded) => {

@@ -95,6 +95,11 @@ impl Problems {
         self.0 & !other.0 == 0
     }
 
+    /// Whether `self` is better than `other`: some of its problems and no other.
+    pub fn fewer_than(self, other: Self) -> bool {
+        self.within(other) && self != other
+    }
+
     /// The codes, in the catalogue's order.
     pub fn codes(self) -> impl Iterator<Item = Code> {
         members(&Self::CODES, self.0.into())
