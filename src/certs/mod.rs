@@ -119,17 +119,18 @@ pub fn inspect(
     Ok(catalog.report())
 }
 
-/// The catalog of the store, loaded; `write`: a server-wide certificate to be generated
-/// is written (a start) rather than made in memory (a report).
+/// The catalog of the store, loaded. `start`: for a start, which writes a server-wide
+/// certificate to be generated and logs what it generated and skipped; otherwise for a
+/// report, which writes and logs nothing (the report says it all).
 fn load(
     settings: &CertSettings,
     server_name: &str,
     provider: &Arc<CryptoProvider>,
-    write: bool,
+    start: bool,
 ) -> Result<(Catalog, catalog::Changes), CertError> {
     let ctx = Arc::new(context(settings, provider)?);
     let (cert, key) = (&settings.default_cert, &settings.default_key);
-    let (fallback, origin) = fallback::load_or_generate(cert, key, server_name, &ctx, write)?;
+    let (fallback, origin) = fallback::load_or_generate(cert, key, server_name, &ctx, start)?;
     if origin == Origin::Generated {
         warn!(
             cert = %cert.display(),
@@ -139,7 +140,7 @@ fn load(
              replaced by one from a CA"
         );
     }
-    if write {
+    if start {
         for (path, reason) in &ctx.trust.skipped {
             warn!(file = %path.display(), %reason, "not used for certificate checks");
         }
