@@ -210,14 +210,24 @@ fn codes(codes: &[&str]) -> String {
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    // A closed stdout (`| head`) ends the listing, not the check: what is judged is the
+    // exit status.
+    macro_rules! say {
+        ($out:expr, $($arg:tt)*) => {{
+            let _ = writeln!($out, $($arg)*);
+        }};
+    }
+    let mut out = std::io::stdout().lock();
     let config = Config::load(path)?;
-    println!("config {}: ok", path.display());
+    say!(out, "config {}: ok", path.display());
     for warning in config.warnings() {
-        println!("  warning: {warning}");
+        say!(out, "  warning: {warning}");
     }
     for l in &config.listeners {
         let binds: Vec<String> = l.bind.iter().map(ToString::to_string).collect();
-        println!(
+        say!(
+            out,
             "  listener {} ({}) on {} -> {}, idle {}{}",
             l.name,
             l.protocol.as_str(),
@@ -236,13 +246,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let report = certs::inspect(c, &config.server.name, &tls::provider())?;
     let fallback = &report.server_wide;
     match fallback.state {
-        certs::State::Absent => println!(
+        certs::State::Absent => say!(
+            out,
             "  server-wide certificate: none yet; `run` will generate a self-signed one for {} at {} and {}",
             config.server.name,
             c.default_cert.display(),
             c.default_key.display()
         ),
-        state => println!(
+        state => say!(
+            out,
             "  server-wide certificate {}: {} ({}){}",
             c.default_cert.display(),
             if state == certs::State::ServingWithErrors { "serves with errors" } else { "ok" },
@@ -262,13 +274,14 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        println!("  {what} {}{}{reason}", row.entry, codes(&row.codes));
+        say!(out, "  {what} {}{}{reason}", row.entry, codes(&row.codes));
         for f in row
             .findings
             .iter()
             .filter(|f| f.severity == certs::check::Severity::Error)
         {
-            println!(
+            say!(
+                out,
                 "    {} {}: {}",
                 f.code.as_str(),
                 f.file.display(),
@@ -277,21 +290,29 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
     }
     for not in &report.not_entries {
-        println!("  not an entry: {}: {}", not.path.display(), not.reason);
+        say!(
+            out,
+            "  not an entry: {}: {}",
+            not.path.display(),
+            not.reason
+        );
     }
     for not in &report.trust_skipped {
-        println!(
+        say!(
+            out,
             "  not used for checks: {}: {}",
             not.path.display(),
             not.reason
         );
     }
     match &report.unreadable {
-        Some(reason) => println!(
+        Some(reason) => say!(
+            out,
             "  store {}: cannot be read ({reason}); only the server-wide certificate would serve",
             c.dir.display()
         ),
-        None => println!(
+        None => say!(
+            out,
             "  store {}: {} entries serve ({} with errors), {} superseded, {} refused",
             c.dir.display(),
             report.count(certs::State::Serving) + report.count(certs::State::ServingWithErrors),

@@ -128,6 +128,28 @@ fn check_config_bounds_durations_and_warns_about_imap_idle() {
     );
 }
 
+/// `check-config | head`: a reader that goes away ends the listing, not the check (it
+/// panicked on the broken pipe); the exit status still says whether the proxy would start.
+#[test]
+fn check_config_survives_a_closed_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = imaps_config(tmp.path(), "127.0.0.1:143".parse().unwrap());
+    let mut child = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the child has started writing (it has a config to read first).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Each cause is said once: errors that name their cause in the message do not return it
 /// again as their source, which the CLI would print a second time (`a: b: b`).
 #[test]
