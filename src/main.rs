@@ -201,125 +201,13 @@ fn certs_view(path: &std::path::Path, format: inspect::Format) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// ` [code, code]`, or nothing.
-fn codes(codes: &[&str]) -> String {
-    match codes.is_empty() {
-        true => String::new(),
-        false => format!(" [{}]", codes.join(", ")),
-    }
-}
-
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
-    // A closed stdout (`| head`) ends the listing, not the check: what is judged is the
-    // exit status.
-    macro_rules! say {
-        ($out:expr, $($arg:tt)*) => {{
-            let _ = writeln!($out, $($arg)*);
-        }};
-    }
-    let mut out = std::io::stdout().lock();
     let config = Config::load(path)?;
-    say!(out, "config {}: ok", path.display());
-    for warning in config.warnings() {
-        say!(out, "  warning: {warning}");
-    }
-    for l in &config.listeners {
-        let binds: Vec<String> = l.bind.iter().map(ToString::to_string).collect();
-        say!(
-            out,
-            "  listener {} ({}) on {} -> {}, idle {}{}",
-            l.name,
-            l.protocol.as_str(),
-            binds.join(", "),
-            l.backend,
-            humantime::format_duration(l.idle_timeout),
-            if l.routes.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} routes)", l.routes.len())
-            }
-        );
-    }
-    let c = &config.certs;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) ends the listing, not the check: the exit status judges.
+    let _ = inspect::config::print_config(path, &config, &mut out);
     // The store's own report: what `run` would load, by the same catalog.
-    let report = certs::inspect(c, &config.server.name, &tls::provider())?;
-    let fallback = &report.server_wide;
-    match fallback.state {
-        certs::State::Absent => say!(
-            out,
-            "  server-wide certificate: none yet; `run` will generate a self-signed one for {} at {} and {}",
-            config.server.name,
-            c.default_cert.display(),
-            c.default_key.display()
-        ),
-        state => say!(
-            out,
-            "  server-wide certificate {}: {} ({}){}",
-            c.default_cert.display(),
-            if state == certs::State::ServingWithErrors { "serves with errors" } else { "ok" },
-            fallback.names.join(", "),
-            codes(&fallback.codes)
-        ),
-    }
-    for row in &report.entries {
-        let what = match row.state {
-            certs::State::Refused => "refused",
-            certs::State::ServingWithErrors => "serving with errors",
-            _ if row.codes.is_empty() => continue,
-            _ => "serving",
-        };
-        let reason = row
-            .reason
-            .as_deref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default();
-        say!(out, "  {what} {}{}{reason}", row.entry, codes(&row.codes));
-        for f in row
-            .findings
-            .iter()
-            .filter(|f| f.severity == certs::check::Severity::Error)
-        {
-            say!(
-                out,
-                "    {} {}: {}",
-                f.code.as_str(),
-                f.file.display(),
-                f.message
-            );
-        }
-    }
-    for not in &report.not_entries {
-        say!(
-            out,
-            "  not an entry: {}: {}",
-            not.path.display(),
-            not.reason
-        );
-    }
-    for not in &report.trust_skipped {
-        say!(
-            out,
-            "  not used for checks: {}: {}",
-            not.path.display(),
-            not.reason
-        );
-    }
-    match &report.unreadable {
-        Some(reason) => say!(
-            out,
-            "  store {}: cannot be read ({reason}); only the server-wide certificate would serve",
-            c.dir.display()
-        ),
-        None => say!(
-            out,
-            "  store {}: {} entries serve ({} with errors), {} superseded, {} refused",
-            c.dir.display(),
-            report.count(certs::State::Serving) + report.count(certs::State::ServingWithErrors),
-            report.count(certs::State::ServingWithErrors),
-            report.count(certs::State::Superseded),
-            report.count(certs::State::Refused),
-        ),
-    }
+    let report = certs::inspect(&config.certs, &config.server.name, &tls::provider())?;
+    let _ = inspect::config::print_store(&config, &report, &mut out);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::Format;
+use super::{bracketed, print_unused, Format};
 use crate::certs::{self, Report, Row, State};
 use crate::config::Config;
 use crate::names::Pattern;
@@ -96,22 +96,7 @@ pub fn print(view: &View, format: Format, out: &mut dyn Write) -> std::io::Resul
             )?;
         }
     }
-    for not in &report.not_entries {
-        writeln!(
-            out,
-            "\nnot an entry: {}: {}",
-            not.path.display(),
-            not.reason
-        )?;
-    }
-    for not in &report.trust_skipped {
-        writeln!(
-            out,
-            "\nnot used for checks: {}: {}",
-            not.path.display(),
-            not.reason
-        )?;
-    }
+    print_unused(report, out, "\n")?;
     for name in &view.uncovered_routes {
         writeln!(
             out,
@@ -143,9 +128,7 @@ fn print_row(out: &mut dyn Write, report: &Report, row: &Row, entry: &str) -> st
                 .to_string()
         })
         .collect();
-    if !row.codes.is_empty() {
-        tail.push(format!("[{}]", row.codes.join(", ")));
-    }
+    tail.extend(bracketed(&row.codes));
     if let Some(reason) = &row.reason {
         tail.push(format!("[{reason}]"));
     }
