@@ -131,11 +131,6 @@ impl Server {
         Arc::clone(&self.shared.store)
     }
 
-    /// The store's report, as loaded at start.
-    pub fn report(&self) -> certs::Report {
-        self.reloader.report()
-    }
-
     /// Serves until `shutdown` resolves, then drains for `drain_timeout`; `cut_now`
     /// resolving during the drain ends it early.
     pub async fn run(
