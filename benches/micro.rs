@@ -129,6 +129,7 @@ fn write_entries(dir: &Path) -> Vec<(&'static str, Source)> {
             id: format!("{name}.pem").into(),
             cert: path,
             key: None,
+            extra: Box::default(),
             layout: Layout::Single,
         };
         (kind, source)

@@ -47,8 +47,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
-    /// Run the certificate checks on files: a chain and its key in either order, or one
-    /// file holding both. Exit 0 without errors, 1 with errors, 2 on usage problems.
+    /// Run the store's loader and certificate checks on files: the certificate, its chain
+    /// and its key in any order and form (PEM, DER, PKCS#7), or one file holding them.
+    /// Exit 0 without errors, 1 with errors, 2 on usage problems.
     Check {
         /// The domain the certificate must cover.
         #[arg(long)]
@@ -62,6 +63,9 @@ enum Command {
         /// CRLs (DER or PEM) to check revocation against.
         #[arg(long)]
         crl_dir: Option<PathBuf>,
+        /// The key is not there yet: check the certificate alone.
+        #[arg(long)]
+        no_key: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
             ca_bundle,
             issuers_dir,
             crl_dir,
+            no_key,
             format,
             files,
         } => {
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
                 ca_bundle,
                 issuers_dir,
                 crl_dir,
+                no_key,
                 files,
             };
             return match inspect::check::run(&req, format.into(), &mut std::io::stdout()) {

@@ -54,12 +54,16 @@ fn a_good_certificate_passes_in_every_arrangement() {
         assert!(text.contains("ok: no problems found"), "{text}");
         assert!(text.contains("mail.example.com"), "{text}");
     }
-    // A certificate alone, readable by all as certificates are: nothing about keys.
+    // A certificate alone, readable by all as certificates are: the store would refuse
+    // it for want of a key; with --no-key (the key is not there yet) it passes.
     let public = pki.path("public.crt");
     std::fs::write(&public, pki.fullchain(&leaf)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, text) = check(&pki, &["public.crt"]);
+    assert_eq!(code, 1, "{text}");
+    has(&text, "error", "no-key", "public.crt");
+    let (code, text) = check(&pki, &["--no-key", "public.crt"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("ok: no problems found"), "{text}");
 }
@@ -81,7 +85,8 @@ fn key_mismatch() {
 }
 
 /// Chain first and certificate second (files swapped), two server certificates, and a
-/// chain merely out of order (a warning: it is served reordered).
+/// chain merely out of order: errors without a key to say which certificate is the
+/// server's, warnings (served in order) with one.
 #[test]
 fn not_one_leaf_in_its_three_forms() {
     let pki = Pki::new();
@@ -92,15 +97,26 @@ fn not_one_leaf_in_its_three_forms() {
         "swapped.crt",
         &format!("{}{}", pki.inter.cert.pem(), leaf.cert),
     );
-    let (code, text) = check(&pki, &["swapped.crt", "a.key"]);
+    let (code, text) = check(&pki, &["--no-key", "swapped.crt"]);
     assert_eq!(code, 1, "{text}");
     has(&text, "error", "not-one-leaf", "swapped.crt");
     assert!(text.contains("look swapped"), "{text}");
+    let (code, text) = check(&pki, &["swapped.crt", "a.key"]);
+    assert_eq!(code, 0, "{text}");
+    has(&text, "warning", "not-one-leaf", "swapped.crt");
 
     pki.write("two.crt", &format!("{}{}", leaf.cert, other.cert));
-    let (code, text) = check(&pki, &["two.crt", "a.key"]);
+    let (code, text) = check(&pki, &["--no-key", "two.crt"]);
     assert_eq!(code, 1, "{text}");
     has(&text, "error", "not-one-leaf", "two.crt");
+    pki.write(
+        "two-chain.crt",
+        &format!("{}{}{}", other.cert, leaf.cert, pki.inter.cert.pem()),
+    );
+    let (code, text) = check(&pki, &["two-chain.crt", "a.key"]);
+    assert_eq!(code, 0, "{text}");
+    has(&text, "warning", "not-one-leaf", "two-chain.crt");
+    assert!(text.contains("left out"), "{text}");
 
     let root = pki.root.cert.pem();
     pki.write(
@@ -110,6 +126,7 @@ fn not_one_leaf_in_its_three_forms() {
     let (code, text) = check(&pki, &["order.crt", "a.key"]);
     assert_eq!(code, 0, "{text}");
     has(&text, "warning", "not-one-leaf", "order.crt");
+    has(&text, "warning", "root-in-chain", "order.crt");
     assert!(text.contains("not in issuing order"), "{text}");
 }
 

@@ -77,7 +77,8 @@ async fn the_store_keeps_the_good_version_over_each_bad_case() {
         (
             "not-one-leaf",
             "swapped.example.com",
-            format!("{}{}{}", pki.inter.cert.pem(), swapped.cert, swapped.key),
+            // The chain given in place of the certificate: only CA certificates.
+            format!("{}{}", pki.inter.cert.pem(), swapped.key),
         ),
         (
             "chain-incomplete",

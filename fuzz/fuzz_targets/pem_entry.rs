@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         id: "fuzz.example.com.pem".into(),
         cert: PathBuf::from("/nonexistent/fuzz.example.com.pem"),
         key: split.then(|| PathBuf::from("/nonexistent/fuzz.example.com.key")),
+        extra: Box::default(),
         layout: if split { Layout::Pair } else { Layout::Single },
     };
     let contents = if split {
@@ -34,14 +35,16 @@ fuzz_target!(|data: &[u8]| {
         Contents {
             cert: data[..at].to_vec(),
             key: Some(data[at..].to_vec()),
+            extra: Vec::new(),
         }
     } else {
         Contents {
             cert: data.to_vec(),
             key: None,
+            extra: Vec::new(),
         }
     };
-    for role in [Role::Entry, Role::ServerWide] {
+    for role in [Role::Entry, Role::ServerWide, Role::Check(None)] {
         match load::parse(&source, &contents, context(), role) {
             Ok(loaded) => assert!(!loaded.served.id.is_empty()),
             Err(e) => assert!(!e.to_string().is_empty()),

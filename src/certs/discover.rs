@@ -38,6 +38,8 @@ pub struct Source {
     pub cert: PathBuf,
     /// The key file; `None` when the key is inside `cert`.
     pub key: Option<PathBuf>,
+    /// Further files that hold CA certificates for it (a CA's bundle, paired by content).
+    pub extra: Box<[PathBuf]>,
     /// Which layout the files were found in.
     pub layout: Layout,
 }
@@ -53,6 +55,9 @@ pub enum Layout {
     Certbot,
     /// A Kubernetes TLS secret mounted as a volume.
     Kubernetes,
+    /// Files whose names do not pair, paired by what they hold: a certificate, the key
+    /// whose public key it has, the CA files that issued it (as CAs deliver them).
+    Content,
 }
 
 /// Something found that looks meant as an entry but cannot be one.
@@ -304,6 +309,7 @@ fn directory_entry(root: &Path, dir: &Path, files: &BTreeMap<String, PathBuf>) -
         id: format!("{}/", relative(root, dir)).into(),
         cert: files[cert].clone(),
         key: Some(files[key].clone()),
+        extra: Box::default(),
         layout,
     })
 }
@@ -345,6 +351,7 @@ fn pair_files(root: &Path, files: &BTreeMap<String, PathBuf>, found: &mut Found)
                 id: relative(root, cert).into(),
                 cert: cert.clone(),
                 key,
+                extra: Box::default(),
                 layout,
             });
         }

@@ -43,6 +43,7 @@ pub fn load_or_generate(
         let contents = Contents {
             cert: cert_pem.into_bytes(),
             key: Some(key_pem.into_bytes()),
+            extra: Vec::new(),
         };
         let loaded = parse(&source(cert, key), &contents, ctx, Role::ServerWide)
             .map_err(CertError::Fallback)?;
@@ -67,6 +68,7 @@ pub fn load_or_generate(
 /// The server-wide certificate's entry.
 fn source(cert: &Path, key: &Path) -> Source {
     Source {
+        extra: Box::default(),
         id: Arc::from(format!("server-wide ({})", cert.display())),
         cert: cert.to_owned(),
         key: Some(key.to_owned()),

@@ -20,10 +20,12 @@
 mod catalog;
 pub mod check;
 mod discover;
+mod examine;
 mod fallback;
 mod index;
 pub(crate) mod limits;
 mod load;
+mod pieces;
 mod report;
 mod resolver;
 mod store;
@@ -38,11 +40,10 @@ use tracing::{info, warn};
 
 use crate::config::CertSettings;
 use catalog::{log_conflicts, Catalog, Origin};
+pub use examine::{examine, ExamineError, Examined};
 pub use index::{Index, Match, Served};
-pub(crate) use load::describe_pem;
 pub use load::LoadError;
 pub use report::{NameRow, NotEntry, Refusal, Report, Row, State};
-pub(crate) use resolver::signing_key;
 pub use resolver::Fixed;
 pub use store::{Refreshed, Store};
 pub use watch::Reloader;

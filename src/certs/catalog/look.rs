@@ -33,14 +33,20 @@ impl FileStamp {
     }
 }
 
-/// The stamps of an entry's certificate and key files.
-pub(super) type Stamp = (Option<FileStamp>, Option<FileStamp>);
+/// The stamps of an entry's files (`None`: missing, or not known yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Stamp {
+    cert: Option<FileStamp>,
+    key: Option<FileStamp>,
+    extra: Box<[Option<FileStamp>]>,
+}
 
 pub(super) fn stamp_of(source: &Source) -> Stamp {
-    (
-        FileStamp::of(&source.cert),
-        source.key.as_deref().and_then(FileStamp::of),
-    )
+    Stamp {
+        cert: FileStamp::of(&source.cert),
+        key: source.key.as_deref().and_then(FileStamp::of),
+        extra: source.extra.iter().map(|p| FileStamp::of(p)).collect(),
+    }
 }
 
 /// What was found in one source during a refresh, computed in parallel. A full rescan of
@@ -65,7 +71,7 @@ pub(super) fn look(source: &Source, known: Option<&Entry>, ctx: &Context, role: 
     // unknown, so that the next refresh (the periodic rescan at the latest) reads it again
     // instead of taking it as seen.
     let stamp = match &contents {
-        Err(LoadError::Read { error, .. }) if passing(error) => (None, None),
+        Err(LoadError::Read { error, .. }) if passing(error) => Stamp::default(),
         _ => stamp,
     };
     let digest = contents.as_ref().ok().map(Contents::digest);

@@ -69,7 +69,7 @@ impl Entry {
     fn new(source: Source) -> Self {
         Self {
             source,
-            stamp: (None, None),
+            stamp: Stamp::default(),
             digest: None,
             serving: None,
             codes: Codes::default(),
@@ -415,7 +415,7 @@ impl Catalog {
                     trust,
                 });
                 for entry in self.entries.values_mut().chain([&mut self.fallback]) {
-                    entry.stamp = (None, None);
+                    entry.stamp = Stamp::default();
                     entry.digest = None;
                 }
                 changes.trust_reloaded = true;

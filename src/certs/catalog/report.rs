@@ -151,6 +151,7 @@ fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
         Layout::Pair => "pair",
         Layout::Certbot => "certbot",
         Layout::Kubernetes => "kubernetes",
+        Layout::Content => "content",
     };
     let mut row = Row {
         entry: source.id.to_string(),

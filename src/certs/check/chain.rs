@@ -25,6 +25,9 @@ pub struct ChainPath {
     pub from_file: Vec<usize>,
     /// Positions in the trust's issuers, appended after the file's.
     pub added: Vec<usize>,
+    /// The leaf comes after CA certificates in the file and no key says it is the leaf:
+    /// the certificate and chain files look swapped (an error).
+    pub swapped: bool,
 }
 
 impl ChainPath {
@@ -61,11 +64,21 @@ pub fn order(
     out: &mut Outcome,
 ) -> Option<ChainPath> {
     let file = subject.cert_path;
+    let key = subject.key.and_then(|k| k.public_key());
+    let keyed = |i: usize| key.as_ref().is_some_and(|k| k.as_ref() == facts[i].spki);
     let mut leaves: Vec<usize> = (0..facts.len()).filter(|&i| !facts[i].is_ca).collect();
     if leaves.is_empty() && !facts[0].dns_names.is_empty() {
         // `openssl req -x509` marks the self-signed certificates it makes as CAs; one
         // that names hosts is meant as the server's own.
         leaves.push(0);
+    }
+    if leaves.len() > 1 {
+        // Of several server certificates, the key names the one served; the others issued
+        // nothing in its chain and are left out, with the warning below.
+        let by_key: Vec<usize> = leaves.iter().copied().filter(|&i| keyed(i)).collect();
+        if by_key.len() == 1 {
+            leaves = by_key;
+        }
     }
     let error = |message: String, fix: &str| Finding {
         code: Code::NotOneLeaf,
@@ -103,7 +116,8 @@ pub fn order(
             return None;
         }
     };
-    if leaf != 0 {
+    let swapped = leaf != 0 && !keyed(leaf);
+    if swapped {
         out.findings.push(error(
             format!(
                 "the first certificate in {} is the CA certificate \"{}\" and the server's \
@@ -120,6 +134,7 @@ pub fn order(
         leaf,
         from_file: vec![leaf],
         added: Vec::new(),
+        swapped,
     };
     while path.from_file.len() < MAX_DEPTH {
         let current = &facts[*path.from_file.last().expect("starts with the leaf")];
@@ -137,37 +152,75 @@ pub fn order(
         .filter(|i| !path.from_file.contains(i))
         .collect();
     let in_order = path.from_file.iter().enumerate().all(|(pos, &i)| pos == i);
-    if leaf == 0 && (!in_order || !extras.is_empty()) {
-        let mut message = format!("the chain in {} is not in issuing order", file.display());
-        if in_order {
-            message = format!(
-                "{} holds certificates that are not part of the chain",
-                file.display()
-            );
-        }
-        if !extras.is_empty() {
-            message.push_str(&format!(
-                "; {} issued nothing in it and is left out",
-                names(facts, extras.iter().copied())
-            ));
-        }
-        message.push_str(&format!(
-            "; served as {}",
-            names(facts, path.from_file.iter().copied())
-        ));
-        out.findings.push(Finding {
-            code: Code::NotOneLeaf,
-            severity: Severity::Warning,
-            file: file.to_owned(),
-            message,
-            fix: "write the file in that order: the server's certificate, then each issuer".into(),
-        });
+    if !swapped && (!in_order || !extras.is_empty()) {
+        out.findings
+            .push(order_warning(file, facts, &path, &extras));
     }
     complete(subject, facts, trust, &mut path, out);
-    if leaf == 0 && (!in_order || !extras.is_empty() || !path.added.is_empty()) {
-        out.chain = Some(path.served_ders(subject, trust));
+    let last = *path.from_file.last().expect("starts with the leaf");
+    let root = path.from_file.len() > 1 && path.added.is_empty() && facts[last].self_issued();
+    if root {
+        out.findings.push(Finding {
+            code: Code::RootInChain,
+            severity: Severity::Warning,
+            file: file.to_owned(),
+            message: format!(
+                "{} includes the root \"{}\": clients use their own copy of a root, so it is \
+                 left out of what is served",
+                file.display(),
+                facts[last].label()
+            ),
+            fix: "leave the root out of the file: the server's certificate, then the \
+                  intermediates"
+                .into(),
+        });
+    }
+    if !swapped && (!in_order || !extras.is_empty() || !path.added.is_empty() || root) {
+        let mut served = path.served_ders(subject, trust);
+        if root {
+            served.pop();
+        }
+        out.chain = Some(served);
     }
     Some(path)
+}
+
+/// The warning for a chain served in another order than the file's, or without some of
+/// its certificates.
+fn order_warning(file: &Path, facts: &[CertFacts], path: &ChainPath, extras: &[usize]) -> Finding {
+    let in_order = path.from_file.iter().enumerate().all(|(pos, &i)| pos == i);
+    let mut message = if path.leaf != 0 {
+        format!(
+            "the server's certificate \"{}\" comes after CA certificates in {} (its key says \
+             which it is)",
+            facts[path.leaf].label(),
+            file.display()
+        )
+    } else if in_order {
+        format!(
+            "{} holds certificates that are not part of the chain",
+            file.display()
+        )
+    } else {
+        format!("the chain in {} is not in issuing order", file.display())
+    };
+    if !extras.is_empty() {
+        message.push_str(&format!(
+            "; {} issued nothing in it and is left out",
+            names(facts, extras.iter().copied())
+        ));
+    }
+    message.push_str(&format!(
+        "; served as {}",
+        names(facts, path.from_file.iter().copied())
+    ));
+    Finding {
+        code: Code::NotOneLeaf,
+        severity: Severity::Warning,
+        file: file.to_owned(),
+        message,
+        fix: "write the file in that order: the server's certificate, then each issuer".into(),
+    }
 }
 
 /// Appends issuers from `issuers_dir` while the path ends short of a root, and reports
@@ -324,7 +377,7 @@ pub fn verify(
         revoked_on_load(subject, &served, trust, out);
         return;
     }
-    if path.leaf != 0 || !reaches_root {
+    if path.swapped || !reaches_root {
         return;
     }
     let ders = path.served_ders(subject, trust);

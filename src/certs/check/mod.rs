@@ -65,8 +65,23 @@ pub enum Code {
     UntrustedIssuer,
     KeyPermissions,
     ExpiresSoon,
-    /// A certificate in the file cannot be parsed at all.
+    /// A certificate in the file cannot be parsed at all, or the file is damaged beyond
+    /// a certain repair.
     BadCertificate,
+    /// The files hold no certificate.
+    NoCertificate,
+    /// The files hold no private key.
+    NoKey,
+    /// The private key is encrypted with a passphrase.
+    EncryptedKey,
+    /// A PKCS#12 bundle, locked with a password.
+    Pkcs12,
+    /// A PEM file read after a repair with one certain reading (BOM, joined lines).
+    PemRepaired,
+    /// The root certificate is in the chain; it is left out of what is served.
+    RootInChain,
+    /// A file given to `mailfront check` holds nothing the certificate uses.
+    UnusedFile,
 }
 
 impl Code {
@@ -87,6 +102,13 @@ impl Code {
             Self::KeyPermissions => "key-permissions",
             Self::ExpiresSoon => "expires-soon",
             Self::BadCertificate => "bad-certificate",
+            Self::NoCertificate => "no-certificate",
+            Self::NoKey => "no-key",
+            Self::EncryptedKey => "encrypted-key",
+            Self::Pkcs12 => "pkcs12",
+            Self::PemRepaired => "pem-repaired",
+            Self::RootInChain => "root-in-chain",
+            Self::UnusedFile => "unused-file",
         }
     }
 }
@@ -129,7 +151,7 @@ impl fmt::Display for Finding {
 /// A domain the certificate must cover, and whether it was asked for (`--domain`) or
 /// guessed from the entry's file or directory name (then a mismatch only warns: the
 /// operator may name files after the customer, not after the host).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {
     pub name: String,
     pub explicit: bool,

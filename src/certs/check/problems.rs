@@ -10,7 +10,7 @@ use super::Code;
 pub struct Codes(u16);
 
 impl Codes {
-    const ALL: [Code; 14] = [
+    const ALL: [Code; 16] = [
         Code::KeyMismatch,
         Code::NotOneLeaf,
         Code::ChainIncomplete,
@@ -25,6 +25,8 @@ impl Codes {
         Code::KeyPermissions,
         Code::ExpiresSoon,
         Code::BadCertificate,
+        Code::PemRepaired,
+        Code::RootInChain,
     ];
 
     /// The codes, in the catalogue's order.

@@ -177,27 +177,56 @@ fn key_mismatch_names_both_files() {
     );
 }
 
+/// Several server certificates, only CA certificates, the chain before the certificate:
+/// errors, unless the key says which certificate is the server's.
 #[test]
 fn two_leaves_only_cas_and_swapped_files_are_errors() {
     let pki = Pki::new();
     let a = leaf(&["a.example.com"], &pki.inter);
     let b = leaf(&["b.example.com"], &pki.inter);
+    let c = leaf(&["c.example.com"], &pki.inter);
     let trust = pki.trust();
-    let out = run(&pki, &[a.der.clone(), b.der.clone()], &a.key, &trust);
-    assert_eq!(codes(&out), [("not-one-leaf", Severity::Error)]);
+    let out = run(&pki, &[a.der.clone(), b.der.clone()], &c.key, &trust);
+    assert!(codes(&out).contains(&("not-one-leaf", Severity::Error)));
     assert!(out.findings[0].message.contains("2 server certificates"));
 
     let out = run(&pki, &[pki.inter.der(), pki.root.der()], &a.key, &trust);
     assert_eq!(codes(&out), [("not-one-leaf", Severity::Error)]);
     assert!(out.findings[0].message.contains("only CA certificates"));
 
-    let out = run(&pki, &[pki.inter.der(), a.der.clone()], &a.key, &trust);
+    let out = run(&pki, &[pki.inter.der(), a.der.clone()], &c.key, &trust);
     assert!(codes(&out).contains(&("not-one-leaf", Severity::Error)));
     assert!(
         out.findings[0].message.contains("look swapped"),
         "{}",
         out.findings[0].message
     );
+}
+
+/// The key names the server's certificate: a chain given first, or a second server
+/// certificate, is served in order with a warning.
+#[test]
+fn the_key_says_which_certificate_is_the_servers() {
+    let pki = Pki::new();
+    let a = leaf(&["a.example.com"], &pki.inter);
+    let b = leaf(&["b.example.com"], &pki.inter);
+    let trust = pki.trust();
+    let out = run(&pki, &[pki.inter.der(), a.der.clone()], &a.key, &trust);
+    assert_eq!(codes(&out), [("not-one-leaf", Severity::Warning)]);
+    assert!(out.findings[0]
+        .message
+        .contains("comes after CA certificates"));
+    assert_eq!(out.chain.unwrap(), [a.der.clone(), pki.inter.der()]);
+
+    let out = run(
+        &pki,
+        &[b.der.clone(), a.der.clone(), pki.inter.der()],
+        &a.key,
+        &trust,
+    );
+    assert_eq!(codes(&out), [("not-one-leaf", Severity::Warning)]);
+    assert!(out.findings[0].message.contains("left out"));
+    assert_eq!(out.chain.unwrap(), [a.der, pki.inter.der()]);
 }
 
 #[test]
@@ -212,10 +241,16 @@ fn a_chain_out_of_order_is_reordered_with_a_warning() {
         pki.inter.der(),
     ];
     let out = run(&pki, &file, &l.key, &pki.trust());
-    assert_eq!(codes(&out), [("not-one-leaf", Severity::Warning)]);
+    assert_eq!(
+        codes(&out),
+        [
+            ("not-one-leaf", Severity::Warning),
+            ("root-in-chain", Severity::Warning)
+        ]
+    );
     assert!(out.findings[0].message.contains("Unrelated CA"));
     let served = out.chain.expect("a reordered chain");
-    assert_eq!(served, [l.der, pki.inter.der(), pki.root.der()]);
+    assert_eq!(served, [l.der, pki.inter.der()], "the root is left out");
 }
 
 #[test]
@@ -264,8 +299,14 @@ fn self_signed_and_untrusted_roots_warn() {
     let private = ca("Private Root", None);
     let l = leaf(&["a.example.com"], &private);
     let out = run(&pki, &[l.der, private.der()], &l.key, &pki.trust());
-    assert_eq!(codes(&out), [("untrusted-issuer", Severity::Warning)]);
-    assert!(out.findings[0].message.contains("Private Root"));
+    assert_eq!(
+        codes(&out),
+        [
+            ("root-in-chain", Severity::Warning),
+            ("untrusted-issuer", Severity::Warning)
+        ]
+    );
+    assert!(out.findings[1].message.contains("Private Root"));
 }
 
 #[test]

@@ -11,10 +11,11 @@ use super::index::Served;
 use super::limits::ReadError;
 use super::resolver::{schemes_of, signing_key, Fixed};
 use crate::names::Pattern;
+use gather::Gathered;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+mod gather;
 
 /// A certificate ready to serve, with what the index needs to know of it.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct Loaded {
 /// A certificate as the report shows it: its leaf's issuer, key and validity.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// The subject, as `CN=..., O=...`.
+    pub subject: String,
     /// The issuer's CN (or whole name).
     pub issuer: String,
     /// `ECDSA P-256`, `RSA 2048`...
@@ -58,6 +61,7 @@ pub struct Leaf {
 impl Summary {
     pub fn of(leaf: &CertFacts) -> Self {
         Self {
+            subject: leaf.subject.clone(),
             issuer: leaf.issuer_label(),
             key: leaf.key.clone(),
             not_before: leaf.not_before,
@@ -78,10 +82,12 @@ pub struct Context {
 /// error other than those of [`Code::serves_anyway`]); whether one that serves badly is
 /// better than what serves its names now is the catalog's judgement. The server-wide
 /// certificate also serves when revoked: refusing it would stop the start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     Entry,
     ServerWide,
+    /// `mailfront check`: every signature verified, the domain given (or none).
+    Check(Option<check::Domain>),
 }
 
 /// Why an entry cannot be served; each names the file.
@@ -105,19 +111,8 @@ pub enum LoadError {
         size: u64,
         limit: u64,
     },
-    /// A PEM block is malformed or cut short.
-    #[error("{path}: {reason}")]
-    Pem { path: PathBuf, reason: String },
-    /// No `CERTIFICATE` block.
-    #[error("{path}: no certificate (no \"BEGIN CERTIFICATE\" block)")]
-    NoCertificate { path: PathBuf },
-    /// No private key, in the file or beside it.
-    #[error("{path}: no private key (no \"BEGIN ... PRIVATE KEY\" block{hint})")]
-    NoKey { path: PathBuf, hint: &'static str },
-    /// A key rustls cannot sign with.
-    #[error("{path}: unsupported private key: {reason}")]
-    UnsupportedKey { path: PathBuf, reason: String },
-    /// The checks found errors (each names its file); the leaf, when it could be read.
+    /// The files or the checks found errors (each names its file): no certificate or key,
+    /// a damaged or locked file, a failed check; the leaf, when it could be read.
     #[error("{}", list(.0))]
     Refused(Vec<Finding>, Option<Box<Leaf>>),
     /// The version serves badly, and what serves its names now has none of its problems
@@ -146,6 +141,8 @@ pub struct Contents {
     pub cert: Vec<u8>,
     /// The key file, when separate.
     pub key: Option<Vec<u8>>,
+    /// The further files holding CA certificates, in the source's order.
+    pub extra: Vec<Vec<u8>>,
 }
 
 impl Contents {
@@ -153,7 +150,12 @@ impl Contents {
     pub fn read(source: &Source) -> Result<Self, LoadError> {
         let cert = read(&source.cert)?;
         let key = source.key.as_deref().map(read).transpose()?;
-        Ok(Self { cert, key })
+        let extra = source
+            .extra
+            .iter()
+            .map(|p| read(p))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { cert, key, extra })
     }
 
     /// A hash of both files, to tell a real change from a touch.
@@ -162,6 +164,7 @@ impl Contents {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.cert.hash(&mut hasher);
         self.key.hash(&mut hasher);
+        self.extra.hash(&mut hasher);
         hasher.finish()
     }
 }
@@ -217,68 +220,80 @@ fn parse_entry(
 ) -> Result<Loaded, LoadError> {
     #[cfg(debug_assertions)]
     debug_panic_on(&source.id);
-    let chain = certificates(&source.cert, &contents.cert)?;
-    let (key_path, key_bytes) = match (&source.key, &contents.key) {
-        (Some(path), Some(bytes)) => (path.as_path(), bytes.as_slice()),
-        _ => (source.cert.as_path(), contents.cert.as_slice()),
-    };
-    let hint = if source.key.is_some() {
-        ""
-    } else {
-        "; put it in the file or beside it as NAME.key"
-    };
-    let key = PrivateKeyDer::from_pem_slice(key_bytes).map_err(|e| match e {
-        pem::Error::NoItemsFound => LoadError::NoKey {
-            path: key_path.to_owned(),
-            hint,
-        },
-        other => LoadError::Pem {
-            path: key_path.to_owned(),
-            reason: describe_pem(&other),
-        },
-    })?;
-    let signing = signing_key(key, &ctx.provider);
+    let mut files = Gathered::default();
+    files.add(&source.cert, &contents.cert);
+    for (path, bytes) in source.extra.iter().zip(&contents.extra) {
+        files.add(path, bytes);
+    }
+    if let (Some(path), Some(bytes)) = (&source.key, &contents.key) {
+        files.add(path, bytes);
+    }
+    if files.certs.is_empty() {
+        if !files.findings.iter().any(|f| f.severity == Severity::Error) {
+            files.findings.push(no_certificate(&source.cert));
+        }
+        return Err(LoadError::Refused(files.findings, None));
+    }
+    let key = files.take_key(&ctx.provider);
+    let key_path = key.as_ref().map_or(source.cert.clone(), |(_, p)| p.clone());
+    let signing = key.map(|(der, _)| signing_key(der, &ctx.provider));
     let subject = check::Subject {
         cert_path: &source.cert,
-        key_path,
-        chain: &chain,
-        key: signing.as_ref().ok().map(|k| k.as_ref()),
-        domain: check::domain_of_entry(&source.id),
+        key_path: &key_path,
+        chain: &files.certs,
+        key: signing
+            .as_ref()
+            .and_then(|s| s.as_ref().ok())
+            .map(|k| k.as_ref()),
+        domain: match &role {
+            Role::Check(domain) => domain.clone(),
+            _ => check::domain_of_entry(&source.id),
+        },
     };
-    let outcome = check::check(&subject, &ctx.trust, check::now(), Depth::Load);
+    let depth = match &role {
+        Role::Check(_) => Depth::Full,
+        _ => Depth::Load,
+    };
+    let outcome = check::check(&subject, &ctx.trust, check::now(), depth);
+    let mut findings = std::mem::take(&mut files.findings);
+    findings.extend(outcome.findings);
+    match &signing {
+        None if !files.key_explained() => findings.push(no_key(source)),
+        Some(Err(e)) if !findings.iter().any(|f| f.code == Code::WeakKey) => {
+            findings.push(unusable_key(&key_path, e))
+        }
+        _ => {}
+    }
+    // Errors first, each kind in the order found.
+    findings.sort_by_key(|f| f.severity);
     let fatal = |f: &Finding| {
         f.severity == Severity::Error
             && !f.code.serves_anyway()
             && !(role == Role::ServerWide && f.code == Code::Revoked)
     };
-    let Some(leaf) = outcome
-        .leaf
-        .as_ref()
-        .filter(|_| !outcome.findings.iter().any(fatal))
-    else {
+    let (Some(leaf), Some(Ok(signing))) = (
+        outcome
+            .leaf
+            .as_ref()
+            .filter(|_| !findings.iter().any(fatal)),
+        signing,
+    ) else {
         let leaf = outcome.leaf.as_ref().map(|l| {
             Box::new(Leaf {
                 names: l.dns_names.clone(),
                 summary: Summary::of(l),
             })
         });
-        return Err(LoadError::Refused(outcome.findings, leaf));
+        return Err(LoadError::Refused(findings, leaf));
     };
     let problems = Problems::of(
-        outcome
-            .findings
+        findings
             .iter()
             .filter(|f| f.severity == Severity::Error)
             .map(|f| f.code),
     );
-    // A key the checks had nothing against (weak keys are refused above) that rustls
-    // still cannot sign with.
-    let signing = signing.map_err(|e| LoadError::UnsupportedKey {
-        path: key_path.to_owned(),
-        reason: e.to_string(),
-    })?;
     let (not_before, not_after) = (leaf.not_before, leaf.not_after);
-    let chain = outcome.chain.unwrap_or(chain);
+    let chain = outcome.chain.unwrap_or(files.certs);
     let schemes = schemes_of(signing.as_ref());
     let algorithm = signing.algorithm();
     let certified = Arc::new(CertifiedKey::new(chain, signing));
@@ -316,9 +331,55 @@ fn parse_entry(
         served,
         names,
         skipped_names: skipped,
-        findings: outcome.findings,
+        findings,
         certified,
     })
+}
+
+fn no_certificate(path: &Path) -> Finding {
+    Finding {
+        code: Code::NoCertificate,
+        severity: Severity::Error,
+        file: path.to_owned(),
+        message: format!(
+            "{}: no certificate (no \"BEGIN CERTIFICATE\" block)",
+            path.display()
+        ),
+        fix: "give the certificate file your certificate authority issued, PEM or DER".into(),
+    }
+}
+
+fn no_key(source: &Source) -> Finding {
+    let (file, fix) = match &source.key {
+        Some(key) => (
+            key.clone(),
+            "give the private key the certificate was requested with",
+        ),
+        None => (
+            source.cert.clone(),
+            "put the private key in the file, or beside it as NAME.key",
+        ),
+    };
+    Finding {
+        code: Code::NoKey,
+        severity: Severity::Error,
+        message: format!(
+            "{}: no private key (no \"BEGIN ... PRIVATE KEY\" block)",
+            file.display()
+        ),
+        file,
+        fix: fix.into(),
+    }
+}
+
+fn unusable_key(path: &Path, e: &rustls::Error) -> Finding {
+    Finding {
+        code: Code::WeakKey,
+        severity: Severity::Error,
+        file: path.to_owned(),
+        message: format!("the private key in {} cannot be used: {e}", path.display()),
+        fix: "use an ECDSA P-256/P-384 or RSA (2048 bits or more) key".into(),
+    }
 }
 
 fn list(findings: &[Finding]) -> String {
@@ -390,36 +451,6 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
             limit,
         },
     })
-}
-
-fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, LoadError> {
-    let chain = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| LoadError::Pem {
-            path: path.to_owned(),
-            reason: describe_pem(&e),
-        })?;
-    if chain.is_empty() {
-        return Err(LoadError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(chain)
-}
-
-/// pki-types prints byte vectors; say it in words, with the likely cause.
-pub fn describe_pem(e: &pem::Error) -> String {
-    match e {
-        pem::Error::MissingSectionEnd { end_marker } => format!(
-            "the file ends inside a PEM block (no \"{}\" line): it looks truncated or half-written",
-            String::from_utf8_lossy(end_marker)
-        ),
-        pem::Error::IllegalSectionStart { line } => {
-            format!("malformed PEM line {:?}", String::from_utf8_lossy(line))
-        }
-        pem::Error::Base64Decode(e) => format!("bad base64 inside a PEM block: {e}"),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,208 @@
+//! `mailfront check`'s verdict: the files given, in any order, made into one entry and run
+//! through the store's own loader with every signature verified, so that `check` accepts
+//! what the store serves and refuses what it refuses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::check::{Code, Domain, Finding, Severity, Trust};
+use super::discover::{Layout, Source};
+use super::limits::{self, ReadError};
+use super::load::{self, Contents, Context, Leaf, LoadError, Role};
+use super::pieces;
+
+/// What the loader made of the files.
+#[derive(Debug)]
+pub struct Examined {
+    /// Every finding, errors first.
+    pub findings: Vec<Finding>,
+    /// The leaf, when one could be read.
+    pub leaf: Option<Box<Leaf>>,
+}
+
+/// Files that cannot be examined at all (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ExamineError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("no certificate in {0}: give the certificate (or chain) file, and its key")]
+    NoCertificate(String),
+}
+
+/// Runs the store's loader on `files` as one entry. `domain` is the name the certificate
+/// must cover; without `key_expected`, a missing key is not an error (the key is not
+/// there yet).
+pub fn examine(
+    files: &[PathBuf],
+    domain: Option<String>,
+    trust: Trust,
+    key_expected: bool,
+) -> Result<Examined, ExamineError> {
+    let mut findings = Vec::new();
+    let mut read = Vec::new();
+    for path in files {
+        match limits::read(path, limits::ENTRY) {
+            Ok(bytes) => read.push((path.clone(), bytes)),
+            Err(ReadError::Io(error)) => {
+                return Err(ExamineError::Read {
+                    path: path.clone(),
+                    error,
+                })
+            }
+            Err(too_large) => findings.push(Finding {
+                code: Code::BadCertificate,
+                severity: Severity::Error,
+                file: path.clone(),
+                message: format!("{}: {too_large}", path.display()),
+                fix: "give the certificate, chain and key files your certificate authority \
+                      issued"
+                    .into(),
+            }),
+        }
+    }
+    let Some((source, contents)) = as_entry(read, &mut findings) else {
+        if findings.is_empty() {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            return Err(ExamineError::NoCertificate(names.join(", ")));
+        }
+        return Ok(Examined {
+            findings,
+            leaf: None,
+        });
+    };
+    let ctx = Context {
+        provider: crate::tls::provider(),
+        trust,
+    };
+    let domain = domain.map(|name| Domain {
+        name,
+        explicit: true,
+    });
+    let leaf = match load::parse(&source, &contents, &ctx, Role::Check(domain)) {
+        Ok(loaded) => {
+            let leaf = loaded.certified.cert.first().and_then(|der| {
+                let facts = super::check::CertFacts::parse(der).ok()?;
+                Some(Box::new(Leaf {
+                    names: facts.dns_names.clone(),
+                    summary: load::Summary::of(&facts),
+                }))
+            });
+            findings.extend(loaded.findings);
+            leaf
+        }
+        Err(LoadError::Refused(found, leaf)) => {
+            findings.extend(found);
+            leaf
+        }
+        Err(other) => {
+            findings.push(Finding {
+                code: Code::BadCertificate,
+                severity: Severity::Error,
+                file: source.cert.clone(),
+                message: other.to_string(),
+                fix: "give the certificate, chain and key files your certificate authority \
+                      issued"
+                    .into(),
+            });
+            None
+        }
+    };
+    if !key_expected {
+        findings.retain(|f| f.code != Code::NoKey);
+    }
+    findings.sort_by_key(|f| f.severity);
+    Ok(Examined { findings, leaf })
+}
+
+/// The files as one entry: the certificate is the first file holding a server
+/// certificate (else any certificate), the key the first file holding only keys, every
+/// other file an extra. A file that holds nothing usable is noted in `findings`.
+fn as_entry(
+    read: Vec<(PathBuf, Vec<u8>)>,
+    findings: &mut Vec<Finding>,
+) -> Option<(Source, Contents)> {
+    let kinds: Vec<Holds> = read.iter().map(|(_, bytes)| Holds::of(bytes)).collect();
+    let first = |holds: Holds| kinds.iter().position(|k| *k == holds);
+    let cert = (first(Holds::Leaf))
+        .or_else(|| first(Holds::CaOnly))
+        .or_else(|| first(Holds::Unusable))?;
+    let key = kinds.iter().position(|k| *k == Holds::KeyOnly);
+    let mut extra = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        if i == cert || Some(i) == key {
+            continue;
+        }
+        match kind {
+            Holds::Nothing => findings.push(unused(&read[i].0)),
+            _ => extra.push(i),
+        }
+    }
+    let file = |i: usize| read[i].0.clone();
+    let source = Source {
+        id: Arc::from(file_name(&read[cert].0)),
+        cert: file(cert),
+        key: key.map(file),
+        extra: extra.iter().map(|&i| file(i)).collect(),
+        layout: Layout::Content,
+    };
+    let contents = Contents {
+        cert: read[cert].1.clone(),
+        key: key.map(|i| read[i].1.clone()),
+        extra: extra.iter().map(|&i| read[i].1.clone()).collect(),
+    };
+    Some((source, contents))
+}
+
+/// What one file holds, as far as making an entry of files goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Holds {
+    /// A certificate that is not a CA's (with or without a key and chain).
+    Leaf,
+    /// CA certificates only: a chain or bundle.
+    CaOnly,
+    /// Private keys only.
+    KeyOnly,
+    /// Nothing that belongs to an entry.
+    Nothing,
+    /// Something that cannot be used as it is (the loader says what).
+    Unusable,
+}
+
+impl Holds {
+    pub(super) fn of(bytes: &[u8]) -> Self {
+        match pieces::read(bytes) {
+            Err(_) => Self::Unusable,
+            Ok(p) if p.certs.iter().any(|c| !is_ca(c)) => Self::Leaf,
+            Ok(p) if !p.certs.is_empty() => Self::CaOnly,
+            Ok(p) if !p.keys.is_empty() => Self::KeyOnly,
+            Ok(_) => Self::Nothing,
+        }
+    }
+}
+
+fn is_ca(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, c)| c.basic_constraints().ok().flatten().map(|b| b.value.ca))
+        .unwrap_or(false)
+}
+
+fn unused(path: &Path) -> Finding {
+    Finding {
+        code: Code::UnusedFile,
+        severity: Severity::Warning,
+        file: path.to_owned(),
+        message: format!("{} holds no certificate or key; not used", path.display()),
+        fix: "give only the certificate, its chain and its key".into(),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
