@@ -182,6 +182,49 @@ fn pkcs7_certificates(der: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
     Some(certs.map(CertificateDer::from).collect())
 }
 
+/// What is wrong with a file that cannot be used, and the command that fixes it.
+pub fn explain(path: &std::path::Path, unusable: &Unusable) -> (String, String) {
+    let p = path.display();
+    match unusable {
+        Unusable::Pem(reason) => (
+            format!("{p}: {reason}"),
+            "write the file again in full from what your certificate authority issued".into(),
+        ),
+        Unusable::EncryptedKey => (
+            format!(
+                "the private key in {p} is encrypted with a passphrase, which mailfront does \
+                 not have"
+            ),
+            format!(
+                "decrypt it once: openssl pkey -in {p} -out {p}.plain (it asks for the \
+                 passphrase), then replace {p} with {p}.plain and chmod 600 it"
+            ),
+        ),
+        Unusable::Pkcs12 => (
+            format!(
+                "{p} is a PKCS#12 bundle (.pfx/.p12): its certificate and key are locked with a \
+                 password mailfront does not have"
+            ),
+            format!(
+                "convert it: openssl pkcs12 -in {p} -nodes -out NAME.pem (it asks for the \
+                 password; add -legacy for bundles made by older Windows), put NAME.pem in its \
+                 place and chmod 600 it"
+            ),
+        ),
+        Unusable::Utf16 => (
+            format!("{p} is saved as UTF-16 text"),
+            "save it as UTF-8 (or plain ASCII) text".into(),
+        ),
+        Unusable::Binary => (
+            format!(
+                "{p} is binary data that is not a DER certificate, key, PKCS#7 chain or PKCS#12 \
+                 bundle"
+            ),
+            "give the PEM (or DER) files your certificate authority issued".into(),
+        ),
+    }
+}
+
 /// What a pass over the lines found.
 #[derive(Debug, Default)]
 struct Scan {

@@ -35,6 +35,9 @@ pub enum Scope {
     Dir(PathBuf),
     /// The top-level files `STEM.crt|pem|cer|key`.
     Stem(String),
+    /// The files directly in the store, not its subdirectories: a top-level change that
+    /// names do not pair, to be paired by content.
+    Top,
     /// The server-wide certificate's files.
     Fallback,
     /// `ca_bundle`, `issuers_dir` or `crl_dir`: when they changed, every entry.
@@ -276,7 +279,11 @@ impl Catalog {
             // Back after it was gone: what changed meanwhile is anywhere.
             _ if self.root_gone.is_some() => return self.refresh(&Scope::All),
             Scope::Dir(rel) => Ok(discover::discover_dir(&self.root, &self.root.join(rel))),
-            Scope::Stem(stem) => Ok(discover::discover_stem(&self.root, stem)),
+            Scope::Stem(stem) => match discover::discover_stem(&self.root, stem) {
+                found if found.widen => return self.refresh(&Scope::Top),
+                found => Ok(found),
+            },
+            Scope::Top => discover::discover_top(&self.root),
         };
         // Looked at again after the listing, and a moment later when entries would go:
         // `rm -rf` of the store removes its files before the directory, and a listing
@@ -436,5 +443,6 @@ fn in_scope(scope: &Scope, id: &str) -> bool {
                 .is_some_and(|rest| rest.starts_with('/'))
         }
         Scope::Stem(stem) => !id.contains('/') && discover::stem_of(id) == Some(stem.as_str()),
+        Scope::Top => !id.contains('/'),
     }
 }

@@ -144,6 +144,7 @@ impl Catalog {
 fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
     let source = &entry.source;
     let files: Vec<PathBuf> = std::iter::once(source.cert.clone())
+        .chain(source.extra.iter().cloned())
         .chain(source.key.clone())
         .collect();
     let layout = match source.layout {

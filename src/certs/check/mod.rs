@@ -451,7 +451,7 @@ pub fn domain_of_entry(id: &str) -> Option<Domain> {
             if !id.ends_with('/')
                 && matches!(
                     ext.to_ascii_lowercase().as_str(),
-                    "pem" | "crt" | "cer" | "key"
+                    "pem" | "crt" | "cer" | "der" | "key"
                 ) =>
         {
             stem

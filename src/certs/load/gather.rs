@@ -128,50 +128,12 @@ fn duplicates(path: &Path, twice: &[CertificateDer<'_>]) -> Finding {
 
 /// A file that cannot be used, as a finding with the command that fixes it.
 pub(super) fn unusable_finding(path: &Path, unusable: &Unusable) -> Finding {
-    let p = path.display();
-    let (code, message, fix) = match unusable {
-        Unusable::Pem(reason) => (
-            Code::BadCertificate,
-            format!("{p}: {reason}"),
-            "write the file again in full from what your certificate authority issued".into(),
-        ),
-        Unusable::EncryptedKey => (
-            Code::EncryptedKey,
-            format!(
-                "the private key in {p} is encrypted with a passphrase, which mailfront does \
-                 not have"
-            ),
-            format!(
-                "decrypt it once: openssl pkey -in {p} -out {p}.plain (it asks for the \
-                 passphrase), then replace {p} with {p}.plain and chmod 600 it"
-            ),
-        ),
-        Unusable::Pkcs12 => (
-            Code::Pkcs12,
-            format!(
-                "{p} is a PKCS#12 bundle (.pfx/.p12): its certificate and key are locked with a \
-                 password mailfront does not have"
-            ),
-            format!(
-                "convert it: openssl pkcs12 -in {p} -nodes -out NAME.pem (it asks for the \
-                 password; add -legacy for bundles made by older Windows), put NAME.pem in its \
-                 place and chmod 600 it"
-            ),
-        ),
-        Unusable::Utf16 => (
-            Code::BadCertificate,
-            format!("{p} is saved as UTF-16 text"),
-            "save it as UTF-8 (or plain ASCII) text".into(),
-        ),
-        Unusable::Binary => (
-            Code::BadCertificate,
-            format!(
-                "{p} is binary data that is not a DER certificate, key, PKCS#7 chain or PKCS#12 \
-                 bundle"
-            ),
-            "give the PEM (or DER) files your certificate authority issued".into(),
-        ),
+    let code = match unusable {
+        Unusable::EncryptedKey => Code::EncryptedKey,
+        Unusable::Pkcs12 => Code::Pkcs12,
+        Unusable::Pem(_) | Unusable::Utf16 | Unusable::Binary => Code::BadCertificate,
     };
+    let (message, fix) = pieces::explain(path, unusable);
     Finding {
         code,
         severity: Severity::Error,

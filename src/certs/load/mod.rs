@@ -255,10 +255,11 @@ fn parse_entry(
         _ => Depth::Load,
     };
     let outcome = check::check(&subject, &ctx.trust, check::now(), depth);
+    let key_explained = files.key_explained();
     let mut findings = std::mem::take(&mut files.findings);
     findings.extend(outcome.findings);
     match &signing {
-        None if !files.key_explained() => findings.push(no_key(source)),
+        None if !key_explained => findings.push(no_key(source)),
         Some(Err(e)) if !findings.iter().any(|f| f.code == Code::WeakKey) => {
             findings.push(unusable_key(&key_path, e))
         }

@@ -8,6 +8,9 @@
 //! | certbot | `DIR/fullchain.pem` + `DIR/privkey.pem` (symlinks into `archive/`) |
 //! | Kubernetes secret volume | `DIR/tls.crt` + `DIR/tls.key` (through `..data`) |
 //!
+//! | as a CA delivers it | a certificate, a CA bundle and a key whose names differ ([`content`]) |
+//!
+//! Files are paired by name first; what names leave unpaired is paired by content.
 //! A subdirectory that is neither certbot's nor Kubernetes' is scanned like the top, so
 //! operators may group entries (by customer, say).
 //!
@@ -16,6 +19,8 @@
 //! are read under their own path) or to a directory the walk is already inside (`ln -s .
 //! loop`, a link to `/`); a directory outside the store reached by several links is read
 //! once; and one scan reads at most [`MAX_DIRS`] directories, [`MAX_DEPTH`] deep.
+
+mod content;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -79,6 +84,9 @@ pub struct Found {
     /// Directories that could not be listed (out of descriptors, permissions), as id
     /// prefixes (`mail.example.org/`): the entries under them are unknown, not gone.
     pub unlisted: Vec<String>,
+    /// A look at one stem found files that names do not pair: the top-level directory
+    /// must be paired by content ([`discover_top`]).
+    pub widen: bool,
 }
 
 /// Whether entry `id` lies in one of the `unlisted` directories of a [`Found`].
@@ -112,30 +120,54 @@ pub fn discover_dir(root: &Path, dir: &Path) -> Found {
 }
 
 /// Lists the entry a file `STEM.ext` directly in `root` belongs to, by looking only at
-/// `STEM.crt`, `STEM.pem`, `STEM.cer` and `STEM.key`: a change to one top-level file costs
-/// four `stat`s, not a listing of a directory of 100,000 files.
+/// the files `STEM` with each known extension: a change to one top-level file costs a few
+/// `stat`s, not a listing of a directory of 100,000 files. When names do not pair them
+/// (a key alone, a certificate without its key, a CA bundle), [`Found::widen`] says that
+/// the top-level directory is to be paired by content.
 pub fn discover_stem(root: &Path, stem: &str) -> Found {
     let mut files = BTreeMap::new();
-    for ext in ["crt", "pem", "cer", "key"] {
+    for ext in CERT_EXTENSIONS.iter().chain(&OTHER_EXTENSIONS) {
         let name = format!("{stem}.{ext}");
         let path = root.join(&name);
         if !is_ignored(&name) && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             files.insert(name, path);
         }
     }
-    let mut found = Found::default();
-    pair_files(root, &files, &mut found);
-    found
+    let (named, loose) = pair_names(root, &files);
+    Found {
+        widen: !loose.is_empty(),
+        sources: if loose.is_empty() { named } else { Vec::new() },
+        ..Found::default()
+    }
 }
+
+/// Lists the entries of the files directly in `root`, not of its subdirectories: what a
+/// change to a top-level file that names do not pair can have affected.
+pub fn discover_top(root: &Path) -> std::io::Result<Found> {
+    let listing = std::fs::read_dir(root)?;
+    let mut walk = Walk::new(root);
+    walk.recurse = false;
+    let real = walk.store.clone();
+    walk.scan_listing(root, &real, 0, listing);
+    Ok(walk.finish())
+}
+
+/// Extensions of files holding a certificate (perhaps with its chain and key), in the
+/// order one stem's files are preferred as its certificate.
+const CERT_EXTENSIONS: [&str; 4] = ["crt", "pem", "cer", "der"];
+/// Extensions of files that are never an entry by their name: keys, CA bundles, PKCS#7
+/// chains and PKCS#12 bundles.
+const OTHER_EXTENSIONS: [&str; 6] = ["key", "ca-bundle", "p7b", "p7c", "pfx", "p12"];
 
 /// The stem a top-level file name groups under (`example.com` for `example.com.crt`), or
 /// `None` for names that are never part of an entry.
 pub fn stem_of(name: &str) -> Option<&str> {
     let (stem, ext) = name.rsplit_once('.')?;
-    let known = matches!(
-        ext.to_ascii_lowercase().as_str(),
-        "crt" | "pem" | "cer" | "key"
-    );
+    let ext = ext.to_ascii_lowercase();
+    let known = CERT_EXTENSIONS
+        .iter()
+        .chain(&OTHER_EXTENSIONS)
+        .any(|e| *e == ext);
     (known && !is_ignored(name)).then_some(stem)
 }
 
@@ -166,6 +198,8 @@ struct Walk {
     /// Directories read so far, and how many may be.
     dirs: usize,
     budget: usize,
+    /// Whether subdirectories are read ([`discover_top`] reads only the top).
+    recurse: bool,
     found: Found,
 }
 
@@ -179,6 +213,7 @@ impl Walk {
             linked: HashSet::new(),
             dirs: 0,
             budget: MAX_DIRS,
+            recurse: true,
             found: Found::default(),
         }
     }
@@ -242,8 +277,8 @@ impl Walk {
                 }
                 Ok(_) => {}
                 Err(e) => self.found.strays.push(Stray {
+                    reason: unreadable(&path, &e),
                     path,
-                    reason: format!("cannot be read: {e}"),
                 }),
             }
         }
@@ -253,8 +288,21 @@ impl Walk {
                 return;
             }
         }
-        pair_files(&self.root, &files, &mut self.found);
-        if depth >= MAX_DEPTH {
+        let (named, loose) = pair_names(&self.root, &files);
+        match loose.is_empty() {
+            true => self.found.sources.extend(named),
+            false => {
+                let found = &mut self.found;
+                content::pair(
+                    &self.root,
+                    named,
+                    loose,
+                    &mut found.sources,
+                    &mut found.strays,
+                );
+            }
+        }
+        if depth >= MAX_DEPTH || !self.recurse {
             return;
         }
         // In name order, so that of two links to one directory the same one is read at
@@ -314,47 +362,64 @@ fn directory_entry(root: &Path, dir: &Path, files: &BTreeMap<String, PathBuf>) -
     })
 }
 
-/// Groups `NAME.crt`/`NAME.pem`/`NAME.cer` with `NAME.key` by their common stem.
-fn pair_files(root: &Path, files: &BTreeMap<String, PathBuf>, found: &mut Found) {
-    let mut stems: BTreeMap<&str, [Option<&PathBuf>; 4]> = BTreeMap::new();
+/// Pairs a directory's files by name: `NAME.crt`/`.pem`/`.cer`/`.der` with `NAME.key`, and
+/// a `NAME.pem` alone as one file holding both. The rest is loose, for content pairing:
+/// a key alone, a certificate of another extension without its key (and every other
+/// certificate file of its stem), CA bundles, PKCS#7 and PKCS#12 files.
+fn pair_names(root: &Path, files: &BTreeMap<String, PathBuf>) -> (Vec<Source>, Vec<PathBuf>) {
+    let mut stems: BTreeMap<&str, [Option<&PathBuf>; 5]> = BTreeMap::new();
+    let mut loose = Vec::new();
     for (name, path) in files {
         let Some((stem, ext)) = name.rsplit_once('.') else {
             continue;
         };
-        let slot = match ext.to_ascii_lowercase().as_str() {
-            "crt" => 0,
-            "pem" => 1,
-            "cer" => 2,
-            "key" => 3,
-            _ => continue,
-        };
-        stems.entry(stem).or_default()[slot] = Some(path);
-    }
-    for (_, [crt, pem, cer, key]) in stems {
-        let cert = crt.or(pem).or(cer);
-        let source = match (cert, key) {
-            (Some(cert), Some(key)) => Some((cert, Some(key.clone()), Layout::Pair)),
-            (Some(cert), None) => Some((cert, None, Layout::Single)),
-            (None, Some(key)) => {
-                found.strays.push(Stray {
-                    path: key.clone(),
-                    reason: "a key with no certificate beside it (expected the same name \
-                             ending in .crt or .pem)"
-                        .into(),
-                });
-                None
-            }
-            (None, None) => None,
-        };
-        if let Some((cert, key, layout)) = source {
-            found.sources.push(Source {
-                id: relative(root, cert).into(),
-                cert: cert.clone(),
-                key,
-                extra: Box::default(),
-                layout,
-            });
+        let ext = ext.to_ascii_lowercase();
+        match CERT_EXTENSIONS.iter().position(|e| *e == ext) {
+            Some(slot) => stems.entry(stem).or_default()[slot] = Some(path),
+            None if ext == "key" => stems.entry(stem).or_default()[4] = Some(path),
+            None if OTHER_EXTENSIONS.contains(&ext.as_str()) => loose.push(path.clone()),
+            None => {}
         }
+    }
+    let mut named = Vec::new();
+    for (_, [crt, pem, cer, der, key]) in stems {
+        let certs = [crt, pem, cer, der];
+        let Some(cert) = certs.iter().flatten().next() else {
+            loose.extend(key.cloned());
+            continue;
+        };
+        let (key, layout) = match key {
+            Some(key) => (Some(key.clone()), Layout::Pair),
+            // `NAME.pem` alone: one file with chain and key, as HAProxy and hitch take.
+            None if certs.iter().flatten().count() == 1 && pem.is_some() => (None, Layout::Single),
+            None => {
+                loose.extend(certs.iter().flatten().map(|p| (*p).clone()));
+                continue;
+            }
+        };
+        named.push(Source {
+            id: relative(root, cert).into(),
+            cert: (*cert).clone(),
+            key,
+            extra: Box::default(),
+            layout,
+        });
+    }
+    (named, loose)
+}
+
+/// Why a listed file cannot be read, saying so plainly when it is a dangling symlink.
+fn unreadable(path: &Path, e: &std::io::Error) -> String {
+    let dangling = e.kind() == std::io::ErrorKind::NotFound
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    match (dangling, std::fs::read_link(path)) {
+        (true, Ok(target)) => format!(
+            "a dangling symlink: its target {} does not exist (copied without what it points \
+             to? certbot's live/ links into ../../archive/; copy with cp -L, or link to the \
+             live/ directory itself)",
+            target.display()
+        ),
+        _ => format!("cannot be read: {e}"),
     }
 }
 
