@@ -62,6 +62,13 @@ fn corpus(pki: &Pki, store: &Path) -> Vec<Case> {
         write(d, "gd_bundle-g2-g1.crt", &inter);
         write(d, "generated.key", &l.key);
     });
+    // acme.sh: the certificate alone with its key by name, its CA file and full chain.
+    case("acme_sh", true, &|d, l| {
+        write(d, "example.com.cer", &l.cert);
+        write(d, "example.com.key", &l.key);
+        write(d, "ca.cer", &inter);
+        write(d, "fullchain.cer", &format!("{}{inter}", l.cert));
+    });
     // A cloud console's "Apache" download.
     case("apache", true, &|d, l| {
         write(d, "NAME_public.crt", &l.cert);

@@ -138,7 +138,7 @@ fn print_row(out: &mut dyn Write, report: &Report, row: &Row, entry: &str) -> st
             (true, Some(reason)) => reason.clone(),
             (true, None) => "refused".to_owned(),
         };
-        tail.push(format!("[a newer version refused: {why}; this one serves]"));
+        tail.push(format!("[refused: {why}; previous version serving]"));
     }
     writeln!(
         out,
