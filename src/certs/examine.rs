@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::check::{Code, Domain, Finding, Severity, Trust};
-use super::discover::{Layout, Source};
+use super::discover::{Held, Layout, Source};
 use super::limits::{self, ReadError};
 use super::load::{self, Contents, Context, Leaf, LoadError, Role};
-use super::pieces;
 
 /// What the loader made of the files.
 #[derive(Debug)]
@@ -158,7 +157,7 @@ fn as_entry(
 
 /// What one file holds, as far as making an entry of files goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Holds {
+enum Holds {
     /// A certificate that is not a CA's (with or without a key and chain).
     Leaf,
     /// CA certificates only: a chain or bundle.
@@ -172,22 +171,16 @@ pub(super) enum Holds {
 }
 
 impl Holds {
-    pub(super) fn of(bytes: &[u8]) -> Self {
-        match pieces::read(bytes) {
+    /// Classified as the store's content pairing classifies files.
+    fn of(bytes: &[u8]) -> Self {
+        match Held::of(bytes) {
             Err(_) => Self::Unusable,
-            Ok(p) if p.certs.iter().any(|c| !is_ca(c)) => Self::Leaf,
-            Ok(p) if !p.certs.is_empty() => Self::CaOnly,
-            Ok(p) if !p.keys.is_empty() => Self::KeyOnly,
+            Ok(held) if held.has_leaf() => Self::Leaf,
+            Ok(held) if held.is_ca_only() => Self::CaOnly,
+            Ok(held) if held.has_key() => Self::KeyOnly,
             Ok(_) => Self::Nothing,
         }
     }
-}
-
-fn is_ca(der: &[u8]) -> bool {
-    x509_parser::parse_x509_certificate(der)
-        .ok()
-        .and_then(|(_, c)| c.basic_constraints().ok().flatten().map(|b| b.value.ca))
-        .unwrap_or(false)
 }
 
 fn unused(path: &Path) -> Finding {

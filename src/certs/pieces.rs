@@ -245,6 +245,16 @@ fn scan_lines(text: &[u8]) -> Scan {
     for line in text.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.contains(&b'-') {
+            // The usual marker line, told without a search.
+            let marker = line.starts_with(b"-----BEGIN ") || line.starts_with(b"-----END ");
+            let closed = line.len() > 10 && line.ends_with(b"-----");
+            if marker && closed && !line[5..line.len() - 5].windows(5).any(|w| w == b"-----") {
+                let begin = line[5] == b'B';
+                scan.pkcs7 |= line == b"-----BEGIN PKCS7-----";
+                scan.encrypted |= line == b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
+                inside = begin;
+                continue;
+            }
             let begin = memchr::memmem::rfind(line, b"-----BEGIN ");
             let end = memchr::memmem::rfind(line, b"-----END ");
             let markers = count(line, b"-----BEGIN ") + count(line, b"-----END ");

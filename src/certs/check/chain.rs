@@ -64,8 +64,12 @@ pub fn order(
     out: &mut Outcome,
 ) -> Option<ChainPath> {
     let file = subject.cert_path;
-    let key = subject.key.and_then(|k| k.public_key());
-    let keyed = |i: usize| key.as_ref().is_some_and(|k| k.as_ref() == facts[i].spki);
+    // The key's public key, only when a leaf is in question (it costs an encoding).
+    let key = std::cell::OnceCell::new();
+    let keyed = |i: usize| {
+        let key = key.get_or_init(|| subject.key.and_then(|k| k.public_key()));
+        key.as_ref().is_some_and(|k| k.as_ref() == facts[i].spki)
+    };
     let mut leaves: Vec<usize> = (0..facts.len()).filter(|&i| !facts[i].is_ca).collect();
     if leaves.is_empty() && !facts[0].dns_names.is_empty() {
         // `openssl req -x509` marks the self-signed certificates it makes as CAs; one

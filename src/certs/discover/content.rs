@@ -23,9 +23,9 @@ use crate::certs::pieces::{self, Unusable};
 /// too, so that a CA file beside them can complete their chains.
 pub const READ_NAMED_UP_TO: usize = 1_000;
 
-/// What one file holds, for pairing.
+/// What one file holds, for pairing (here, and `mailfront check`'s files).
 #[derive(Debug, Default)]
-struct Held {
+pub(in crate::certs) struct Held {
     /// The first server (non-CA) certificate's DER, its public key and its issuer.
     leaf: Option<Leaf>,
     /// The subjects of every certificate in the file (what it can issue for).
@@ -47,7 +47,12 @@ impl Held {
     fn read(path: &Path) -> Result<Self, String> {
         let bytes =
             limits::read(path, limits::ENTRY).map_err(|e| format!("cannot be read: {e}"))?;
-        let pieces = pieces::read(&bytes).map_err(|u| explain(path, &u))?;
+        Self::of(&bytes).map_err(|u| explain(path, &u))
+    }
+
+    /// What `bytes` hold.
+    pub(in crate::certs) fn of(bytes: &[u8]) -> Result<Self, Unusable> {
+        let pieces = pieces::read(bytes)?;
         let mut held = Held::default();
         for der in &pieces.certs {
             let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
@@ -79,8 +84,19 @@ impl Held {
         Ok(held)
     }
 
-    fn is_ca_only(&self) -> bool {
+    /// Whether it holds a server (non-CA) certificate.
+    pub(in crate::certs) fn has_leaf(&self) -> bool {
+        self.leaf.is_some()
+    }
+
+    /// Whether it holds CA certificates and no other.
+    pub(in crate::certs) fn is_ca_only(&self) -> bool {
         self.leaf.is_none() && !self.subjects.is_empty()
+    }
+
+    /// Whether it holds a private key.
+    pub(in crate::certs) fn has_key(&self) -> bool {
+        !self.keys.is_empty()
     }
 
     fn has_own_key(&self) -> bool {
@@ -124,7 +140,7 @@ pub fn pair(
             Err(reason) => strays.push(Stray { path, reason }),
             Ok(held) if held.leaf.is_some() => others.push((path, held)),
             Ok(held) if held.is_ca_only() => cas.push((path, held)),
-            Ok(held) if !held.keys.is_empty() => keys.push((path, held)),
+            Ok(held) if held.has_key() => keys.push((path, held)),
             Ok(_) => strays.push(Stray {
                 path,
                 reason: "holds no certificate or private key".into(),

@@ -22,6 +22,8 @@
 
 mod content;
 
+pub(super) use content::Held;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
