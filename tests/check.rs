@@ -48,6 +48,9 @@ fn a_good_certificate_passes_in_every_arrangement() {
         &["site.key", "site.crt"],
         &["combined.pem"],
         &["--domain", "mail.example.com", "combined.pem"],
+        // One combined file named as certificate and as key (`default_cert` and
+        // `default_key` both set to it): read once, not a second copy.
+        &["combined.pem", "combined.pem"],
     ] {
         let (code, text) = check(&pki, args);
         assert_eq!(code, 0, "{args:?}: {text}");

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use super::check::{Code, Domain, Finding, Severity, Trust};
 use super::discover::{Held, Layout, Source};
-use super::limits::{self, ReadError};
 use super::load::{self, Contents, Context, Leaf, LoadError, Role};
 
 /// What the loader made of the files.
@@ -43,23 +42,10 @@ pub fn examine(
     let mut findings = Vec::new();
     let mut read = Vec::new();
     for path in files {
-        match limits::read(path, limits::ENTRY) {
+        match load::read(path) {
             Ok(bytes) => read.push((path.clone(), bytes)),
-            Err(ReadError::Io(error)) => {
-                return Err(ExamineError::Read {
-                    path: path.clone(),
-                    error,
-                })
-            }
-            Err(too_large) => findings.push(Finding {
-                code: Code::BadCertificate,
-                severity: Severity::Error,
-                file: path.clone(),
-                message: format!("{}: {too_large}", path.display()),
-                fix: "give the certificate, chain and key files your certificate authority \
-                      issued"
-                    .into(),
-            }),
+            Err(LoadError::Read { path, error }) => return Err(ExamineError::Read { path, error }),
+            Err(other) => findings.push(failed(path, &other)),
         }
     }
     let Some((source, contents)) = as_entry(read, &mut findings) else {
@@ -97,15 +83,7 @@ pub fn examine(
             leaf
         }
         Err(other) => {
-            findings.push(Finding {
-                code: Code::BadCertificate,
-                severity: Severity::Error,
-                file: source.cert.clone(),
-                message: other.to_string(),
-                fix: "give the certificate, chain and key files your certificate authority \
-                      issued"
-                    .into(),
-            });
+            findings.push(failed(&source.cert, &other));
             None
         }
     };
@@ -180,6 +158,17 @@ impl Holds {
             Ok(held) if held.has_key() => Self::KeyOnly,
             Ok(_) => Self::Nothing,
         }
+    }
+}
+
+/// What the loader said without a finding (too large, no usable name), as one.
+fn failed(path: &Path, error: &LoadError) -> Finding {
+    Finding {
+        code: Code::BadCertificate,
+        severity: Severity::Error,
+        file: path.to_owned(),
+        message: error.to_string(),
+        fix: "give the certificate, chain and key files your certificate authority issued".into(),
     }
 }
 

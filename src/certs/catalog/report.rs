@@ -143,10 +143,7 @@ impl Catalog {
 /// The row of `entry`; `state` overrides the state of a version that serves.
 fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
     let source = &entry.source;
-    let files: Vec<PathBuf> = std::iter::once(source.cert.clone())
-        .chain(source.extra.iter().cloned())
-        .chain(source.key.clone())
-        .collect();
+    let files: Vec<PathBuf> = source.files().cloned().collect();
     let layout = match source.layout {
         Layout::Single => "single",
         Layout::Pair => "pair",

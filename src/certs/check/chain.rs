@@ -158,7 +158,7 @@ pub fn order(
     let in_order = path.from_file.iter().enumerate().all(|(pos, &i)| pos == i);
     if !swapped && (!in_order || !extras.is_empty()) {
         out.findings
-            .push(order_warning(file, facts, &path, &extras));
+            .push(order_warning(file, facts, &path, in_order, &extras));
     }
     complete(subject, facts, trust, &mut path, out);
     let last = *path.from_file.last().expect("starts with the leaf");
@@ -191,8 +191,13 @@ pub fn order(
 
 /// The warning for a chain served in another order than the file's, or without some of
 /// its certificates.
-fn order_warning(file: &Path, facts: &[CertFacts], path: &ChainPath, extras: &[usize]) -> Finding {
-    let in_order = path.from_file.iter().enumerate().all(|(pos, &i)| pos == i);
+fn order_warning(
+    file: &Path,
+    facts: &[CertFacts],
+    path: &ChainPath,
+    in_order: bool,
+    extras: &[usize],
+) -> Finding {
     let mut message = if path.leaf != 0 {
         format!(
             "the server's certificate \"{}\" comes after CA certificates in {} (its key says \

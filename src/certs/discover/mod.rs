@@ -4,10 +4,9 @@
 //! | layout | files |
 //! | --- | --- |
 //! | single file (HAProxy, hitch) | `NAME.pem` holding chain and key |
-//! | pair | `NAME.crt` or `NAME.pem` (or `.cer`) with `NAME.key` |
+//! | pair | `NAME.crt`, `NAME.pem`, `NAME.cer` or `NAME.der` with `NAME.key` |
 //! | certbot | `DIR/fullchain.pem` + `DIR/privkey.pem` (symlinks into `archive/`) |
 //! | Kubernetes secret volume | `DIR/tls.crt` + `DIR/tls.key` (through `..data`) |
-//!
 //! | as a CA delivers it | a certificate, a CA bundle and a key whose names differ ([`content`]) |
 //!
 //! Files are paired by name first; what names leave unpaired is paired by content.
@@ -49,6 +48,15 @@ pub struct Source {
     pub extra: Box<[PathBuf]>,
     /// Which layout the files were found in.
     pub layout: Layout,
+}
+
+impl Source {
+    /// Its files: the certificate, the extra CA files, the key.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.cert)
+            .chain(self.extra.iter())
+            .chain(self.key.iter())
+    }
 }
 
 /// The recognised layouts.
@@ -135,7 +143,8 @@ pub fn discover_stem(root: &Path, stem: &str) -> Found {
             files.insert(name, path);
         }
     }
-    let (named, loose) = pair_names(root, &files);
+    let mut named = Vec::new();
+    let loose = pair_names(root, &files, &mut named);
     Found {
         widen: !loose.is_empty(),
         sources: if loose.is_empty() { named } else { Vec::new() },
@@ -290,19 +299,20 @@ impl Walk {
                 return;
             }
         }
-        let (named, loose) = pair_names(&self.root, &files);
-        match loose.is_empty() {
-            true => self.found.sources.extend(named),
-            false => {
-                let found = &mut self.found;
-                content::pair(
-                    &self.root,
-                    named,
-                    loose,
-                    &mut found.sources,
-                    &mut found.strays,
-                );
-            }
+        // Into the scan's list directly: a directory of 100,000 entries is not collected
+        // twice.
+        let start = self.found.sources.len();
+        let loose = pair_names(&self.root, &files, &mut self.found.sources);
+        if !loose.is_empty() {
+            let found = &mut self.found;
+            let named = found.sources.split_off(start);
+            content::pair(
+                &self.root,
+                named,
+                loose,
+                &mut found.sources,
+                &mut found.strays,
+            );
         }
         if depth >= MAX_DEPTH || !self.recurse {
             return;
@@ -364,11 +374,15 @@ fn directory_entry(root: &Path, dir: &Path, files: &BTreeMap<String, PathBuf>) -
     })
 }
 
-/// Pairs a directory's files by name: `NAME.crt`/`.pem`/`.cer`/`.der` with `NAME.key`, and
-/// a `NAME.pem` alone as one file holding both. The rest is loose, for content pairing:
-/// a key alone, a certificate of another extension without its key (and every other
-/// certificate file of its stem), CA bundles, PKCS#7 and PKCS#12 files.
-fn pair_names(root: &Path, files: &BTreeMap<String, PathBuf>) -> (Vec<Source>, Vec<PathBuf>) {
+/// Pairs a directory's files by name into `named`: `NAME.crt`/`.pem`/`.cer`/`.der` with
+/// `NAME.key`, and a `NAME.pem` alone as one file holding both. Returns the rest, loose,
+/// for content pairing: a key alone, a certificate of another extension without its key
+/// (and every other certificate file of its stem), CA bundles, PKCS#7 and PKCS#12 files.
+fn pair_names(
+    root: &Path,
+    files: &BTreeMap<String, PathBuf>,
+    named: &mut Vec<Source>,
+) -> Vec<PathBuf> {
     let mut stems: BTreeMap<&str, [Option<&PathBuf>; 5]> = BTreeMap::new();
     let mut loose = Vec::new();
     for (name, path) in files {
@@ -383,7 +397,6 @@ fn pair_names(root: &Path, files: &BTreeMap<String, PathBuf>) -> (Vec<Source>, V
             None => {}
         }
     }
-    let mut named = Vec::new();
     for (_, [crt, pem, cer, der, key]) in stems {
         let certs = [crt, pem, cer, der];
         let Some(cert) = certs.iter().flatten().next() else {
@@ -407,7 +420,7 @@ fn pair_names(root: &Path, files: &BTreeMap<String, PathBuf>) -> (Vec<Source>, V
             layout,
         });
     }
-    (named, loose)
+    loose
 }
 
 /// Why a listed file cannot be read, saying so plainly when it is a dangling symlink.
