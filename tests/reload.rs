@@ -528,3 +528,199 @@ async fn removals_are_prompt_while_a_file_beside_the_store_is_busy() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
 }
+
+/// What `certbot` does to issue or renew `domain` under its config directory `le`: the
+/// version `n` in `archive/DOMAIN/`, then `live/DOMAIN/`'s relative symlinks re-pointed
+/// (a new link renamed over the old).
+fn certbot_writes(le: &Path, domain: &str, n: usize, leaf: &common::pki::Leaf) {
+    let archive = le.join("archive").join(domain);
+    let live = le.join("live").join(domain);
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(archive.join(format!("fullchain{n}.pem")), &leaf.chain_pem).unwrap();
+    let key = archive.join(format!("privkey{n}.pem"));
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    for name in ["fullchain", "privkey"] {
+        let tmp = live.join(format!("{name}.pem.new"));
+        symlink(format!("../../archive/{domain}/{name}{n}.pem"), &tmp).unwrap();
+        std::fs::rename(&tmp, live.join(format!("{name}.pem"))).unwrap();
+    }
+}
+
+/// certbot's `live/` symlinked into the store, and one `live/DOMAIN` symlinked in on its
+/// own: renewals and new names under their targets are served within a second (the
+/// periodic rescan is an hour away), and when the link is re-pointed at another
+/// directory, that directory is the one watched.
+#[tokio::test(flavor = "multi_thread")]
+async fn symlinked_directories_are_watched_at_their_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pki = Pki::new(root);
+    let store = store_dir(root);
+    let (le, le2, le3) = (root.join("le"), root.join("le2"), root.join("le3"));
+    certbot_writes(
+        &le,
+        "mail.example.com",
+        1,
+        &pki.leaf(&["mail.example.com"], KeyKind::Ecdsa),
+    );
+    certbot_writes(
+        &le2,
+        "b.example.com",
+        1,
+        &pki.leaf(&["b.example.com"], KeyKind::Ecdsa),
+    );
+    symlink(le.join("live"), store.join("live")).unwrap();
+    symlink(le2.join("live/b.example.com"), store.join("b.example.com")).unwrap();
+    let head = format!("{}rescan_interval = \"1h\"\n\n", head(root, &store, ""));
+    let (proxy, _backend) = common::imaps_over(root, &head).await;
+    let addr = proxy.addr("imaps");
+    let served = |name: &'static str, der: Vec<u8>, what: &'static str| async move {
+        assert!(
+            wait_served(addr, name, &der, SEEN).await.is_some(),
+            "{what}"
+        );
+    };
+
+    let v2 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    certbot_writes(&le, "mail.example.com", 2, &v2);
+    served(
+        "mail.example.com",
+        v2.der(),
+        "renewal under a symlinked live/",
+    )
+    .await;
+
+    let b2 = pki.leaf(&["b.example.com"], KeyKind::Ecdsa);
+    certbot_writes(&le2, "b.example.com", 2, &b2);
+    served(
+        "b.example.com",
+        b2.der(),
+        "renewal in a symlinked live/DOMAIN",
+    )
+    .await;
+
+    let c1 = pki.leaf(&["c.example.com"], KeyKind::Ecdsa);
+    certbot_writes(&le, "c.example.com", 1, &c1);
+    served(
+        "c.example.com",
+        c1.der(),
+        "a new name under a symlinked live/",
+    )
+    .await;
+
+    // The link re-pointed (a new link renamed over it, as `ln -sfn` does).
+    let v3 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    certbot_writes(&le3, "mail.example.com", 3, &v3);
+    symlink(le3.join("live"), store.join(".live.new")).unwrap();
+    std::fs::rename(store.join(".live.new"), store.join("live")).unwrap();
+    served("mail.example.com", v3.der(), "the link re-pointed").await;
+    let v4 = pki.leaf(&["mail.example.com"], KeyKind::Ecdsa);
+    certbot_writes(&le3, "mail.example.com", 4, &v4);
+    served("mail.example.com", v4.der(), "renewal under the new target").await;
+
+    // The old target is no longer watched for the store: a renewal there changes nothing.
+    certbot_writes(
+        &le,
+        "mail.example.com",
+        5,
+        &pki.leaf(&["mail.example.com"], KeyKind::Ecdsa),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        served_der(addr, "mail.example.com").await.unwrap(),
+        v4.der()
+    );
+}
+
+/// The store directory itself reached through a symlink (`certs -> /srv/certs`): a file
+/// put in it is served within a second, and after the link is re-pointed at another
+/// directory, that directory's entries serve and its changes are seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlinked_store_directory_is_watched_at_its_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pki = Pki::new(root);
+    let (one, two, store) = (root.join("one"), root.join("two"), root.join("certs"));
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&two).unwrap();
+    symlink(&one, &store).unwrap();
+    let head = format!("{}rescan_interval = \"1h\"\n\n", head(root, &store, ""));
+    let (proxy, _backend) = common::imaps_over(root, &head).await;
+    let addr = proxy.addr("imaps");
+    let put = |dir: &Path, name: &str, leaf: &common::pki::Leaf| {
+        std::fs::write(dir.join(format!(".{name}.tmp")), leaf.combined()).unwrap();
+        std::fs::rename(dir.join(format!(".{name}.tmp")), dir.join(name)).unwrap();
+    };
+
+    let a = pki.leaf(&["a.example.com"], KeyKind::Ecdsa);
+    put(&one, "a.pem", &a);
+    assert!(wait_served(addr, "a.example.com", &a.der(), SEEN)
+        .await
+        .is_some());
+
+    let b = pki.leaf(&["b.example.com"], KeyKind::Ecdsa);
+    put(&two, "b.pem", &b);
+    symlink(&two, root.join(".certs.new")).unwrap();
+    std::fs::rename(root.join(".certs.new"), &store).unwrap();
+    assert!(wait_served(addr, "b.example.com", &b.der(), SEEN)
+        .await
+        .is_some());
+    let c = pki.leaf(&["c.example.com"], KeyKind::Ecdsa);
+    put(&two, "c.pem", &c);
+    assert!(
+        wait_served(addr, "c.example.com", &c.der(), SEEN)
+            .await
+            .is_some(),
+        "a change in the directory the link now leads to"
+    );
+}
+
+/// The server-wide certificate in certbot's `live/`, which is also symlinked into the
+/// store: its renewals are seen while the link is there (one directory, watched once under
+/// two names) and after it is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_wide_certificate_under_a_symlinked_live_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pki = Pki::new(root);
+    let store = store_dir(root);
+    let le = root.join("le");
+    let server = |pki: &Pki| pki.leaf(&["server.com"], KeyKind::Ecdsa);
+    certbot_writes(&le, "server.com", 1, &server(&pki));
+    symlink(le.join("live"), store.join("live")).unwrap();
+    let live = le.join("live/server.com");
+    let head = head(root, &store, "")
+        .replace(
+            &root.join("server.com.crt").display().to_string(),
+            &live.join("fullchain.pem").display().to_string(),
+        )
+        .replace(
+            &root.join("server.com.key").display().to_string(),
+            &live.join("privkey.pem").display().to_string(),
+        );
+    let head = format!("{head}rescan_interval = \"1h\"\n\n");
+    let (proxy, _backend) = common::imaps_over(root, &head).await;
+    let addr = proxy.addr("imaps");
+
+    let v2 = server(&pki);
+    certbot_writes(&le, "server.com", 2, &v2);
+    assert!(
+        wait_served(addr, "unknown.example.org", &v2.der(), SEEN)
+            .await
+            .is_some(),
+        "renewed while live/ is linked into the store"
+    );
+    std::fs::remove_file(store.join("live")).unwrap();
+    let unlinked = common::wait_for(SEEN, || proxy.store.index().entries() == 0).await;
+    assert!(unlinked, "the entry under the removed link is gone");
+    let v3 = server(&pki);
+    certbot_writes(&le, "server.com", 3, &v3);
+    assert!(
+        wait_served(addr, "unknown.example.org", &v3.der(), SEEN)
+            .await
+            .is_some(),
+        "renewed after the link is gone"
+    );
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::check::{self, Codes, Problems, TrustFiles};
-use super::discover::{self, Found, Source};
+use super::discover::{self, Found, Link, Source};
 use super::index::{rank, Conflict, Index, Served};
 use super::load::{parallel_map, Contents, Context, LoadError, Loaded, Role};
 use crate::names::Pattern;
@@ -111,6 +111,10 @@ pub struct Catalog {
     strays: BTreeMap<PathBuf, String>,
     /// The store directory was unreadable at the last refresh (reported then, once).
     root_gone: Option<String>,
+    /// The symlinked directories read, by path: the watcher watches their targets.
+    links: BTreeMap<Arc<Path>, Arc<Path>>,
+    /// Whether `links` changed since [`Catalog::links_changed`] last said so.
+    links_changed: bool,
 }
 
 impl Catalog {
@@ -158,6 +162,8 @@ impl Catalog {
             serving: 0,
             strays: BTreeMap::new(),
             root_gone: None,
+            links: BTreeMap::new(),
+            links_changed: false,
         }
     }
 
@@ -204,6 +210,21 @@ impl Catalog {
     /// The files of `ca_bundle`, `issuers_dir` and `crl_dir`, to watch.
     pub fn trust_files(&self) -> TrustFiles {
         self.ctx.trust.files()
+    }
+
+    /// The symlinked directories of the store that were read, as of the last refresh.
+    pub fn links(&self) -> Vec<Link> {
+        let links = self.links.iter();
+        let link = |(path, target): (&Arc<Path>, &Arc<Path>)| Link {
+            path: Arc::clone(path),
+            target: Arc::clone(target),
+        };
+        links.map(link).collect()
+    }
+
+    /// The links, when they changed since the last call.
+    pub fn links_changed(&mut self) -> Option<Vec<Link>> {
+        std::mem::take(&mut self.links_changed).then(|| self.links())
     }
 
     /// Entries serving now.
@@ -332,6 +353,7 @@ impl Catalog {
     /// Applies what a refresh of `scope` found: `found`'s sources looked at and loaded
     /// where they changed, the `gone` entries removed.
     fn apply(&mut self, scope: &Scope, found: Found, gone: Vec<Arc<str>>, changes: &mut Changes) {
+        self.note_links(scope, &found);
         self.note_strays(scope, found.strays, changes);
         let looks = {
             let (entries, ctx) = (&self.entries, &*self.ctx);
@@ -365,6 +387,38 @@ impl Catalog {
                 }
             }
         }
+    }
+
+    /// Replaces the links known in `scope` by those `found` read. A look at top-level
+    /// files follows no directory, and links below a directory that could not be listed
+    /// are unknown, not gone.
+    fn note_links(&mut self, scope: &Scope, found: &Found) {
+        let dir = match scope {
+            Scope::All => self.root.clone(),
+            Scope::Dir(rel) => self.root.join(rel),
+            _ => return,
+        };
+        let mut fresh: BTreeMap<&Path, &Link> = found.links.iter().map(|l| (&*l.path, l)).collect();
+        let (root, mut changed) = (&self.root, false);
+        self.links.retain(|path, target| {
+            let id = path.strip_prefix(root).unwrap_or(path).to_string_lossy();
+            if !path.starts_with(&dir) || discover::in_unlisted(&found.unlisted, &format!("{id}/"))
+            {
+                return true;
+            }
+            // Kept when read again with the same target; a new target is added below.
+            let same = fresh.get(&**path).is_some_and(|l| l.target == *target);
+            if same {
+                fresh.remove(&**path);
+            }
+            changed |= !same;
+            same
+        });
+        changed |= !fresh.is_empty();
+        let fresh = fresh.into_values();
+        self.links
+            .extend(fresh.map(|l| (Arc::clone(&l.path), Arc::clone(&l.target))));
+        self.links_changed |= changed;
     }
 
     /// Serves a new version of entry `id`, or records why not.

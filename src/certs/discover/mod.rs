@@ -17,7 +17,8 @@
 //! symlinked directory is not followed when it leads back into the store (its contents
 //! are read under their own path) or to a directory the walk is already inside (`ln -s .
 //! loop`, a link to `/`); a directory outside the store reached by several links is read
-//! once; and one scan reads at most [`MAX_DIRS`] directories, [`MAX_DEPTH`] deep.
+//! once; and one scan reads at most [`MAX_DIRS`] directories, [`MAX_DEPTH`] deep. The
+//! links read are listed ([`Found::links`]) for the watcher, which watches their targets.
 
 mod content;
 
@@ -97,7 +98,25 @@ pub struct Found {
     /// A look at one stem found files that names do not pair: the top-level directory
     /// must be paired by content ([`discover_top`]).
     pub widen: bool,
+    /// The symlinked directories that were read, by the path they were read under:
+    /// changes below them happen at their targets, which the watcher watches too.
+    pub links: Vec<Link>,
 }
+
+/// A symlinked directory of the store that a scan read, and that is to be watched: one
+/// below which it found entries, or a small one (an empty certbot `live/`), not a large
+/// tree without certificates (a link to `/usr` by mistake would cost a watch of each of
+/// its directories). No two links of one scan have the same target.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Link {
+    /// The link, as the store's path to it (`STORE/live`).
+    pub path: Arc<Path>,
+    /// Its real path (`/etc/letsencrypt/live`).
+    pub target: Arc<Path>,
+}
+
+/// Directories a symlinked directory without entries may hold and still be watched.
+const WATCH_EMPTY_UP_TO: usize = 64;
 
 /// Whether entry `id` lies in one of the `unlisted` directories of a [`Found`].
 pub fn in_unlisted(unlisted: &[String], id: &str) -> bool {
@@ -122,9 +141,15 @@ pub fn discover_dir(root: &Path, dir: &Path) -> Found {
         .strip_prefix(root)
         .map_or(1, |rel| rel.components().count());
     if std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) && depth <= MAX_DEPTH {
-        // Its real path, through whatever links lead to it from the store.
-        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
-        walk.scan(dir, &real, depth.max(1));
+        // Its real path, through whatever links lead to it from the store; a link itself
+        // is followed as a full scan follows it, or not at all.
+        match std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_symlink()) {
+            true => walk.scan_link(dir, depth.max(1)),
+            false => {
+                let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+                walk.scan(dir, &real, depth.max(1));
+            }
+        }
     }
     walk.finish()
 }
@@ -322,16 +347,31 @@ impl Walk {
         dirs.sort_unstable();
         self.inside.push(real.to_owned());
         for (sub, linked) in dirs {
-            let name = sub.file_name().unwrap_or_default();
-            let real = match linked {
-                false => Some(real.join(name)),
-                true => self.follow(&sub),
-            };
-            if let Some(real) = real {
-                self.scan(&sub, &real, depth + 1);
+            match linked {
+                false => {
+                    let name = sub.file_name().unwrap_or_default();
+                    self.scan(&sub, &real.join(name), depth + 1);
+                }
+                true => self.scan_link(&sub, depth + 1),
             }
         }
         self.inside.pop();
+    }
+
+    /// Reads the symlinked directory `link` if it is to be read ([`Walk::follow`]), and
+    /// notes it as a [`Link`] to watch.
+    fn scan_link(&mut self, link: &Path, depth: usize) {
+        let Some(target) = self.follow(link) else {
+            return;
+        };
+        let (sources, dirs) = (self.found.sources.len(), self.dirs);
+        self.scan(link, &target, depth);
+        if self.found.sources.len() > sources || self.dirs - dirs <= WATCH_EMPTY_UP_TO {
+            self.found.links.push(Link {
+                path: link.into(),
+                target: target.into(),
+            });
+        }
     }
 
     /// The real path of the symlinked directory `link` when it is to be read: not when it
@@ -536,6 +576,45 @@ mod tests {
             .strays
             .iter()
             .all(|s| s.reason.starts_with("not followed")));
+        let out1 = Link {
+            path: store.join("out1").into(),
+            target: std::fs::canonicalize(&outside).unwrap().into(),
+        };
+        assert_eq!(
+            found.links,
+            std::slice::from_ref(&out1),
+            "the links read, to be watched"
+        );
+
+        // A link to a large tree without certificates is read, not watched; one to a small
+        // or empty directory (certbot's live/ before the first name) is watched.
+        let (big, small) = (tmp.path().join("big"), tmp.path().join("small"));
+        for n in 0..=WATCH_EMPTY_UP_TO {
+            std::fs::create_dir_all(big.join(n.to_string())).unwrap();
+        }
+        std::fs::create_dir_all(&small).unwrap();
+        std::os::unix::fs::symlink(&big, store.join("big")).unwrap();
+        std::os::unix::fs::symlink(&small, store.join("small")).unwrap();
+        let linked: Vec<_> = discover(&store)
+            .unwrap()
+            .links
+            .into_iter()
+            .map(|l| l.path)
+            .collect();
+        let expected: [Arc<Path>; 2] = [store.join("out1").into(), store.join("small").into()];
+        assert_eq!(linked, expected);
+        std::fs::remove_file(store.join("big")).unwrap();
+        std::fs::remove_file(store.join("small")).unwrap();
+
+        // A look at one directory follows a link as the full scan does, or not at all.
+        let found = discover_dir(&store, &store.join("out1"));
+        assert_eq!(found.sources[0].id.as_ref(), "out1/a.example.com.pem");
+        assert_eq!(found.links, [out1]);
+        for link in ["sibling", "loop"] {
+            let found = discover_dir(&store, &store.join(link));
+            assert!(found.sources.is_empty() && found.links.is_empty(), "{link}");
+            assert_eq!(found.strays.len(), 1, "{link}");
+        }
 
         let mut walk = Walk::new(&store);
         walk.budget = 2;

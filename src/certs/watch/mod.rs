@@ -1,7 +1,8 @@
 //! Live reload: notify (inotify) events on the store, debounced into the few places that
 //! changed, refreshed off the async threads, and published with one `ArcSwap::store`. A
 //! periodic full rescan catches what events miss (NFS, an overflowed inotify queue, a store
-//! directory replaced wholesale).
+//! directory replaced wholesale). The store and its symlinked directories are watched at
+//! their real paths, each change mapped back to the store's paths ([`events`]).
 
 mod events;
 
@@ -16,7 +17,7 @@ use tracing::{info, warn};
 use super::catalog::{log_conflicts, Catalog, Scope};
 use super::report::Report;
 use super::Store;
-use events::{collect, watch, Watch, Watched, QUEUE};
+use events::{collect, relink, watch, Watch, Watched, QUEUE};
 
 /// Keeps a [`Store`] in step with its directory: watches it (inotify), refreshes what
 /// changed off the async threads, publishes a new index when anything did, and rescans
@@ -104,6 +105,10 @@ async fn run(mut catalog: Catalog, store: Arc<Store>, rescan: Duration, stop: Ca
             }
             let stats = reload(&mut catalog, &scopes, &store2);
             store2.refreshed(started);
+            // A symlinked directory found, gone or re-pointed: its target is what changes.
+            if let (Some(links), Some(w)) = (catalog.links_changed(), w.as_mut()) {
+                relink(w, &watched2, links);
+            }
             (catalog, w, stats)
         })
         .await;
