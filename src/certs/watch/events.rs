@@ -108,6 +108,7 @@ impl Watched {
 
     /// Directories to watch besides the store: its parent (for the store directory being
     /// replaced), the server-wide files' and the trust files' directories.
+    ///
     /// Those below the store or one of its links are left out: the recursive watches hold
     /// them, and a second, non-recursive watch of one would end notify's watching of the
     /// directories made in it.
