@@ -12,6 +12,7 @@ use tokio::time::{timeout, timeout_at};
 use tracing::{info, warn};
 
 use crate::config::ProxyProtocol;
+use crate::metrics::{BackendError, BackendStats, HandshakeKind, ListenerStats};
 use crate::proxy_header::{self, ConnectionFacts};
 use crate::relay;
 use crate::shared::{ListenerCtx, Shared};
@@ -32,6 +33,7 @@ pub async fn serve(
     permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
+    let mut counted = Counted::open(&ctx.stats);
     let mut tcp = tcp;
     let _ = tcp.set_nodelay(true);
     let settings = &shared.settings;
@@ -46,13 +48,14 @@ pub async fn serve(
             Ok(Ok(Plain::Upgrade)) => {}
             Ok(Ok(Plain::Quit)) => {
                 info!(listener = %ctx.name, %peer, ms, outcome = "client-quit", "connection closed before STARTTLS");
-                return;
+                return counted.ended("client-quit");
             }
             Ok(Err(e)) => {
                 info!(listener = %ctx.name, %peer, ms, outcome = e.outcome(), reason = %e, "connection closed before TLS");
-                return;
+                return counted.ended(e.outcome());
             }
             Err(_) => {
+                counted.ended("starttls-timeout");
                 info!(
                     listener = %ctx.name, %peer, ms, outcome = "starttls-timeout",
                     "connection closed: no STARTTLS within {:?}", settings.handshake_timeout
@@ -66,9 +69,11 @@ pub async fn serve(
     // connects and says nothing (a scanner, a slowloris) costs this task alone. A peek,
     // not `readable()`: a new socket can be reported readable with nothing to read, and
     // rustls sets up its 4 KiB read buffer at its first read attempt.
+    let mut first_bytes = None;
     let handshake = match timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await {
         Ok(Ok(0)) => Ok(Err(HandshakeError::Closed)),
         Ok(Ok(_)) => {
+            first_bytes = Some(Instant::now());
             // Boxed, as the other phases before the relay: a task's future is as large as
             // its largest phase for the whole connection.
             let handshake = tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni);
@@ -77,10 +82,37 @@ pub async fn serve(
         Ok(Err(e)) => Ok(Err(HandshakeError::Io(e))),
         Err(elapsed) => Err(elapsed),
     };
+    let took = first_bytes.map(|t| t.elapsed()).unwrap_or_default();
     let hs = match handshake {
-        Ok(Ok(hs)) => hs,
-        Ok(Err(e)) => return log_refused(&ctx, peer, started, &e),
+        Ok(Ok(hs)) => {
+            let kind = HandshakeKind::of(hs.matched, hs.sni.as_deref());
+            ctx.stats.handshake(kind, took);
+            if let (HandshakeKind::Fallback, Some(names), Some(sni)) =
+                (kind, &shared.fallback_names, &hs.sni)
+            {
+                names.record(&ctx.name, sni);
+            }
+            hs
+        }
+        Ok(Err(e)) => {
+            match &e {
+                // Nothing was asked: not a handshake.
+                HandshakeError::Closed if first_bytes.is_none() => {}
+                HandshakeError::UnknownName(sni) => {
+                    ctx.stats.handshake(HandshakeKind::StrictRefused, took);
+                    if let (Some(names), Some(sni)) = (&shared.fallback_names, sni) {
+                        names.record(&ctx.name, sni);
+                    }
+                }
+                _ => ctx.stats.handshake(HandshakeKind::Failed, took),
+            }
+            return counted.ended(log_refused(&ctx, peer, started, &e));
+        }
         Err(_) => {
+            if first_bytes.is_some() {
+                ctx.stats.handshake(HandshakeKind::Failed, took);
+            }
+            counted.ended("handshake-timeout");
             info!(
                 listener = %ctx.name, %peer, ms = started.elapsed().as_millis() as u64,
                 outcome = "handshake-timeout",
@@ -89,11 +121,40 @@ pub async fn serve(
             return;
         }
     };
-    let Some(session) = Box::pin(connect_backend(hs, peer, &ctx, &shared, started)).await else {
-        return;
+    let session = match Box::pin(connect_backend(hs, peer, &ctx, &shared, started)).await {
+        Ok(session) => session,
+        Err(outcome) => return counted.ended(outcome),
     };
     let tracker = shared.shutdown.tracker.clone();
-    tracker.spawn(session.relay(shared, permit));
+    tracker.spawn(session.relay(shared, permit, counted));
+}
+
+/// Counts a connection as open until it ends, then by its outcome (`other` if it ends
+/// without one: a panic).
+struct Counted {
+    stats: Arc<ListenerStats>,
+    outcome: &'static str,
+}
+
+impl Counted {
+    fn open(stats: &Arc<ListenerStats>) -> Self {
+        stats.opened();
+        Self {
+            stats: Arc::clone(stats),
+            outcome: "other",
+        }
+    }
+
+    /// Records the outcome the connection ends with.
+    fn ended(&mut self, outcome: &'static str) {
+        self.outcome = outcome;
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.stats.closed(self.outcome);
+    }
 }
 
 /// A client with its backend, ready to relay, and what the closing log line says.
@@ -113,11 +174,13 @@ struct Session {
     started: Instant,
     /// The listener's idle bound.
     idle: std::time::Duration,
+    /// Its backend's error counters.
+    backend_stats: Arc<BackendStats>,
 }
 
 impl Session {
     /// Relays until the connection ends, then logs its one line.
-    async fn relay(self, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+    async fn relay(self, shared: Arc<Shared>, permit: OwnedSemaphorePermit, mut counted: Counted) {
         let Self {
             client,
             backend,
@@ -131,9 +194,15 @@ impl Session {
             alpn,
             started,
             idle,
+            backend_stats,
         } = self;
         let (transfer, ending) = relay::relay(client, backend, idle, &shared.shutdown.cut).await;
         drop(permit);
+        counted.stats.relayed(transfer.up, transfer.down);
+        counted.ended(ending.outcome());
+        if let relay::Ending::Backend(_) = &ending {
+            backend_stats.error(BackendError::Relay);
+        }
         let reason = match &ending {
             relay::Ending::Client(e) | relay::Ending::Backend(e) => e.to_string(),
             _ => String::new(),
@@ -150,14 +219,14 @@ impl Session {
 }
 
 /// Connects the backend for a handshaken client: PROXY header, and for STARTTLS
-/// listeners the backend's greeting; `None` (logged, client told) when that fails.
+/// listeners the backend's greeting; the outcome (logged, client told) when that fails.
 async fn connect_backend(
     hs: Handshake,
     peer: SocketAddr,
     ctx: &ListenerCtx,
     shared: &Shared,
     started: Instant,
-) -> Option<Session> {
+) -> Result<Session, &'static str> {
     let Handshake {
         stream: mut client,
         sni,
@@ -179,8 +248,9 @@ async fn connect_backend(
                 backend = %target.backend, reason = %e, outcome = "backend-unavailable",
                 "connection closed: backend unreachable"
             );
+            target.stats.error(BackendError::Unavailable);
             say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
-            return None;
+            return Err("backend-unavailable");
         }
     };
     let facts = {
@@ -221,7 +291,8 @@ async fn connect_backend(
                 backend = %target.backend, reason = %e, outcome = "backend-error",
                 "connection closed: PROXY header not sent"
             );
-            return None;
+            target.stats.error(BackendError::ProxyHeader);
+            return Err("backend-error");
         }
     }
     if let (true, Some(mail)) = (ctx.protocol.starttls(), ctx.protocol.mail()) {
@@ -242,8 +313,9 @@ async fn connect_backend(
                     backend = %target.backend, reason = %String::from_utf8_lossy(&refusal).trim_end(),
                     outcome = "backend-refused", "connection closed: the backend refused the session"
                 );
+                target.stats.error(BackendError::Refused);
                 say_goodbye(client, &refusal).await;
-                return None;
+                return Err("backend-refused");
             }
             Err(e) => {
                 warn!(
@@ -251,12 +323,14 @@ async fn connect_backend(
                     backend = %target.backend, reason = %e, outcome = "backend-unavailable",
                     "connection closed: no greeting from the backend"
                 );
+                target.stats.error(BackendError::Unavailable);
                 say_goodbye(client, relay::unavailable_message(ctx.protocol)).await;
-                return None;
+                return Err("backend-unavailable");
             }
         }
     }
-    Some(Session {
+    Ok(Session {
+        backend_stats: Arc::clone(&target.stats),
         client,
         backend,
         listener: Arc::clone(&ctx.name),
@@ -282,7 +356,13 @@ async fn say_goodbye<S: tokio::io::AsyncWrite + Unpin>(mut client: S, message: &
     let _ = timeout(std::time::Duration::from_secs(1), bye).await;
 }
 
-fn log_refused(ctx: &ListenerCtx, peer: SocketAddr, started: Instant, e: &HandshakeError) {
+/// Logs a handshake that gave no session; returns the outcome logged.
+fn log_refused(
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    started: Instant,
+    e: &HandshakeError,
+) -> &'static str {
     let outcome = match e {
         HandshakeError::UnknownName(_) => "strict-sni",
         HandshakeError::Closed => "client-closed",
@@ -308,4 +388,5 @@ fn log_refused(ctx: &ListenerCtx, peer: SocketAddr, started: Instant, e: &Handsh
         outcome, reason = %e,
         "connection closed: no TLS session"
     );
+    outcome
 }

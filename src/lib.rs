@@ -20,12 +20,16 @@
 //! - [`privilege`]: becoming `server.user` once the listeners are bound.
 //! - [`names`]: DNS name normalisation and wildcard rules shared by certs and routes.
 //! - [`inspect`]: `mailfront check` and `mailfront certs`.
+//! - [`metrics`]: the counters connections keep, and their Prometheus exposition.
+//! - [`admin`]: the operator's HTTP interface (health, metrics, the report).
 
+pub mod admin;
 pub mod certs;
 pub mod config;
 pub mod connection;
 pub mod inspect;
 pub mod listener;
+pub mod metrics;
 pub mod names;
 pub mod privilege;
 pub mod proxy_header;

@@ -3,16 +3,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
+use crate::admin::{self, Admin, AdminError};
 use crate::certs::{self, CertError, Reloader, Store};
 use crate::config::Config;
 use crate::listener;
+use crate::metrics::fallback::{self, Recorder, TopNames};
+use crate::metrics::{Exposition, ListenerStats};
 use crate::privilege::{self, Account, PrivilegeError};
+use crate::routes::Backends;
 use crate::routes::RouteTable;
 use crate::shared::{ListenerCtx, Shared};
 use crate::shutdown::{DrainReport, Shutdown};
@@ -40,6 +45,9 @@ pub enum StartError {
         listener: String,
         error: rustls::Error,
     },
+    /// The admin interface cannot listen, or its token cannot be used.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// A proxy with its store loaded and its sockets bound, not yet accepting.
@@ -49,6 +57,17 @@ pub struct Server {
     /// Keeps the store in step with the disk once the server runs.
     reloader: Reloader,
     drain_timeout: std::time::Duration,
+    /// The admin interface, when configured, and what it shows.
+    admin: Option<(Admin, AdminParts)>,
+    /// Set once the listeners accept: `/readyz`.
+    ready: Arc<AtomicBool>,
+}
+
+/// What the admin interface is given besides its socket.
+struct AdminParts {
+    config: Config,
+    exposition: Arc<Exposition>,
+    names: (Arc<Recorder>, crate::metrics::fallback::Receiver),
 }
 
 impl Server {
@@ -67,6 +86,7 @@ impl Server {
         }
         let provider = tls::provider();
         let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut backends = Backends::default();
         for l in &config.listeners {
             let tls = tls::server_config(Arc::clone(&provider), &l.alpn).map_err(|error| {
                 StartError::Tls {
@@ -79,9 +99,10 @@ impl Server {
                 protocol: l.protocol,
                 tls,
                 strict_sni: l.strict_sni,
-                routes: RouteTable::new(l),
+                routes: RouteTable::new(l, &mut backends),
                 greeting_name: l.greeting_name.as_str().into(),
                 idle_timeout: l.idle_timeout,
+                stats: Arc::new(ListenerStats::new(l.name.as_str().into())),
             });
             let mut sockets = Vec::with_capacity(l.bind.len());
             for &addr in &l.bind {
@@ -94,22 +115,55 @@ impl Server {
             }
             listeners.push((ctx, sockets));
         }
+        // Bound (and its token read) while still root, like the listeners.
+        let owner = account.as_ref().map(|a| (a.uid, a.gid));
+        let admin = config
+            .admin
+            .as_ref()
+            .map(|a| Admin::bind(a, owner))
+            .transpose()?;
         if let Some(account) = &account {
             privilege::become_user(account)?;
             info!(user = %account.name, uid = account.uid, gid = account.gid, "running as server.user");
         }
         let (store, reloader) = certs::open(&config.certs, &config.server.name, &provider)?;
+        let per_entry = config
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.per_certificate_metrics);
+        let reloader = reloader.per_entry_metrics(per_entry);
+        let admin = admin.map(|admin| {
+            let exposition = Arc::new(Exposition {
+                listeners: listeners
+                    .iter()
+                    .map(|(l, _)| Arc::clone(&l.stats))
+                    .collect(),
+                backends: backends.all(),
+                store: Arc::clone(&store),
+                per_certificate: per_entry,
+            });
+            let (recorder, rx) = Recorder::new();
+            let parts = AdminParts {
+                config: config.clone(),
+                exposition,
+                names: (Arc::new(recorder), rx),
+            };
+            (admin, parts)
+        });
         let shared = Arc::new(Shared {
             store,
             settings: config.server.clone(),
             permits: Arc::new(Semaphore::new(config.server.max_connections)),
             shutdown: Shutdown::default(),
+            fallback_names: admin.as_ref().map(|(_, p)| Arc::clone(&p.names.0)),
         });
         Ok(Self {
             listeners,
             shared,
             reloader,
             drain_timeout: config.server.drain_timeout,
+            admin,
+            ready: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -126,6 +180,11 @@ impl Server {
             .collect()
     }
 
+    /// The admin interface's address, when it listens on TCP.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(a, _)| a.local_addr())
+    }
+
     /// The certificate store the listeners serve from.
     pub fn store(&self) -> Arc<Store> {
         Arc::clone(&self.shared.store)
@@ -139,6 +198,29 @@ impl Server {
         cut_now: impl Future<Output = ()>,
     ) -> DrainReport {
         let stop = self.shared.shutdown.clone();
+        // Bound and loaded: the accept loops below take what the kernel queues meanwhile.
+        self.ready.store(true, Ordering::Release);
+        if let Some((admin, parts)) = self.admin {
+            let AdminParts {
+                config,
+                exposition,
+                names: (recorder, rx),
+            } = parts;
+            let names = Arc::new(Mutex::new(TopNames::new(fallback::SLOTS)));
+            let state = admin::State {
+                token: None,
+                exposition,
+                reports: self.reloader.reports(),
+                config,
+                names: Arc::clone(&names),
+                recorder,
+                ready: Arc::clone(&self.ready),
+                store: Arc::clone(&self.shared.store),
+            };
+            // Not tracked: the admin interface does not hold up the drain.
+            tokio::spawn(fallback::run(rx, names, stop.stop_accepting.clone()));
+            tokio::spawn(admin.serve(state, stop.stop_accepting.clone()));
+        }
         stop.tracker
             .spawn(self.reloader.run(stop.stop_accepting.clone()));
         for (ctx, sockets) in self.listeners {

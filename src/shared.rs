@@ -9,6 +9,8 @@ use tokio::sync::Semaphore;
 
 use crate::certs::Store;
 use crate::config::{Protocol, ServerSettings};
+use crate::metrics::fallback::Recorder;
+use crate::metrics::ListenerStats;
 use crate::routes::RouteTable;
 use crate::shutdown::Shutdown;
 
@@ -29,6 +31,8 @@ pub struct ListenerCtx {
     pub greeting_name: Arc<str>,
     /// Silence both ways for this long ends a session.
     pub idle_timeout: std::time::Duration,
+    /// Its counters.
+    pub stats: Arc<ListenerStats>,
 }
 
 /// What every connection of every listener shares.
@@ -42,4 +46,7 @@ pub struct Shared {
     pub permits: Arc<Semaphore>,
     /// Stop, drain and cut.
     pub shutdown: Shutdown,
+    /// The names served the server-wide certificate, counted for the admin interface's
+    /// report (when it is on).
+    pub fallback_names: Option<Arc<Recorder>>,
 }

@@ -40,13 +40,14 @@ use tracing::{info, warn};
 
 use crate::config::CertSettings;
 use catalog::{log_conflicts, Catalog, Origin};
+pub use check::now;
 pub use examine::{examine, ExamineError, Examined};
 pub use index::{Index, Match, Served};
 pub use load::LoadError;
 pub use report::{NameRow, NotEntry, Refusal, Report, Row, State};
 pub use resolver::Fixed;
-pub use store::{Refreshed, Store};
-pub use watch::Reloader;
+pub use store::{Refreshed, Store, StoreSummary};
+pub use watch::{Reloader, Reports};
 
 /// Errors that stop the proxy from starting: only the server-wide certificate can.
 #[derive(Debug, thiserror::Error)]

@@ -19,11 +19,67 @@ pub struct Refreshed {
     pub started: Instant,
 }
 
+/// What the metrics say of the store, published by the reloader after each refresh that
+/// changed or refused something (a scrape reads it; nothing is computed per scrape but
+/// the dates against now).
+#[derive(Debug, Default)]
+pub struct StoreSummary {
+    /// Entries serving without errors, serving with errors, refused.
+    pub tally: (usize, usize, usize),
+    /// The notAfter of every certificate in use (the server-wide one included), sorted.
+    pub not_afters: Box<[i64]>,
+    /// Each serving entry's notAfter, when per-entry metrics are on.
+    pub entries: Box<[(Arc<str>, i64)]>,
+    /// Refreshes that changed something, refused a version, or could not read the store.
+    pub reloads: [u64; 3],
+    /// Unix time of the last refresh.
+    pub last_refresh: i64,
+}
+
+impl StoreSummary {
+    /// `(state, entries)` for `store_entries{state}`.
+    pub fn states(&self) -> [(&'static str, usize); 3] {
+        let (serving, degraded, refused) = self.tally;
+        [
+            ("serving", serving),
+            ("serving-with-errors", degraded),
+            ("refused", refused),
+        ]
+    }
+
+    /// `(result, refreshes)` for `store_reloads_total{result}`.
+    pub fn reloads(&self) -> [(&'static str, u64); 3] {
+        let [ok, rejected, error] = self.reloads;
+        [("ok", ok), ("rejected", rejected), ("error", error)]
+    }
+
+    /// Unix time of the last refresh.
+    pub fn last_refresh(&self) -> i64 {
+        self.last_refresh
+    }
+
+    /// Certificates in use whose notAfter is before `when`.
+    pub fn expiring_before(&self, when: i64) -> usize {
+        self.not_afters.partition_point(|t| *t < when)
+    }
+
+    /// The earliest notAfter of the certificates in use.
+    pub fn earliest_expiry(&self) -> i64 {
+        self.not_afters.first().copied().unwrap_or(0)
+    }
+
+    /// Each serving entry with its notAfter (empty unless per-entry metrics are on).
+    pub fn entries(&self) -> &[(Arc<str>, i64)] {
+        &self.entries
+    }
+}
+
 /// The published certificate index.
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Index>,
     refreshed: watch::Sender<Refreshed>,
+    summary: ArcSwap<StoreSummary>,
 }
 
 impl Store {
@@ -36,7 +92,17 @@ impl Store {
         Self {
             current: ArcSwap::from_pointee(index),
             refreshed,
+            summary: ArcSwap::from_pointee(StoreSummary::default()),
         }
+    }
+
+    /// The summary of the last refresh that changed or refused something.
+    pub fn summary(&self) -> Arc<StoreSummary> {
+        self.summary.load_full()
+    }
+
+    pub(super) fn set_summary(&self, summary: StoreSummary) {
+        self.summary.store(Arc::new(summary));
     }
 
     /// The index in force now: one atomic load, no lock.

@@ -36,6 +36,43 @@ pub struct Config {
     pub certs: CertSettings,
     /// Every `[[listener]]`, with the routes that apply to it.
     pub listeners: Vec<ListenerConfig>,
+    /// `[admin]`, when set.
+    pub admin: Option<AdminSettings>,
+}
+
+/// `[admin]`: the operator's HTTP interface (metrics, the report, uploads, the page).
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Where it listens.
+    pub bind: AdminBind,
+    /// The file holding the bearer token; required unless `bind` is loopback or a unix
+    /// socket, and then the interface speaks HTTPS.
+    pub token_file: Option<PathBuf>,
+    /// One `certificate_not_after_seconds` series per entry.
+    pub per_certificate_metrics: bool,
+}
+
+/// Where the admin interface listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminBind {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for AdminBind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl AdminSettings {
+    /// Whether it speaks HTTPS: on any address that is not loopback.
+    pub fn tls(&self) -> bool {
+        matches!(self.bind, AdminBind::Tcp(addr) if !addr.ip().is_loopback())
+    }
 }
 
 /// `[server]`: the name of the host and the bounds on every connection.
@@ -200,11 +237,16 @@ impl Config {
         let certs = cert_settings(&cx, base, raw.certs)?;
         let mut listeners = listeners(&cx, raw.listeners, &server)?;
         attach_routes(&cx, raw.routes, &mut listeners)?;
+        let admin = raw
+            .admin
+            .map(|a| admin_settings(&cx, base, a))
+            .transpose()?;
         Ok(Self {
             path: path.to_owned(),
             server,
             certs,
             listeners,
+            admin,
         })
     }
 }
@@ -317,6 +359,56 @@ fn cert_settings(
         rescan_interval: rescan_interval.unwrap_or(Duration::from_secs(60)),
         dir,
     })
+}
+
+fn admin_settings(
+    cx: &Context<'_>,
+    base: &Path,
+    raw: raw::RawAdmin,
+) -> Result<AdminSettings, ConfigError> {
+    let text = raw.bind.get_ref().trim();
+    let bind = match text.strip_prefix("unix:") {
+        Some("") => return Err(cx.invalid(&raw.bind, "admin.bind", "unix: needs a socket path")),
+        Some(path) => AdminBind::Unix(base.join(path)),
+        None => match text.parse::<SocketAddr>() {
+            Ok(addr) => AdminBind::Tcp(addr),
+            Err(_) => {
+                return Err(cx.invalid(
+                    &raw.bind,
+                    "admin.bind",
+                    format!(
+                        "`{text}` is neither an address with a port (127.0.0.1:9180, \
+                         [::1]:9180) nor unix:PATH"
+                    ),
+                ))
+            }
+        },
+    };
+    let token_file = match raw.token_file {
+        Some(t) if t.get_ref().trim().is_empty() => {
+            return Err(cx.invalid(&t, "admin.token_file", "must name a file"))
+        }
+        Some(t) => Some(base.join(t.get_ref())),
+        None => None,
+    };
+    let settings = AdminSettings {
+        bind,
+        token_file,
+        per_certificate_metrics: raw.per_certificate_metrics,
+    };
+    if settings.tls() && settings.token_file.is_none() {
+        return Err(cx.invalid(
+            &raw.bind,
+            "admin.bind",
+            format!(
+                "{} is not a loopback address: set admin.token_file (every request then \
+                 needs its token, and the interface speaks HTTPS with the server-wide \
+                 certificate), or bind to 127.0.0.1 or unix:PATH",
+                settings.bind
+            ),
+        ));
+    }
+    Ok(settings)
 }
 
 fn listeners(

@@ -16,6 +16,16 @@ pub(super) struct RawConfig {
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub bind: Spanned<String>,
+    pub token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub per_certificate_metrics: bool,
 }
 
 #[derive(Debug, Deserialize)]

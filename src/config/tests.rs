@@ -241,3 +241,56 @@ fn idle_timeout_per_listener_then_server_then_protocol() {
         .to_string();
     assert!(e.contains("`listener.idle_timeout`"), "{e}");
 }
+
+#[test]
+fn admin_section() {
+    let c = parse(&format!("{GOOD}\n[admin]\nbind = \"127.0.0.1:9180\"\n")).unwrap();
+    let admin = c.admin.unwrap();
+    assert_eq!(
+        admin.bind,
+        AdminBind::Tcp("127.0.0.1:9180".parse().unwrap())
+    );
+    assert!(!admin.tls() && admin.token_file.is_none() && !admin.per_certificate_metrics);
+    let c = parse(&format!(
+        "{GOOD}\n[admin]\nbind = \"unix:run/admin.sock\"\nper_certificate_metrics = true\n"
+    ))
+    .unwrap();
+    let admin = c.admin.unwrap();
+    assert_eq!(
+        admin.bind,
+        AdminBind::Unix("/etc/mailfront/run/admin.sock".into())
+    );
+    assert!(admin.per_certificate_metrics);
+    let c = parse(&format!(
+        "{GOOD}\n[admin]\nbind = \"0.0.0.0:9180\"\ntoken_file = \"admin.token\"\n"
+    ))
+    .unwrap();
+    let admin = c.admin.unwrap();
+    assert!(admin.tls());
+    assert_eq!(
+        admin.token_file.as_deref(),
+        Some(Path::new("/etc/mailfront/admin.token"))
+    );
+    assert!(parse(GOOD).unwrap().admin.is_none());
+}
+
+#[test]
+fn admin_mistakes_name_the_key_and_line() {
+    for (admin, says) in [
+        (
+            "bind = \"0.0.0.0:9180\"",
+            "is not a loopback address: set admin.token_file",
+        ),
+        ("bind = \"[2001:db8::1]:9180\"", "is not a loopback address"),
+        ("bind = \"localhost\"", "is neither an address with a port"),
+        ("bind = \"unix:\"", "unix: needs a socket path"),
+    ] {
+        let text = format!("{GOOD}\n[admin]\n{admin}\n");
+        let line = text.lines().position(|l| l == admin).unwrap() + 1;
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("admin.bind") && e.contains(says), "{admin}: {e}");
+        assert!(e.contains(&format!("line {line}")), "{admin}: {e}");
+    }
+    let text = format!("{GOOD}\n[admin]\nbind = \"127.0.0.1:1\"\nport = 3\n");
+    assert!(parse(&text).unwrap_err().to_string().contains("port"));
+}

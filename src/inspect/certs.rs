@@ -5,6 +5,7 @@
 //! server-wide certificate covers.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -17,7 +18,7 @@ use crate::names::Pattern;
 #[derive(Debug, Serialize)]
 pub struct View {
     #[serde(flatten)]
-    pub report: Report,
+    pub report: Arc<Report>,
     /// Route names no entry covers: their clients get the server-wide certificate.
     pub uncovered_routes: Vec<String>,
 }
@@ -25,6 +26,11 @@ pub struct View {
 /// Builds the view of the store `config` names.
 pub fn view(config: &Config) -> Result<View, certs::CertError> {
     let report = certs::inspect(&config.certs, &config.server.name, &crate::tls::provider())?;
+    Ok(view_of(config, Arc::new(report)))
+}
+
+/// The view of `report`, the store of `config` (a running proxy's, for the admin API).
+pub fn view_of(config: &Config, report: Arc<Report>) -> View {
     let names: Vec<Pattern> = report
         .names
         .iter()
@@ -40,10 +46,10 @@ pub fn view(config: &Config) -> Result<View, certs::CertError> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    Ok(View {
+    View {
         report,
         uncovered_routes,
-    })
+    }
 }
 
 /// Whether an entry covers a route's name: an exact route by any entry, a wildcard route

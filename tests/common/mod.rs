@@ -31,6 +31,8 @@ pub struct Proxy {
     pub bound: Vec<SocketAddr>,
     /// The store it serves from.
     pub store: std::sync::Arc<mailfront::certs::Store>,
+    /// The admin interface's address, when `[admin]` listens on TCP.
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     cut: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<DrainReport>>,
@@ -55,6 +57,7 @@ impl Proxy {
         let config = Config::load(&path).unwrap();
         let server = Server::bind(&config).unwrap();
         let store = server.store();
+        let admin = server.admin_addr();
         between();
         let mut addrs = HashMap::new();
         let mut bound = Vec::new();
@@ -76,6 +79,7 @@ impl Proxy {
             addrs,
             bound,
             store,
+            admin,
             stop: Some(stop),
             cut: Some(cut),
             task: Some(task),

@@ -47,6 +47,29 @@ impl Catalog {
         (serving, degraded, refused)
     }
 
+    /// What the metrics say of the store: [`Catalog::tally`] and the notAfter of every
+    /// certificate in use (of each entry by name with `per_entry`).
+    pub fn summary(&self, per_entry: bool) -> crate::certs::StoreSummary {
+        let mut not_afters = Vec::with_capacity(self.serving + 1);
+        let mut entries = Vec::new();
+        not_afters.push(self.fallback().served.not_after);
+        for (id, entry) in &self.entries {
+            if let Some(loaded) = &entry.serving {
+                not_afters.push(loaded.served.not_after);
+                if per_entry {
+                    entries.push((Arc::clone(id), loaded.served.not_after));
+                }
+            }
+        }
+        not_afters.sort_unstable();
+        crate::certs::StoreSummary {
+            tally: self.tally(),
+            not_afters: not_afters.into(),
+            entries: entries.into(),
+            ..Default::default()
+        }
+    }
+
     /// The report of what serves now.
     pub fn report(&self) -> Report {
         let now = check::now();

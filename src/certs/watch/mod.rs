@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -27,15 +28,49 @@ pub struct Reloader {
     catalog: Catalog,
     store: Arc<Store>,
     rescan: Duration,
+    per_entry: bool,
+    requests: (mpsc::Sender<Ask>, mpsc::Receiver<Ask>),
+}
+
+/// A request for the report, answered by the reloader between refreshes.
+type Ask = oneshot::Sender<Arc<Report>>;
+
+/// Asks the running reloader for the store's report: the one the catalog that serves
+/// makes, as `mailfront certs` prints it (never a second scan).
+#[derive(Debug, Clone)]
+pub struct Reports(mpsc::Sender<Ask>);
+
+impl Reports {
+    /// The report, once the reloader is between refreshes; `None` when it has stopped.
+    pub async fn get(&self) -> Option<Arc<Report>> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(tx).await.ok()?;
+        rx.await.ok()
+    }
 }
 
 impl Reloader {
     pub(super) fn new(catalog: Catalog, store: Arc<Store>, rescan: Duration) -> Self {
+        store.set_summary(catalog.summary(false));
         Self {
             catalog,
             store,
             rescan,
+            per_entry: false,
+            requests: mpsc::channel(64),
         }
+    }
+
+    /// A handle that asks for the report while the reloader runs.
+    pub fn reports(&self) -> Reports {
+        Reports(self.requests.0.clone())
+    }
+
+    /// Publishes each serving entry's notAfter in the store's summary, for the per-entry
+    /// metrics (`per_certificate_metrics`).
+    pub fn per_entry_metrics(mut self, on: bool) -> Self {
+        self.per_entry = on;
+        self
     }
 
     /// The store's report, as loaded.
@@ -46,16 +81,23 @@ impl Reloader {
     /// Watches the store and applies its changes until `stop` is cancelled. The first
     /// refresh catches up with what changed since the store was loaded.
     pub async fn run(self, stop: CancellationToken) {
-        let Self {
-            catalog,
-            store,
-            rescan,
-        } = self;
-        run(catalog, store, rescan, stop).await;
+        run(self, stop).await;
     }
 }
 
-async fn run(mut catalog: Catalog, store: Arc<Store>, rescan: Duration, stop: CancellationToken) {
+/// Refreshes that changed something, refused a version, could not read the store.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reloads([u64; 3]);
+
+async fn run(reloader: Reloader, stop: CancellationToken) {
+    let Reloader {
+        mut catalog,
+        store,
+        rescan,
+        per_entry,
+        requests: (_, mut requests),
+    } = reloader;
+    let mut reloads = Reloads::default();
     let watched = Watched::of(&catalog);
     let start = {
         let watched = watched.clone();
@@ -80,6 +122,13 @@ async fn run(mut catalog: Catalog, store: Arc<Store>, rescan: Duration, stop: Ca
             None => tokio::select! {
                 Some(event) = events.recv() => collect(&watched, event, &mut events).await,
                 _ = ticker.tick() => (HashSet::from([Scope::All]), false),
+                Some(ask) = requests.recv() => {
+                    match answer(catalog, ask, &mut requests).await {
+                        Some(c) => catalog = c,
+                        None => return,
+                    }
+                    continue;
+                }
                 () = stop.cancelled() => return,
             },
         };
@@ -103,19 +152,32 @@ async fn run(mut catalog: Catalog, store: Arc<Store>, rescan: Duration, stop: Ca
             if let (true, Some(w)) = (rewatch, w.as_mut()) {
                 watch(w, &watched2);
             }
-            let stats = reload(&mut catalog, &scopes, &store2);
+            let full = scopes.contains(&Scope::All);
+            let (stats, unreadable) = reload(&mut catalog, &scopes, &store2);
+            if let Some(stats) = stats {
+                reloads.0[0] += u64::from(stats.0 + stats.1 + stats.2 > 0);
+                reloads.0[1] += u64::from(stats.3 > 0);
+            }
+            reloads.0[2] += u64::from(unreadable);
+            if stats.is_some() || unreadable || full {
+                let mut summary = catalog.summary(per_entry);
+                summary.reloads = reloads.0;
+                summary.last_refresh = crate::certs::now();
+                store2.set_summary(summary);
+            }
             store2.refreshed(started);
             // A symlinked directory found, gone or re-pointed: its target is what changes.
             if let (Some(links), Some(w)) = (catalog.links_changed(), w.as_mut()) {
                 relink(w, &watched2, links);
             }
-            (catalog, w, stats)
+            (catalog, w, stats, reloads)
         })
         .await;
         match refreshed {
-            Ok((c, w, stats)) => {
+            Ok((c, w, stats, counted)) => {
                 catalog = c;
                 watcher = w;
+                reloads = counted;
                 if let Some(stats) = stats {
                     info!(
                         added = stats.0,
@@ -139,13 +201,37 @@ async fn run(mut catalog: Catalog, store: Arc<Store>, rescan: Duration, stop: Ca
     }
 }
 
+/// Makes the report on a blocking thread (at 100,000 entries it takes a while) and sends it
+/// to `first` and to every request queued meanwhile; returns the catalog (`None` if the
+/// report panicked, a bug that stops the reloader as a failed refresh does).
+async fn answer(catalog: Catalog, first: Ask, more: &mut mpsc::Receiver<Ask>) -> Option<Catalog> {
+    let made = tokio::task::spawn_blocking(move || {
+        let report = Arc::new(catalog.report());
+        (catalog, report)
+    })
+    .await;
+    let (catalog, report) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            tracing::error!(reason = %e, "making the certificate report failed; live reload stopped");
+            return None;
+        }
+    };
+    let _ = first.send(Arc::clone(&report));
+    while let Ok(ask) = more.try_recv() {
+        let _ = ask.send(Arc::clone(&report));
+    }
+    Some(catalog)
+}
+
 /// Refreshes `scopes`, publishes a new index if anything changed, and returns the counts
-/// (added, replaced, removed, rejected) for the `reloaded` line.
+/// (added, replaced, removed, rejected) for the `reloaded` line, and whether the store
+/// directory could not be read.
 fn reload(
     catalog: &mut Catalog,
     scopes: &HashSet<Scope>,
     store: &Store,
-) -> Option<(usize, usize, usize, usize)> {
+) -> (Option<(usize, usize, usize, usize)>, bool) {
     let full = scopes.contains(&Scope::All);
     let scopes: Vec<&Scope> = if full {
         vec![&Scope::All]
@@ -153,9 +239,10 @@ fn reload(
         scopes.iter().collect()
     };
     let (mut added, mut replaced, mut removed, mut rejected) = (0, 0, 0, 0);
-    let mut publish = false;
+    let (mut publish, mut unreadable) = (false, false);
     for scope in scopes {
         let changes = catalog.refresh(scope);
+        unreadable |= changes.dir_error.is_some();
         changes.log();
         publish |= changes.publishes();
         added += changes.added.len();
@@ -171,5 +258,6 @@ fn reload(
     if full {
         super::release_free_memory();
     }
-    (publish || rejected > 0).then_some((added, replaced, removed, rejected))
+    let stats = (publish || rejected > 0).then_some((added, replaced, removed, rejected));
+    (stats, unreadable)
 }
