@@ -216,6 +216,7 @@ impl Server {
                 recorder,
                 ready: Arc::clone(&self.ready),
                 store: Arc::clone(&self.shared.store),
+                uploads: tokio::sync::Mutex::new(()),
             };
             // Not tracked: the admin interface does not hold up the drain.
             tokio::spawn(fallback::run(rx, names, stop.stop_accepting.clone()));

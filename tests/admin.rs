@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::backend::{Backend, Expect};
-use common::client::{self, names_for};
+use common::chains::ChainPki;
+use common::client::{self, names_for, served_der};
 use common::{head, listener, store_dir, KeyKind, Pki, Proxy};
 
 /// A proxy with one `imaps` listener over a store with an exact and a wildcard entry, and
@@ -236,4 +237,205 @@ async fn https_off_loopback_with_the_server_wide_certificate() {
     )
     .await;
     assert_ne!(plain.status, Some(0), "no plain HTTP off loopback");
+}
+
+/// A proxy whose store judges chains by `chains`' root, with the admin interface on
+/// loopback; also the store directory.
+async fn upload_proxy(root: &Path, chains: &ChainPki) -> (Proxy, Backend, std::path::PathBuf) {
+    Pki::new(root);
+    let store = store_dir(root);
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}ca_bundle = \"{}\"\n\n{}[admin]\nbind = \"127.0.0.1:0\"\n",
+        head(root, &store, ""),
+        chains.path("root.pem").display(),
+        listener("imaps", "imaps", imap.addr, "")
+    );
+    (Proxy::start(root, &config), imap, store)
+}
+
+/// PUTs `body` (a JSON file) to `/api/v1/certs/{name}`.
+async fn put_json(
+    admin: SocketAddr,
+    name: &str,
+    body: &serde_json::Value,
+    dir: &Path,
+) -> (u16, String) {
+    let file = dir.join("upload.json");
+    std::fs::write(&file, body.to_string()).unwrap();
+    let data = format!("@{}", file.display());
+    let args = [
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &data,
+    ];
+    curl(&url(admin, &format!("/api/v1/certs/{name}")), &args).await
+}
+
+/// Uploads run the checks with the name: a good one is written (one file, mode 0600) and
+/// served by the next handshake, in JSON or as a form with the files in any order; each
+/// broken case is refused with its code and the version serving stays; entries of other
+/// tools are not touched; DELETE removes only what an upload wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_checked_written_and_served() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let chains = ChainPki::new();
+    let (proxy, _imap, store) = upload_proxy(root, &chains).await;
+    let (admin, imaps) = (proxy.admin.unwrap(), proxy.addr("imaps"));
+    let name = "mail.example.net";
+
+    let v1 = chains.leaf_with(&[name], (-1, 200), 11);
+    let body = serde_json::json!({ "certificate": chains.fullchain(&v1), "key": v1.key });
+    let (code, answer) = put_json(admin, name, &body, root).await;
+    assert_eq!(code, 201, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["entry"]["entry"], "mail.example.net.pem", "{answer}");
+    assert_eq!(answer["entry"]["state"], "serving");
+    let der = |leaf: &common::chains::Leaf| common::pki::first_der(leaf.cert.as_bytes());
+    assert_eq!(
+        served_der(imaps, name).await.unwrap(),
+        der(&v1),
+        "served at once"
+    );
+    let file = store.join("mail.example.net.pem");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A form, the key first and the chain in its own file, as a panel's upload.
+    let v2 = chains.leaf_with(&[name], (-1, 250), 12);
+    let key = chains.write("v2.key", &v2.key);
+    let cert = chains.write("v2.crt", &v2.cert);
+    let inter = chains.path("inter.pem");
+    let form = [
+        "-X".to_owned(),
+        "PUT".to_owned(),
+        "-F".to_owned(),
+        format!("key=@{}", key.display()),
+        "-F".to_owned(),
+        format!("chain=@{}", inter.display()),
+        "-F".to_owned(),
+        format!("certificate=@{}", cert.display()),
+    ];
+    let form: Vec<&str> = form.iter().map(String::as_str).collect();
+    let (code, answer) = curl(&url(admin, &format!("/api/v1/certs/{name}")), &form).await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(served_der(imaps, name).await.unwrap(), der(&v2));
+    let written = std::fs::read(&file).unwrap();
+
+    // Each broken case: refused with its code, nothing written, v2 still served.
+    let other = chains.leaf(&[name]);
+    let expired = chains.leaf_with(&[name], (-300, -1), 13);
+    let early = chains.leaf_with(&[name], (5, 300), 14);
+    let wrong_name = chains.leaf(&["other.example.net"]);
+    let v3 = chains.leaf_with(&[name], (-1, 300), 15);
+    common::chains::openssl(
+        chains.tmp.path(),
+        &[
+            "pkey",
+            "-in",
+            "v2.key",
+            "-aes256",
+            "-passout",
+            "pass:secret",
+            "-out",
+            "v2.enc",
+        ],
+    );
+    let encrypted = std::fs::read_to_string(chains.path("v2.enc")).unwrap();
+    let cases = [
+        (
+            "key-mismatch",
+            chains.fullchain(&v3),
+            Some(other.key.clone()),
+        ),
+        (
+            "expired",
+            chains.fullchain(&expired),
+            Some(expired.key.clone()),
+        ),
+        (
+            "not-yet-valid",
+            chains.fullchain(&early),
+            Some(early.key.clone()),
+        ),
+        (
+            "name-mismatch",
+            chains.fullchain(&wrong_name),
+            Some(wrong_name.key.clone()),
+        ),
+        ("chain-incomplete", v3.cert.clone(), Some(v3.key.clone())),
+        ("no-key", chains.fullchain(&v3), None),
+        ("encrypted-key", chains.fullchain(&v2), Some(encrypted)),
+        ("no-certificate", "hello".to_owned(), Some(v3.key.clone())),
+    ];
+    for (want, certificate, key) in cases {
+        let body = serde_json::json!({ "certificate": certificate, "key": key });
+        let (code, answer) = put_json(admin, name, &body, root).await;
+        assert_eq!(code, 422, "{want}: {answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        let codes: Vec<&str> = answer["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap())
+            .collect();
+        assert!(codes.contains(&want), "{want}: {codes:?}");
+        let first = &answer["findings"][0];
+        assert!(
+            first["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "{first}"
+        );
+        assert!(
+            !first["message"].as_str().unwrap().contains("part-"),
+            "{first}"
+        );
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            written,
+            "{want}: nothing written"
+        );
+        assert_eq!(served_der(imaps, name).await.unwrap(), der(&v2), "{want}");
+    }
+
+    // Other tools' entries: not replaced.
+    std::fs::create_dir_all(store.join("certbot.example.net")).unwrap();
+    let body = serde_json::json!({ "certificate": chains.fullchain(&v3), "key": v3.key });
+    assert_eq!(
+        put_json(admin, "certbot.example.net", &body, root).await.0,
+        409
+    );
+    std::fs::write(store.join("hand.example.net.crt"), &v3.cert).unwrap();
+    assert_eq!(
+        put_json(admin, "hand.example.net", &body, root).await.0,
+        409
+    );
+    std::fs::write(store.join("pem.example.net.pem"), "").unwrap();
+    let delete = ["-X", "DELETE"];
+    let (code, _) = curl(&url(admin, "/api/v1/certs/pem.example.net"), &delete).await;
+    assert_eq!(code, 409, "not written by the admin interface");
+    assert_eq!(
+        curl(&url(admin, "/api/v1/certs/*.example.net"), &delete)
+            .await
+            .0,
+        400
+    );
+
+    // DELETE: gone, and the name falls back to the server-wide certificate.
+    let (code, answer) = curl(&url(admin, &format!("/api/v1/certs/{name}")), &delete).await;
+    assert_eq!(code, 204, "{answer}");
+    assert!(!file.exists());
+    assert_eq!(names_for(imaps, Some(name)).await, ["server.com"]);
+    assert_eq!(
+        curl(&url(admin, &format!("/api/v1/certs/{name}")), &delete)
+            .await
+            .0,
+        404
+    );
 }

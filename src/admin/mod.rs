@@ -10,6 +10,7 @@
 
 mod auth;
 mod routes;
+mod upload;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -80,6 +81,8 @@ pub(crate) struct State {
     pub recorder: Arc<Recorder>,
     pub ready: Arc<AtomicBool>,
     pub store: Arc<Store>,
+    /// Uploads and removals, one at a time.
+    pub uploads: tokio::sync::Mutex<()>,
 }
 
 impl Admin {

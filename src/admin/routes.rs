@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{middleware, Router};
 use serde::Serialize;
 
@@ -25,6 +25,10 @@ pub fn router(state: Arc<super::State>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/certs", get(certs))
+        .route(
+            "/api/v1/certs/{name}",
+            put(super::upload::put).delete(super::upload::delete),
+        )
         .route("/api/v1/fallback-names", get(fallback_names))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),

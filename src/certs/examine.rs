@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
 use super::check::{Code, Domain, Finding, Severity, Trust};
 use super::discover::{Held, Layout, Source};
 use super::load::{self, Contents, Context, Leaf, LoadError, Role};
@@ -16,6 +19,49 @@ pub struct Examined {
     pub findings: Vec<Finding>,
     /// The leaf, when one could be read.
     pub leaf: Option<Box<Leaf>>,
+    /// The chain the store would serve (leaf first, completed from `issuers_dir`, without a
+    /// root), when the loader took the files; empty when it refused them.
+    pub chain: Vec<CertificateDer<'static>>,
+}
+
+impl Examined {
+    /// Whether any finding is an error.
+    pub fn refused(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+}
+
+/// The entry `examined` made of `contents` (the files' bytes), as one canonical PEM file:
+/// the chain the store would serve, then the key that goes with its leaf. `None` when
+/// there is no served chain or no key for it.
+pub fn canonical_pem(contents: &[Vec<u8>], examined: &Examined) -> Option<String> {
+    let leaf = examined.chain.first()?;
+    let provider = crate::tls::provider();
+    let keys = contents
+        .iter()
+        .filter_map(|bytes| super::pieces::read(bytes).ok())
+        .flat_map(|pieces| pieces.keys);
+    let key = keys.into_iter().find(|key| {
+        super::resolver::signing_key(key.clone_key(), &provider).is_ok_and(|signing| {
+            CertifiedKey::new(vec![leaf.clone()], signing)
+                .keys_match()
+                .is_ok()
+        })
+    })?;
+    let label = match &key {
+        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => "PRIVATE KEY",
+    };
+    let mut text = String::new();
+    for der in &examined.chain {
+        text.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec())));
+    }
+    text.push_str(&pem::encode(&pem::Pem::new(
+        label,
+        key.secret_der().to_vec(),
+    )));
+    Some(text)
 }
 
 /// Files that cannot be examined at all (exit status 2).
@@ -56,6 +102,7 @@ pub fn examine(
         return Ok(Examined {
             findings,
             leaf: None,
+            chain: Vec::new(),
         });
     };
     let ctx = Context {
@@ -66,8 +113,10 @@ pub fn examine(
         name,
         explicit: true,
     });
+    let mut chain = Vec::new();
     let leaf = match load::parse(&source, &contents, &ctx, Role::Check(domain)) {
         Ok(loaded) => {
+            chain = loaded.certified.cert.clone();
             let leaf = loaded.certified.cert.first().and_then(|der| {
                 let facts = super::check::CertFacts::parse(der).ok()?;
                 Some(Box::new(Leaf {
@@ -91,7 +140,11 @@ pub fn examine(
         findings.retain(|f| f.code != Code::NoKey);
     }
     findings.sort_by_key(|f| f.severity);
-    Ok(Examined { findings, leaf })
+    Ok(Examined {
+        findings,
+        leaf,
+        chain,
+    })
 }
 
 /// The files as one entry: the certificate is the first file holding a server

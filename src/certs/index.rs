@@ -28,9 +28,18 @@ pub struct Served {
     pub not_after: i64,
     /// The errors it serves with ([`Problems`]): a version without any ranks first.
     pub problems: Problems,
+    /// The chain and key the resolver hands out, for whoever must know which certificate
+    /// serves (an upload waiting for its own); `None` in tests of the index alone.
+    pub certified: Option<Arc<rustls::sign::CertifiedKey>>,
 }
 
 impl Served {
+    /// The DER of the leaf it serves.
+    pub fn certified_leaf(&self) -> Option<Vec<u8>> {
+        let certified = self.certified.as_ref()?;
+        certified.cert.first().map(|der| der.to_vec())
+    }
+
     /// Its problems at `now`, the dates' included (a version expires while it serves).
     pub fn problems_at(&self, now: i64) -> Problems {
         self.problems.at(self.not_before, self.not_after, now)
@@ -259,6 +268,7 @@ mod tests {
             not_before: 0,
             not_after,
             problems: Problems::default(),
+            certified: None,
         })
     }
 

@@ -335,6 +335,7 @@ fn parse_entry(
         not_before,
         not_after,
         problems,
+        certified: Some(Arc::clone(&certified)),
     });
     Ok(Loaded {
         source: source.clone(),
