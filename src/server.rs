@@ -217,6 +217,7 @@ impl Server {
                 ready: Arc::clone(&self.ready),
                 store: Arc::clone(&self.shared.store),
                 uploads: tokio::sync::Mutex::new(()),
+                tls: false,
             };
             // Not tracked: the admin interface does not hold up the drain.
             tokio::spawn(fallback::run(rx, names, stop.stop_accepting.clone()));

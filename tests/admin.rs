@@ -296,6 +296,11 @@ async fn uploads_are_checked_written_and_served() {
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["entry"]["entry"], "mail.example.net.pem", "{answer}");
     assert_eq!(answer["entry"]["state"], "serving");
+    assert_eq!(
+        answer["entry"]["codes"],
+        serde_json::json!([]),
+        "written as the store likes it"
+    );
     let der = |leaf: &common::chains::Leaf| common::pki::first_der(leaf.cert.as_bytes());
     assert_eq!(
         served_der(imaps, name).await.unwrap(),
@@ -438,4 +443,105 @@ async fn uploads_are_checked_written_and_served() {
             .0,
         404
     );
+}
+
+/// Headless Chromium (Debian's `chromium`) loading `url`: the DOM it built.
+async fn chromium_dom(url: &str, profile: &Path) -> String {
+    let profile = format!("--user-data-dir={}", profile.display());
+    let run = client::run(
+        "chromium",
+        &[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &profile,
+            "--dump-dom",
+            url,
+        ],
+    )
+    .await;
+    assert_eq!(run.status, Some(0), "chromium: {}", run.stderr);
+    run.stdout
+}
+
+/// The page: the form's upload installs a certificate and the page shows its row; a
+/// refused one shows each finding with its fix and installs nothing; a post from another
+/// site is refused; a real browser renders the table, the search and the names served the
+/// server-wide certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_uploads_and_shows_in_a_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let chains = ChainPki::new();
+    let (proxy, _imap, store) = upload_proxy(root, &chains).await;
+    let (admin, imaps) = (proxy.admin.unwrap(), proxy.addr("imaps"));
+    let name = "mail.example.net";
+    let origin = format!("Origin: http://{admin}");
+
+    let leaf = chains.leaf_with(&[name], (-1, 200), 21);
+    let cert = chains.write("page.crt", &chains.fullchain(&leaf));
+    let key = chains.write("page.key", &leaf.key);
+    let form = |cert: &Path, key: &Path| {
+        vec![
+            "-H".to_owned(),
+            origin.clone(),
+            "-F".to_owned(),
+            format!("name={name}"),
+            "-F".to_owned(),
+            format!("certificate=@{}", cert.display()),
+            "-F".to_owned(),
+            format!("key=@{}", key.display()),
+        ]
+    };
+    let args = form(&cert, &key);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, html) = curl(&url(admin, "/upload"), &args).await;
+    assert_eq!(code, 201, "{html}");
+    assert!(html.contains("Installed: mail.example.net"), "{html}");
+    assert!(
+        html.contains("<tr class=\"mine\"><td>mail.example.net.pem</td>"),
+        "{html}"
+    );
+    assert_eq!(
+        served_der(imaps, name).await.unwrap(),
+        common::pki::first_der(leaf.cert.as_bytes())
+    );
+
+    let expired = chains.leaf_with(&[name], (-300, -1), 22);
+    let old = chains.write("old.crt", &chains.fullchain(&expired));
+    let old_key = chains.write("old.key", &expired.key);
+    let args = form(&old, &old_key);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, html) = curl(&url(admin, "/upload"), &args).await;
+    assert_eq!(code, 422, "{html}");
+    assert!(html.contains("Not installed: mail.example.net"), "{html}");
+    assert!(
+        html.contains("<code>expired</code>") && html.contains("Fix: "),
+        "{html}"
+    );
+    assert_eq!(
+        served_der(imaps, name).await.unwrap(),
+        common::pki::first_der(leaf.cert.as_bytes()),
+        "the certificate in use stays"
+    );
+
+    let mut args = form(&cert, &key);
+    args[1] = "Origin: http://evil.example".to_owned();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(curl(&url(admin, "/upload"), &args).await.0, 403);
+
+    // A name nothing covers, for the page's list; then the page in a browser.
+    names_for(imaps, Some("nocert.customer.test")).await;
+    let dom = chromium_dom(&url(admin, "/?q=mail"), &root.join("chromium")).await;
+    assert!(dom.contains("<td>mail.example.net.pem</td>"), "{dom}");
+    assert!(dom.contains("<td class=\"serving\">serving</td>"), "{dom}");
+    assert!(dom.contains("1 of 1 entries"), "{dom}");
+    assert!(dom.contains("<td>nocert.customer.test</td>"), "{dom}");
+    assert!(dom.contains("action=\"/upload\""), "{dom}");
+    assert!(store.join("mail.example.net.pem").exists());
 }

@@ -65,6 +65,19 @@ pub async fn require(
     }
     tracing::warn!(path = %request.uri().path(), "admin: request without the right token");
     tokio::time::sleep(FAILED_DELAY).await;
+    let browser = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if browser {
+        let page = super::page::login_page(offered(request.headers()).is_some());
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(page.into_string()),
+        )
+            .into_response();
+    }
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],

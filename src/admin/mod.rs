@@ -9,6 +9,7 @@
 //! connections keep ([`crate::metrics`]).
 
 mod auth;
+mod page;
 mod routes;
 mod upload;
 
@@ -83,6 +84,8 @@ pub(crate) struct State {
     pub store: Arc<Store>,
     /// Uploads and removals, one at a time.
     pub uploads: tokio::sync::Mutex<()>,
+    /// Whether it speaks HTTPS (the page's cookie is then `Secure`).
+    pub tls: bool,
 }
 
 impl Admin {
@@ -129,6 +132,7 @@ impl Admin {
         };
         let state = Arc::new(State {
             token: self.token,
+            tls: tls.is_some(),
             ..state
         });
         let router = routes::router(Arc::clone(&state));

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{middleware, Router};
 use serde::Serialize;
 
@@ -22,6 +22,8 @@ type Shared = State<Arc<super::State>>;
 
 pub fn router(state: Arc<super::State>) -> Router {
     let guarded = Router::new()
+        .route("/", get(super::page::index))
+        .route("/upload", post(super::page::upload_form))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/certs", get(certs))
@@ -36,6 +38,7 @@ pub fn router(state: Arc<super::State>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/login", post(super::page::login))
         .merge(guarded)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -11,6 +11,7 @@
 //! only what an upload put there.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +52,7 @@ struct Refused<'a> {
 
 /// An answer that ends a request early: a status and what it says.
 #[derive(Debug)]
-struct Early(StatusCode, String);
+pub(super) struct Early(pub StatusCode, pub String);
 
 impl IntoResponse for Early {
     fn into_response(self) -> Response {
@@ -63,72 +64,109 @@ fn early_internal(what: &str) -> Early {
     Early(StatusCode::INTERNAL_SERVER_ERROR, what.to_owned())
 }
 
+/// What an upload came to.
+pub(super) enum Outcome {
+    /// Written, and served: the report's row for it, and the warnings.
+    Written {
+        row: Option<Box<crate::certs::Row>>,
+        warnings: Vec<Finding>,
+    },
+    /// Refused by the checks: every finding.
+    Refused(Vec<Finding>),
+    /// Not looked at, or failed on the way (the status says which).
+    Failed(Early),
+}
+
 /// `PUT /api/v1/certs/{name}`.
 pub async fn put(
     State(state): State<Arc<super::State>>,
     axum::extract::Path(name): axum::extract::Path<String>,
     request: Request,
 ) -> Response {
-    let name = match entry_name(&name) {
-        Ok(name) => name,
-        Err(early) => return early.into_response(),
-    };
     let parts = match parts_of(request, &state).await {
         Ok(parts) => parts,
         Err(early) => return early.into_response(),
     };
+    match upload(&state, &name, parts).await {
+        Outcome::Written { row, warnings } => {
+            let body = serde_json::json!({ "entry": row, "warnings": warnings });
+            (StatusCode::CREATED, json(&body)).into_response()
+        }
+        Outcome::Refused(findings) => {
+            let body = Refused {
+                error: "refused: the certificate was not written; each finding says how to fix it",
+                findings: &findings,
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, json(&body)).into_response()
+        }
+        Outcome::Failed(early) => early.into_response(),
+    }
+}
+
+/// Checks `parts` as the entry `name`, writes it when nothing is an error, and waits until
+/// handshakes for the name are served it: the upload of the API and of the page.
+pub(super) async fn upload(
+    state: &super::State,
+    name: &str,
+    parts: Vec<(String, Vec<u8>)>,
+) -> Outcome {
+    let name = match entry_name(name) {
+        Ok(name) => name,
+        Err(early) => return Outcome::Failed(early),
+    };
+    if parts.is_empty() {
+        return Outcome::Failed(Early(
+            StatusCode::BAD_REQUEST,
+            "nothing was sent: give the certificate (with its chain) and its key".into(),
+        ));
+    }
     let _one_at_a_time = state.uploads.lock().await;
     let dir = state.config.certs.dir.clone();
     if let Some(why) = not_ours(&dir, &name) {
-        return conflict(&why);
+        return Outcome::Failed(Early(StatusCode::CONFLICT, why));
     }
     let certs = state.config.certs.clone();
     let domain = name.clone();
     let checked = tokio::task::spawn_blocking(move || check(&certs, &domain, parts)).await;
     let (examined, pem) = match checked {
         Ok(Ok(checked)) => checked,
-        Ok(Err(early)) => return early.into_response(),
-        Err(_) => return internal("the checks failed unexpectedly; see the log"),
+        Ok(Err(early)) => return Outcome::Failed(early),
+        Err(_) => return Outcome::Failed(early_internal("the checks failed unexpectedly")),
     };
-    if examined.refused() || pem.is_none() {
-        let body = Refused {
-            error: "refused: the certificate was not written; each finding says how to fix it",
-            findings: &examined.findings,
-        };
-        return (StatusCode::UNPROCESSABLE_ENTITY, json(&body)).into_response();
-    }
-    let pem = pem.expect("checked above");
+    let Some(pem) = pem.filter(|_| !examined.refused()) else {
+        return Outcome::Refused(examined.findings);
+    };
     let leaf = examined.chain[0].to_vec();
     let since = Instant::now();
     let written = {
         let (dir, name) = (dir.clone(), name.clone());
         tokio::task::spawn_blocking(move || write_entry(&dir, &name, pem.as_bytes())).await
     };
+    let file = dir.join(format!("{name}.pem"));
     match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            return internal(&format!(
-                "cannot write {}: {e}",
-                dir.join(format!("{name}.pem")).display()
-            ))
+            let why = format!("cannot write {}: {e}", file.display());
+            return Outcome::Failed(early_internal(&why));
         }
-        Err(_) => return internal("writing the entry failed unexpectedly"),
+        Err(_) => return Outcome::Failed(early_internal("writing the entry failed unexpectedly")),
     }
     let id = format!("{name}.pem");
-    let served = served_when(&state, &name, since, |served| {
+    let served = served_when(state, &name, since, |served| {
         served.is_some_and(|(id_now, der)| id_now == id && der == leaf)
     })
     .await;
     if !served {
-        return internal(&format!(
+        return Outcome::Failed(early_internal(&format!(
             "{id} was written, but handshakes for {name} were not served it within {}s: \
              `mailfront certs` or GET /api/v1/certs shows what serves {name} and why",
             SERVED_WITHIN.as_secs()
-        ));
+        )));
     }
-    let row = row_of(&state, &id).await;
-    let body = serde_json::json!({ "entry": row, "warnings": examined.findings });
-    (StatusCode::CREATED, json(&body)).into_response()
+    Outcome::Written {
+        row: row_of(state, &id).await,
+        warnings: examined.findings,
+    }
 }
 
 /// `DELETE /api/v1/certs/{name}`.
@@ -305,8 +343,16 @@ fn check(
         tempfile::tempdir().map_err(|e| early_internal(&format!("no temporary directory: {e}")))?;
     let mut files = Vec::with_capacity(parts.len());
     for (i, (_, bytes)) in parts.iter().enumerate() {
+        // Private to the process, as the entry will be: the upload's own file modes are
+        // not the operator's to fix.
         let path = tmp.path().join(format!("part-{i}"));
-        std::fs::write(&path, bytes).map_err(|e| early_internal(&format!("cannot stage: {e}")))?;
+        let staged = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes));
+        staged.map_err(|e| early_internal(&format!("cannot stage: {e}")))?;
         files.push(path);
     }
     let mut examined = match crate::certs::examine(&files, Some(domain.to_owned()), trust, true) {
@@ -439,9 +485,14 @@ async fn served_when(
 }
 
 /// The report's row for entry `id`.
-async fn row_of(state: &super::State, id: &str) -> Option<crate::certs::Row> {
+async fn row_of(state: &super::State, id: &str) -> Option<Box<crate::certs::Row>> {
     let report = state.reports.get().await?;
-    report.entries.iter().find(|r| r.entry == id).cloned()
+    report
+        .entries
+        .iter()
+        .find(|r| r.entry == id)
+        .cloned()
+        .map(Box::new)
 }
 
 fn json(body: &impl Serialize) -> Response {

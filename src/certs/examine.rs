@@ -53,14 +53,14 @@ pub fn canonical_pem(contents: &[Vec<u8>], examined: &Examined) -> Option<String
         PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
         _ => "PRIVATE KEY",
     };
+    // Unix line ends: the loader notes CRLF as a repair.
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    let encode = |label: &str, der: &[u8]| pem::encode_config(&pem::Pem::new(label, der), config);
     let mut text = String::new();
     for der in &examined.chain {
-        text.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec())));
+        text.push_str(&encode("CERTIFICATE", der));
     }
-    text.push_str(&pem::encode(&pem::Pem::new(
-        label,
-        key.secret_der().to_vec(),
-    )));
+    text.push_str(&encode(label, key.secret_der()));
     Some(text)
 }
 

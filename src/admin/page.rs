@@ -1,0 +1,390 @@
+//! The operator's page at `/`: the certificates in use (the store's report) with their
+//! state and days left, a search, the names served the server-wide certificate, and the
+//! upload form; server-rendered HTML without JavaScript.
+//!
+//! With a token, a browser without it is shown a form that asks for it once (`/login`),
+//! which keeps it in an HttpOnly, SameSite=Strict cookie. Form posts are refused when the
+//! browser says they come from another site (`Origin`), so that a page elsewhere cannot
+//! make the operator's browser upload to a loopback interface.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+
+use super::auth;
+use super::upload::{upload, Early, Outcome};
+use crate::certs::check::{Finding, Severity};
+use crate::certs::{Row, State as EntryState};
+
+/// Rows shown at most; a search narrows the rest.
+const ROWS: usize = 500;
+/// Fallback names shown.
+const NAMES: usize = 50;
+
+#[derive(Debug, Deserialize)]
+pub struct Search {
+    q: Option<String>,
+}
+
+/// `GET /`.
+pub async fn index(
+    State(state): State<Arc<super::State>>,
+    Query(search): Query<Search>,
+) -> Response {
+    let query = search.q.unwrap_or_default();
+    match page(&state, &query, None).await {
+        Ok(markup) => Html(markup.into_string()).into_response(),
+        Err(early) => early.into_response(),
+    }
+}
+
+/// `POST /upload`: the form's upload, answered with the page showing its outcome.
+pub async fn upload_form(State(state): State<Arc<super::State>>, request: Request) -> Response {
+    if let Some(refused) = cross_site(request.headers()) {
+        return refused;
+    }
+    let mut form = match Multipart::from_request(request, &state).await {
+        Ok(form) => form,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("not a form: {e}\n")).into_response(),
+    };
+    let mut name = String::new();
+    let mut parts = Vec::new();
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("the form cannot be read: {e}\n"),
+                )
+                    .into_response()
+            }
+        };
+        let field_name = field.name().unwrap_or("").to_owned();
+        let label = field.file_name().unwrap_or(&field_name).to_owned();
+        let Ok(bytes) = field.bytes().await else {
+            return (StatusCode::BAD_REQUEST, "the form cannot be read\n").into_response();
+        };
+        if field_name == "name" {
+            name = String::from_utf8_lossy(&bytes).trim().to_owned();
+        } else if !bytes.iter().all(u8::is_ascii_whitespace) && parts.len() < 8 {
+            parts.push((label, bytes.to_vec()));
+        }
+    }
+    let outcome = upload(&state, &name, parts).await;
+    let status = match &outcome {
+        Outcome::Written { .. } => StatusCode::CREATED,
+        Outcome::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Outcome::Failed(Early(status, _)) => *status,
+    };
+    match page(&state, "", Some((&name, &outcome))).await {
+        Ok(markup) => (status, Html(markup.into_string())).into_response(),
+        Err(early) => early.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Login {
+    token: String,
+}
+
+/// `POST /login`: keeps a right token in the cookie and goes to the page.
+pub async fn login(
+    State(state): State<Arc<super::State>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = cross_site(&headers) {
+        return refused;
+    }
+    let token = serde_urlencoded_token(&body);
+    let Some(expected) = &state.token else {
+        return Redirect::to("/").into_response();
+    };
+    match token {
+        Some(login) if expected.matches(login.token.trim().as_bytes()) => {
+            let cookie = format!(
+                "{}={}; HttpOnly; SameSite=Strict; Path=/{}",
+                auth::COOKIE,
+                login.token.trim(),
+                if state.tls { "; Secure" } else { "" }
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        _ => {
+            tokio::time::sleep(auth::FAILED_DELAY).await;
+            (
+                StatusCode::UNAUTHORIZED,
+                Html(login_page(true).into_string()),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn serde_urlencoded_token(body: &[u8]) -> Option<Login> {
+    let text = std::str::from_utf8(body).ok()?;
+    let value = text
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    let decoded = percent_decode(value)?;
+    Some(Login { token: decoded })
+}
+
+/// Decodes `application/x-www-form-urlencoded` text.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A form post the browser says comes from another site: refused.
+fn cross_site(headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    (origin_host != host).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            "refused: this form was posted from another site\n",
+        )
+            .into_response()
+    })
+}
+
+/// The page that asks for the token.
+pub fn login_page(wrong: bool) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "mailfront: sign in" } (style()) }
+            body {
+                h1 { "mailfront" }
+                @if wrong { p.error { "That is not the admin token." } }
+                form method="post" action="/login" {
+                    label { "Admin token " input type="password" name="token" autofocus required; }
+                    " " button type="submit" { "Sign in" }
+                }
+            }
+        }
+    }
+}
+
+async fn page(
+    state: &super::State,
+    query: &str,
+    uploaded: Option<(&str, &Outcome)>,
+) -> Result<Markup, Early> {
+    let report = state.reports.get().await.ok_or_else(|| {
+        Early(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the certificate report is not available yet; reload the page".into(),
+        )
+    })?;
+    let needle = query.trim().to_ascii_lowercase();
+    let matches = |row: &&Row| {
+        needle.is_empty()
+            || row.entry.to_ascii_lowercase().contains(&needle)
+            || row.names.iter().any(|n| n.contains(&needle))
+    };
+    let rows: Vec<&Row> = report.entries.iter().filter(matches).collect();
+    let names = state
+        .names
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .top();
+    let summary = state.store.summary();
+    let (serving, degraded, refused) = summary.tally;
+    Ok(html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "mailfront: " (state.config.server.name) }
+                (style())
+            }
+            body {
+                h1 { "mailfront on " (state.config.server.name) }
+                p.summary {
+                    (serving) " serving, " (degraded) " serving with errors, " (refused) " refused. "
+                    "Server-wide certificate: " (report.server_wide.names.join(", "))
+                    @if let Some(days) = report.server_wide.days_left { ", " (days) " days left" }
+                    "."
+                }
+                @if let Some((name, outcome)) = uploaded { (outcome_block(name, outcome)) }
+                section #upload {
+                    h2 { "Upload a certificate" }
+                    form method="post" action="/upload" enctype="multipart/form-data" {
+                        p { label { "Host name " input type="text" name="name" placeholder="mail.example.com" required; } }
+                        p.files {
+                            label { "Certificate " input type="file" name="certificate"; }
+                            label { "Chain (CA bundle) " input type="file" name="chain"; }
+                            label { "Private key " input type="file" name="key"; }
+                        }
+                        details {
+                            summary { "or paste them" }
+                            textarea name="certificate_text" rows="6" placeholder="-----BEGIN CERTIFICATE-----" {}
+                            textarea name="key_text" rows="4" placeholder="-----BEGIN PRIVATE KEY-----" {}
+                        }
+                        p { button type="submit" { "Check and install" } }
+                    }
+                    p.hint { "The files are checked as " code { "mailfront check --domain NAME" } " does; nothing is written unless every check passes." }
+                }
+                section #certificates {
+                    h2 { "Certificates in use" }
+                    form method="get" action="/" {
+                        input type="search" name="q" value=(query) placeholder="name or entry";
+                        " " button type="submit" { "Search" }
+                    }
+                    p { (rows.len()) " of " (report.entries.len()) " entries"
+                        @if rows.len() > ROWS { "; the first " (ROWS) " shown, search to narrow" } }
+                    table {
+                        thead { tr { th { "Entry" } th { "Names" } th { "State" } th { "Issuer" } th { "Key" } th { "Expires" } th { "Days left" } } }
+                        tbody {
+                            @for row in rows.iter().take(ROWS) { (row_html(row, uploaded.map(|u| u.0))) }
+                        }
+                    }
+                }
+                section #fallback {
+                    h2 { "Names served the server-wide certificate" }
+                    @if names.is_empty() {
+                        p { "None since the start: every name clients asked for has its certificate." }
+                    } @else {
+                        p { "Clients asked for these names and got the server-wide certificate (a name mismatch for them): they need a certificate." }
+                        table {
+                            thead { tr { th { "Name" } th { "Listener" } th { "Handshakes" } th { "Last seen" } } }
+                            tbody {
+                                @for seen in names.iter().take(NAMES) {
+                                    tr { td { (seen.name) } td { (seen.listener) } td.num { (seen.count) } td { (date(seen.last_seen)) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn outcome_block(name: &str, outcome: &Outcome) -> Markup {
+    match outcome {
+        Outcome::Written { row, warnings } => html! {
+            section.outcome.ok #outcome {
+                h2 { "Installed: " (name) " is now served this certificate" }
+                @if let Some(row) = row {
+                    table { tbody { (row_html(row, Some(name))) } }
+                }
+                @if !warnings.is_empty() { (findings_html(warnings)) }
+            }
+        },
+        Outcome::Refused(findings) => html! {
+            section.outcome.refused #outcome {
+                h2 { "Not installed: " (name) }
+                p { "Nothing was written; the certificate in use stays. Fix these and upload again:" }
+                (findings_html(findings))
+            }
+        },
+        Outcome::Failed(Early(_, why)) => html! {
+            section.outcome.refused #outcome {
+                h2 { "Not installed: " (name) }
+                p { (why) }
+            }
+        },
+    }
+}
+
+fn findings_html(findings: &[Finding]) -> Markup {
+    html! {
+        ul.findings {
+            @for f in findings {
+                li class=(match f.severity { Severity::Error => "error", Severity::Warning => "warning" }) {
+                    strong { (f.severity.as_str()) " " code { (f.code.as_str()) } } ": " (f.message)
+                    br; span.fix { "Fix: " (f.fix) }
+                }
+            }
+        }
+    }
+}
+
+fn row_html(row: &Row, highlight: Option<&str>) -> Markup {
+    let (class, word) = match row.state {
+        EntryState::Serving => ("serving", "serving"),
+        EntryState::ServingWithErrors => ("degraded", "serving with errors"),
+        EntryState::Superseded => ("superseded", "superseded"),
+        EntryState::Refused => ("refused", "refused"),
+        EntryState::Absent => ("refused", "absent"),
+    };
+    let soon = row.days_left.is_some_and(|d| d < 30);
+    let mine = highlight.is_some_and(|h| row.entry == format!("{h}.pem"));
+    html! {
+        tr.mine[mine] {
+            td { (row.entry) }
+            td { (row.names.join(", ")) }
+            td class=(class) { (word) @if !row.codes.is_empty() { " (" (row.codes.join(", ")) ")" } }
+            td { (row.issuer.as_deref().unwrap_or("-")) }
+            td { (row.key.as_deref().unwrap_or("-")) }
+            td { (row.not_after.as_deref().unwrap_or("-")) }
+            td.num.soon[soon] { @if let Some(d) = row.days_left { (d) @if soon { " (soon)" } } @else { "-" } }
+        }
+    }
+}
+
+fn date(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn style() -> Markup {
+    html! {
+        style { (maud::PreEscaped(CSS)) }
+    }
+}
+
+/// Colours that also read in text: every state is written out, the colour only helps.
+const CSS: &str = "
+body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .3em .6em; border-bottom: 1px solid #ddd; vertical-align: top; }
+td.num { text-align: right; }
+.serving { color: #0a6b2d; } .degraded, .soon { color: #9a5b00; font-weight: 600; }
+.refused, .error { color: #b00020; font-weight: 600; } .superseded { color: #666; }
+tr.mine { background: #eef6ff; }
+.outcome { border: 2px solid #ccc; padding: .2em 1em 1em; }
+.outcome.ok { border-color: #0a6b2d; } .outcome.refused { border-color: #b00020; }
+.fix { color: #444; } .hint { color: #555; }
+p.files label { display: inline-block; margin-right: 1.5em; }
+textarea { width: 100%; font-family: monospace; margin: .3em 0; }
+";
