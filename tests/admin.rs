@@ -545,3 +545,90 @@ async fn the_page_uploads_and_shows_in_a_browser() {
     assert!(dom.contains("action=\"/upload\""), "{dom}");
     assert!(store.join("mail.example.net.pem").exists());
 }
+
+/// A flood of random names (a scanner) among real ones: the report keeps the real names at
+/// its top and never holds more than its capacity.
+#[tokio::test(flavor = "multi_thread")]
+async fn fallback_names_under_a_flood_of_random_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (proxy, _imap) = proxy_with_admin(tmp.path(), "bind = \"127.0.0.1:0\"").await;
+    let (admin, imaps) = (proxy.admin.unwrap(), proxy.addr("imaps"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8u32 {
+        tasks.spawn(async move {
+            for i in 0..200u32 {
+                let name = match i % 10 {
+                    0 => "mail.real-customer.test".to_owned(),
+                    1 if i % 20 == 1 => "imap.second-customer.test".to_owned(),
+                    _ => format!("x{worker}-{i}.scan.invalid"),
+                };
+                let opts = client::Opts {
+                    sni: Some(name),
+                    ..client::Opts::default()
+                };
+                let _ = client::connect(imaps, &opts).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    // The names reach the report through a queue: wait until the last ones are counted.
+    let mut body = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (_, text) = curl(&url(admin, "/api/v1/fallback-names"), &[]).await;
+        body = serde_json::from_str(&text).unwrap();
+        let total: u64 = body["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["count"].as_u64().unwrap() - n["error"].as_u64().unwrap())
+            .sum();
+        if total > 0 && body["names"][0]["count"].as_u64() >= Some(160) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names = body["names"].as_array().unwrap();
+    assert!(names.len() <= 1000, "bounded: {}", names.len());
+    assert_eq!(names[0]["name"], "mail.real-customer.test", "{body}");
+    assert_eq!(names[0]["count"], 160);
+    assert_eq!(names[1]["name"], "imap.second-customer.test", "{body}");
+    assert_eq!(body["dropped"], 0);
+}
+
+/// On a unix socket, and against hostile requests: a body over 1 MiB is refused and the
+/// proxy keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_socket_and_bounded_bodies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("admin.sock");
+    let admin = format!("bind = \"unix:{}\"", socket.display());
+    let (proxy, _imap) = proxy_with_admin(tmp.path(), &admin).await;
+    assert!(proxy.admin.is_none(), "no TCP address");
+    let mode = std::fs::metadata(&socket).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o660
+    );
+    let sock = socket.display().to_string();
+    let (code, body) = curl("http://admin/healthz", &["--unix-socket", &sock]).await;
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    let big = tmp.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 2 << 20]).unwrap();
+    let data = format!("@{}", big.display());
+    let args = [
+        "--unix-socket",
+        &sock,
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &data,
+    ];
+    let (code, _) = curl("http://admin/api/v1/certs/mail.example.com", &args).await;
+    assert_eq!(code, 413, "a body over 1 MiB");
+    assert_eq!(
+        names_for(proxy.addr("imaps"), Some("mail.example.com")).await,
+        ["mail.example.com"]
+    );
+}

@@ -58,17 +58,16 @@ pub async fn upload_form(State(state): State<Arc<super::State>>, request: Reques
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("the form cannot be read: {e}\n"),
-                )
-                    .into_response()
+                return (e.status(), format!("the form cannot be read: {e}\n")).into_response()
             }
         };
         let field_name = field.name().unwrap_or("").to_owned();
         let label = field.file_name().unwrap_or(&field_name).to_owned();
-        let Ok(bytes) = field.bytes().await else {
-            return (StatusCode::BAD_REQUEST, "the form cannot be read\n").into_response();
+        let bytes = match field.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return (e.status(), format!("the form cannot be read: {e}\n")).into_response()
+            }
         };
         if field_name == "name" {
             name = String::from_utf8_lossy(&bytes).trim().to_owned();

@@ -258,7 +258,7 @@ async fn parts_of(
         while let Some(field) = form
             .next_field()
             .await
-            .map_err(|e| bad(format!("the form cannot be read: {e}")))?
+            .map_err(|e| Early(e.status(), format!("the form cannot be read: {e}")))?
         {
             let label = field
                 .file_name()
@@ -268,7 +268,7 @@ async fn parts_of(
             let bytes = field
                 .bytes()
                 .await
-                .map_err(|e| bad(format!("{label} cannot be read: {e}")))?;
+                .map_err(|e| Early(e.status(), format!("{label} cannot be read: {e}")))?;
             if !bytes.iter().all(u8::is_ascii_whitespace) {
                 parts.push((label, bytes.to_vec()));
             }
@@ -283,7 +283,7 @@ async fn parts_of(
     }
     let body = Bytes::from_request(request, state)
         .await
-        .map_err(|e| bad(format!("the body cannot be read: {e}")))?;
+        .map_err(|e| Early(e.status(), format!("the body cannot be read: {e}")))?;
     let upload: Json = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "send JSON {{\"certificate\": PEM, \"key\": PEM}} or a multipart form: {e}"
