@@ -632,3 +632,86 @@ async fn unix_socket_and_bounded_bodies() {
         ["mail.example.com"]
     );
 }
+
+/// A PKCS#12 bundle with its password, as IIS and Windows export it (AES, the default of
+/// OpenSSL 3 and Windows 10, and legacy 3DES): converted on upload and served; a wrong or
+/// missing password is refused as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn pfx_uploads_with_their_password() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let chains = ChainPki::new();
+    let (proxy, _imap, _store) = upload_proxy(root, &chains).await;
+    let (admin, imaps) = (proxy.admin.unwrap(), proxy.addr("imaps"));
+    let name = "exchange.example.net";
+    let pfx = |n: u64, legacy: bool| {
+        let leaf = chains.leaf_with(&[name], (-1, 200), n);
+        chains.write(&format!("{n}.crt"), &leaf.cert);
+        chains.write(&format!("{n}.key"), &leaf.key);
+        let (out, cert, key) = (format!("{n}.pfx"), format!("{n}.crt"), format!("{n}.key"));
+        let mut args = vec![
+            "pkcs12",
+            "-export",
+            "-out",
+            &out,
+            "-inkey",
+            &key,
+            "-in",
+            &cert,
+            "-certfile",
+            "inter.pem",
+            "-passout",
+            "pass:s3cret",
+        ];
+        if legacy {
+            args.extend([
+                "-certpbe",
+                "PBE-SHA1-3DES",
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-macalg",
+                "sha1",
+            ]);
+        }
+        common::chains::openssl(chains.tmp.path(), &args);
+        (leaf, chains.path(&out))
+    };
+    let der = |leaf: &common::chains::Leaf| common::pki::first_der(leaf.cert.as_bytes());
+    let path = format!("/api/v1/certs/{name}");
+
+    let (aes, file) = pfx(31, false);
+    let form = format!("certificate=@{}", file.display());
+    let args = ["-X", "PUT", "-F", &form, "-F", "password=s3cret"];
+    let (code, answer) = curl(&url(admin, &path), &args).await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(served_der(imaps, name).await.unwrap(), der(&aes));
+
+    let (tdes, file) = pfx(32, true);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&file).unwrap());
+    let body = serde_json::json!({ "pfx": b64, "password": "s3cret" });
+    let (code, answer) = put_json(admin, name, &body, root).await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(served_der(imaps, name).await.unwrap(), der(&tdes));
+
+    for (password, says) in [
+        (Some("wrong"), "the password does not open it"),
+        (None, "needs its password"),
+    ] {
+        let mut body = serde_json::json!({ "pfx": b64 });
+        if let Some(p) = password {
+            body["password"] = p.into();
+        }
+        let (code, answer) = put_json(admin, name, &body, root).await;
+        assert_eq!(code, 422, "{answer}");
+        assert!(
+            answer.contains("\"pkcs12\"") && answer.contains(says),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        served_der(imaps, name).await.unwrap(),
+        der(&tdes),
+        "still served"
+    );
+}

@@ -51,7 +51,7 @@ pub async fn upload_form(State(state): State<Arc<super::State>>, request: Reques
         Ok(form) => form,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("not a form: {e}\n")).into_response(),
     };
-    let mut name = String::new();
+    let (mut name, mut password) = (String::new(), None);
     let mut parts = Vec::new();
     loop {
         let field = match form.next_field().await {
@@ -71,11 +71,14 @@ pub async fn upload_form(State(state): State<Arc<super::State>>, request: Reques
         };
         if field_name == "name" {
             name = String::from_utf8_lossy(&bytes).trim().to_owned();
+        } else if field_name == "password" {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            password = Some(text).filter(|p| !p.is_empty());
         } else if !bytes.iter().all(u8::is_ascii_whitespace) && parts.len() < 8 {
             parts.push((label, bytes.to_vec()));
         }
     }
-    let outcome = upload(&state, &name, parts).await;
+    let outcome = upload(&state, &name, (parts, password)).await;
     let status = match &outcome {
         Outcome::Written { .. } => StatusCode::CREATED,
         Outcome::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -242,6 +245,8 @@ async fn page(
                             label { "Chain (CA bundle) " input type="file" name="chain"; }
                             label { "Private key " input type="file" name="key"; }
                         }
+                        p.hint { "A .pfx or .p12 (IIS, Windows) goes in Certificate, with its password here: "
+                            input type="password" name="password" autocomplete="off"; }
                         details {
                             summary { "or paste them" }
                             textarea name="certificate_text" rows="6" placeholder="-----BEGIN CERTIFICATE-----" {}

@@ -38,10 +38,17 @@ const MAX_PARTS: usize = 8;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Json {
-    certificate: String,
+    certificate: Option<String>,
     key: Option<String>,
     chain: Option<String>,
+    /// A PKCS#12 bundle, base64, with its password.
+    pfx: Option<String>,
+    password: Option<String>,
 }
+
+/// What was sent: the files (label, bytes) in any order, and the password of a PKCS#12
+/// bundle among them.
+pub(super) type Sent = (Vec<(String, Vec<u8>)>, Option<String>);
 
 /// A finding as the answer lists it.
 #[derive(Debug, Serialize)]
@@ -83,11 +90,11 @@ pub async fn put(
     axum::extract::Path(name): axum::extract::Path<String>,
     request: Request,
 ) -> Response {
-    let parts = match parts_of(request, &state).await {
-        Ok(parts) => parts,
+    let sent = match parts_of(request, &state).await {
+        Ok(sent) => sent,
         Err(early) => return early.into_response(),
     };
-    match upload(&state, &name, parts).await {
+    match upload(&state, &name, sent).await {
         Outcome::Written { row, warnings } => {
             let body = serde_json::json!({ "entry": row, "warnings": warnings });
             (StatusCode::CREATED, json(&body)).into_response()
@@ -105,11 +112,7 @@ pub async fn put(
 
 /// Checks `parts` as the entry `name`, writes it when nothing is an error, and waits until
 /// handshakes for the name are served it: the upload of the API and of the page.
-pub(super) async fn upload(
-    state: &super::State,
-    name: &str,
-    parts: Vec<(String, Vec<u8>)>,
-) -> Outcome {
+pub(super) async fn upload(state: &super::State, name: &str, (parts, password): Sent) -> Outcome {
     let name = match entry_name(name) {
         Ok(name) => name,
         Err(early) => return Outcome::Failed(early),
@@ -127,7 +130,8 @@ pub(super) async fn upload(
     }
     let certs = state.config.certs.clone();
     let domain = name.clone();
-    let checked = tokio::task::spawn_blocking(move || check(&certs, &domain, parts)).await;
+    let checked =
+        tokio::task::spawn_blocking(move || check(&certs, &domain, parts, password)).await;
     let (examined, pem) = match checked {
         Ok(Ok(checked)) => checked,
         Ok(Err(early)) => return Outcome::Failed(early),
@@ -239,10 +243,7 @@ fn entry_name(name: &str) -> Result<String, Early> {
 
 /// What was sent: a JSON body, or a multipart form whose file (or text) parts are the
 /// certificate, chain and key in any order.
-async fn parts_of(
-    request: Request,
-    state: &Arc<super::State>,
-) -> Result<Vec<(String, Vec<u8>)>, Early> {
+async fn parts_of(request: Request, state: &Arc<super::State>) -> Result<Sent, Early> {
     let kind = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -254,12 +255,13 @@ async fn parts_of(
         let mut form = Multipart::from_request(request, state)
             .await
             .map_err(|e| bad(format!("not a form: {e}")))?;
-        let mut parts = Vec::new();
+        let (mut parts, mut password) = (Vec::new(), None);
         while let Some(field) = form
             .next_field()
             .await
             .map_err(|e| Early(e.status(), format!("the form cannot be read: {e}")))?
         {
+            let is_password = field.name() == Some("password");
             let label = field
                 .file_name()
                 .or(field.name())
@@ -269,7 +271,9 @@ async fn parts_of(
                 .bytes()
                 .await
                 .map_err(|e| Early(e.status(), format!("{label} cannot be read: {e}")))?;
-            if !bytes.iter().all(u8::is_ascii_whitespace) {
+            if is_password {
+                password = Some(String::from_utf8_lossy(&bytes).into_owned());
+            } else if !bytes.iter().all(u8::is_ascii_whitespace) {
                 parts.push((label, bytes.to_vec()));
             }
             if parts.len() > MAX_PARTS {
@@ -279,26 +283,40 @@ async fn parts_of(
         if parts.is_empty() {
             return Err(bad("the form has no certificate".into()));
         }
-        return Ok(parts);
+        return Ok((parts, password));
     }
     let body = Bytes::from_request(request, state)
         .await
         .map_err(|e| Early(e.status(), format!("the body cannot be read: {e}")))?;
     let upload: Json = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
-            "send JSON {{\"certificate\": PEM, \"key\": PEM}} or a multipart form: {e}"
+            "send JSON {{\"certificate\": PEM, \"key\": PEM}} (or {{\"pfx\": BASE64, \
+             \"password\": TEXT}}) or a multipart form: {e}"
         ))
     })?;
+    let pfx = match upload.pfx {
+        Some(text) => {
+            use base64::Engine;
+            let text: String = text.split_ascii_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| bad(format!("pfx: not base64 ({e})")))?;
+            Some(("certificate.pfx".to_owned(), bytes))
+        }
+        None => None,
+    };
     let fields = [
-        ("certificate", Some(upload.certificate)),
+        ("certificate", upload.certificate),
         ("chain", upload.chain),
         ("key", upload.key),
     ];
-    Ok(fields
+    let parts = fields
         .into_iter()
         .filter_map(|(label, text)| Some((label.to_owned(), text?.into_bytes())))
+        .chain(pfx)
         .filter(|(_, bytes)| !bytes.iter().all(u8::is_ascii_whitespace))
-        .collect())
+        .collect();
+    Ok((parts, upload.password))
 }
 
 /// Why `name` cannot be written by the interface, if it cannot: its entry belongs to
@@ -331,8 +349,41 @@ fn not_ours(dir: &Path, name: &str) -> Option<String> {
 fn check(
     certs: &crate::config::CertSettings,
     domain: &str,
-    parts: Vec<(String, Vec<u8>)>,
+    mut parts: Vec<(String, Vec<u8>)>,
+    password: Option<String>,
 ) -> Result<(crate::certs::Examined, Option<String>), Early> {
+    // A PKCS#12 bundle is opened with its password (an empty one is tried without).
+    let mut unopened = Vec::new();
+    for (label, bytes) in &mut parts {
+        let opened = crate::certs::open_pkcs12(bytes, password.as_deref().unwrap_or(""));
+        match opened {
+            None => {}
+            Some(Ok(pem)) => *bytes = pem.into_bytes(),
+            Some(Err(why)) => {
+                let why = match password {
+                    Some(_) => why,
+                    None => "it needs its password".to_owned(),
+                };
+                unopened.push(Finding {
+                    code: Code::Pkcs12,
+                    severity: Severity::Error,
+                    file: PathBuf::from(&*label),
+                    message: format!("{label} is a PKCS#12 bundle (.pfx, .p12): {why}"),
+                    fix: "send its password with it: the form's password field, or \
+                          \"password\" beside \"pfx\" in JSON"
+                        .into(),
+                });
+            }
+        }
+    }
+    if !unopened.is_empty() {
+        let examined = crate::certs::Examined {
+            findings: unopened,
+            leaf: None,
+            chain: Vec::new(),
+        };
+        return Ok((examined, None));
+    }
     let trust = Trust::load(
         certs.ca_bundle.as_deref(),
         certs.issuers_dir.as_deref(),

@@ -31,6 +31,44 @@ impl Examined {
     }
 }
 
+/// A PKCS#12 bundle (`.pfx`, `.p12`: IIS and Windows exports) opened with its password, as
+/// PEM text the loader reads: its certificates, then its keys. `None` when `bytes` is not
+/// PKCS#12; an error in words when the password does not open it or it cannot be read.
+pub fn open_pkcs12(bytes: &[u8], password: &str) -> Option<Result<String, String>> {
+    use p12_keystore::{KeyStore, KeyStoreEntry, Pkcs12ImportPolicy};
+    if !matches!(
+        super::pieces::read(bytes),
+        Err(super::pieces::Unusable::Pkcs12)
+    ) {
+        return None;
+    }
+    let store = match KeyStore::from_pkcs12(bytes, password, Pkcs12ImportPolicy::Relaxed) {
+        Ok(store) => store,
+        Err(p12_keystore::error::Error::MacError(_)) => {
+            return Some(Err("the password does not open it".into()))
+        }
+        Err(e) => return Some(Err(format!("it cannot be opened ({e})"))),
+    };
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    let encode = |label: &str, der: &[u8]| pem::encode_config(&pem::Pem::new(label, der), config);
+    let (mut certs, mut keys) = (String::new(), String::new());
+    for (_, entry) in store.entries() {
+        match entry {
+            KeyStoreEntry::PrivateKeyChain(chain) => {
+                keys.push_str(&encode("PRIVATE KEY", chain.key().as_der()));
+                for cert in chain.certs() {
+                    certs.push_str(&encode("CERTIFICATE", cert.as_der()));
+                }
+            }
+            KeyStoreEntry::Certificate(cert) => {
+                certs.push_str(&encode("CERTIFICATE", cert.as_der()))
+            }
+            KeyStoreEntry::Secret(_) => {}
+        }
+    }
+    Some(Ok(certs + &keys))
+}
+
 /// The entry `examined` made of `contents` (the files' bytes), as one canonical PEM file:
 /// the chain the store would serve, then the key that goes with its leaf. `None` when
 /// there is no served chain or no key for it.

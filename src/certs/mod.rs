@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use crate::config::CertSettings;
 use catalog::{log_conflicts, Catalog, Origin};
 pub use check::now;
-pub use examine::{canonical_pem, examine, ExamineError, Examined};
+pub use examine::{canonical_pem, examine, open_pkcs12, ExamineError, Examined};
 pub use index::{Index, Match, Served};
 pub use load::LoadError;
 pub use report::{NameRow, NotEntry, Refusal, Report, Row, State};
