@@ -715,3 +715,53 @@ async fn pfx_uploads_with_their_password() {
         "still served"
     );
 }
+
+/// An operator's upload in a real browser: Debian's chromium, driven by playwright-core
+/// (`tests/browser`), chooses the files in the page's form and clicks; the page shows the
+/// row now in use; a broken certificate shows its findings with their fixes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_through_the_page_in_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let chains = ChainPki::new();
+    let (proxy, _imap, _store) = upload_proxy(root, &chains).await;
+    let (admin, imaps) = (proxy.admin.unwrap(), proxy.addr("imaps"));
+    let name = "webmail.example.net";
+    let good = chains.leaf_with(&[name], (-1, 200), 41);
+    let bad = chains.leaf_with(&[name], (-300, -1), 42);
+    let files = [
+        chains.write("good.crt", &chains.fullchain(&good)),
+        chains.write("good.key", &good.key),
+        chains.write("bad.crt", &chains.fullchain(&bad)),
+        chains.write("bad.key", &bad.key),
+    ];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/upload.mjs");
+    assert!(
+        script.with_file_name("node_modules").is_dir(),
+        "npm ci --prefix tests/browser (what .ci/run does) installs playwright-core"
+    );
+    let base = url(admin, "/");
+    let mut args = vec![script.to_str().unwrap(), &base, name];
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(files.iter().map(String::as_str));
+    let run = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .args(&args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser is done within a minute")
+    .expect("node runs");
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{out}{err}");
+    assert_eq!(
+        served_der(imaps, name).await.unwrap(),
+        common::pki::first_der(good.cert.as_bytes()),
+        "served what the page installed"
+    );
+}
