@@ -116,19 +116,38 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut catch_up = Some((HashSet::from([Scope::All]), false));
+    let mut last_report: LastReport = None;
     loop {
+        // Not kept once stale: at 100,000 entries a report is tens of megabytes.
+        if last_report
+            .as_ref()
+            .is_some_and(|(_, when, _)| when.elapsed() >= REPORT_FRESH)
+        {
+            last_report = None;
+            // Its memory, and that of the answers made from it, back to the system.
+            tokio::task::spawn_blocking(super::release_free_memory);
+        }
+        let stale = last_report
+            .as_ref()
+            .map(|(_, when, _)| tokio::time::Instant::from_std(*when + REPORT_FRESH));
         let (mut scopes, rewatch) = match catch_up.take() {
             Some(first) => first,
             None => tokio::select! {
                 Some(event) = events.recv() => collect(&watched, event, &mut events).await,
                 _ = ticker.tick() => (HashSet::from([Scope::All]), false),
                 Some(ask) = requests.recv() => {
-                    match answer(catalog, ask, &mut requests).await {
+                    match answer(catalog, ask, &mut requests, &mut last_report, store.generation()).await {
                         Some(c) => catalog = c,
                         None => return,
                     }
                     continue;
                 }
+                () = async {
+                    match stale {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => continue,
                 () = stop.cancelled() => return,
             },
         };
@@ -173,6 +192,8 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
             (catalog, w, stats, reloads)
         })
         .await;
+        // What the report said may have changed.
+        last_report = None;
         match refreshed {
             Ok((c, w, stats, counted)) => {
                 catalog = c;
@@ -204,17 +225,41 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
 /// Makes the report on a blocking thread (at 100,000 entries it takes a while) and sends it
 /// to `first` and to every request queued meanwhile; returns the catalog (`None` if the
 /// report panicked, a bug that stops the reloader as a failed refresh does).
-async fn answer(catalog: Catalog, first: Ask, more: &mut mpsc::Receiver<Ask>) -> Option<Catalog> {
-    let made = tokio::task::spawn_blocking(move || {
-        let report = Arc::new(catalog.report());
-        (catalog, report)
-    })
-    .await;
-    let (catalog, report) = match made {
-        Ok(made) => made,
-        Err(e) => {
-            tracing::error!(reason = %e, "making the certificate report failed; live reload stopped");
-            return None;
+/// A report made within this long, with no refresh since, is given again rather than made
+/// anew (at 100,000 entries making one takes most of a second; its days left move slowly).
+const REPORT_FRESH: Duration = Duration::from_secs(10);
+
+/// The last report made: the store's generation then, and when.
+type LastReport = Option<(u64, Instant, Arc<Report>)>;
+
+async fn answer(
+    catalog: Catalog,
+    first: Ask,
+    more: &mut mpsc::Receiver<Ask>,
+    last: &mut LastReport,
+    generation: u64,
+) -> Option<Catalog> {
+    let fresh = last
+        .as_ref()
+        .filter(|(made_at, when, _)| *made_at == generation && when.elapsed() < REPORT_FRESH)
+        .map(|(_, _, report)| Arc::clone(report));
+    let (catalog, report) = match fresh {
+        Some(report) => (catalog, report),
+        None => {
+            let made = tokio::task::spawn_blocking(move || {
+                let report = Arc::new(catalog.report());
+                (catalog, report)
+            })
+            .await;
+            let (catalog, report) = match made {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::error!(reason = %e, "making the certificate report failed; live reload stopped");
+                    return None;
+                }
+            };
+            *last = Some((generation, Instant::now(), Arc::clone(&report)));
+            (catalog, report)
         }
     };
     let _ = first.send(Arc::clone(&report));
