@@ -271,17 +271,29 @@ fn queue(
 /// directory may now be another one, or reached through another link.
 pub(super) fn watch(watcher: &mut RecommendedWatcher, watched: &Watched) {
     let root = &watched.root;
+    // The directories around the store first: a store directory replaced from now on is
+    // an event there (and a rewatch), whatever happens to the watch below.
+    watch_dirs(watcher, watched);
     let old = watched.links.load_full();
     // Also removes the watches below it.
     let _ = watcher.unwatch(&old.real_root);
-    let list = old.links.iter().map(|(path, target)| Link {
-        path: Arc::clone(path),
-        target: Arc::clone(target),
-    });
-    let links = Links::new(root, real_root(root), list.collect());
-    if let Err(e) = watcher.watch(&links.real_root, RecursiveMode::Recursive) {
-        // Gone (perhaps while being watched): the refresh says so, and the watch on its
-        // parent sees it return.
+    let list = || {
+        let links = old.links.iter();
+        let link = |(path, target): (&Arc<Path>, &Arc<Path>)| Link {
+            path: Arc::clone(path),
+            target: Arc::clone(target),
+        };
+        links.map(link).collect()
+    };
+    let mut links = Links::new(root, real_root(root), list());
+    let mut watching = watcher.watch(&links.real_root, RecursiveMode::Recursive);
+    if watching.is_err() && root.is_dir() {
+        // Replaced while being watched (renamed away, another renamed in): once more.
+        links = Links::new(root, real_root(root), list());
+        watching = watcher.watch(&links.real_root, RecursiveMode::Recursive);
+    }
+    if let Err(e) = watching {
+        // Gone: the refresh says so, and the watch on its parent sees it return.
         if root.is_dir() {
             warn!(dir = %root.display(), reason = %e, "cannot watch the certificate store; relying on the periodic rescan");
         }
@@ -290,7 +302,6 @@ pub(super) fn watch(watcher: &mut RecommendedWatcher, watched: &Watched) {
         watch_link(watcher, path, target);
     }
     watched.links.store(Arc::new(links));
-    watch_dirs(watcher, watched);
 }
 
 /// Watches the symlinked directories `links`, which a scan found, in place of those watched

@@ -70,6 +70,8 @@ impl Reloader {
     /// metrics (`per_certificate_metrics`).
     pub fn per_entry_metrics(mut self, on: bool) -> Self {
         self.per_entry = on;
+        // From the start, not from the first refresh.
+        self.store.set_summary(self.catalog.summary(on));
         self
     }
 
