@@ -137,6 +137,66 @@ async fn endpoints_and_counters_on_loopback() {
     assert_eq!(report["server_wide"]["state"], "serving");
 }
 
+/// The two ways a handshake gives no session: a strict listener's refusal of a name
+/// nothing covers (also in the names report), and a client that is not speaking TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_refusals_and_failed_handshakes_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pki = Pki::new(root);
+    let store = store_dir(root);
+    pki.write_pair(&store, "mail", &["mail.example.com"], KeyKind::Ecdsa);
+    let imap = Backend::start("* OK", Expect::Plain).await;
+    let config = format!(
+        "{}{}[admin]\nbind = \"127.0.0.1:0\"\n",
+        head(root, &store, ""),
+        listener("imaps", "imaps", imap.addr, "strict_sni = true")
+    );
+    let proxy = Proxy::start(root, &config);
+    let (admin, imaps) = (proxy.admin.unwrap(), proxy.addr("imaps"));
+    let opts = client::Opts {
+        sni: Some("unknown.customer.test".into()),
+        ..client::Opts::default()
+    };
+    assert!(client::connect(imaps, &opts).await.is_err(), "refused");
+    let mut plain = tokio::net::TcpStream::connect(imaps).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: mail.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = plain.read(&mut [0u8; 64]).await;
+    drop(plain);
+    let counted = |text: &str, kind: &str| {
+        let sample = format!("mailfront_handshakes_total{{listener=\"imaps\",match=\"{kind}\"}}");
+        text.lines().any(|l| l == format!("{sample} 1"))
+    };
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = curl(&url(admin, "/metrics"), &[]).await.1;
+        if counted(&text, "strict-refused") && counted(&text, "failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        counted(&text, "strict-refused") && counted(&text, "failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mailfront_connections_total{listener=\"imaps\",outcome=\"strict-sni\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "mailfront_connections_total{listener=\"imaps\",outcome=\"handshake-failed\"} 1"
+        ),
+        "{text}"
+    );
+    let (_, names) = curl(&url(admin, "/api/v1/fallback-names"), &[]).await;
+    assert!(names.contains("unknown.customer.test"), "{names}");
+}
+
 /// `promtool check metrics` (the Prometheus project's own linter) on the exposition.
 #[tokio::test(flavor = "multi_thread")]
 async fn promtool_accepts_the_exposition() {
@@ -354,6 +414,52 @@ async fn uploads_are_checked_written_and_served() {
         ],
     );
     let encrypted = std::fs::read_to_string(chains.path("v2.enc")).unwrap();
+    // SHA-1 and 1024-bit RSA, which rcgen does not make: openssl does, named mail.example.net.
+    let dir = chains.tmp.path();
+    common::chains::openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-sha1",
+            "-nodes",
+            "-keyout",
+            "sha1.key",
+            "-out",
+            "sha1.crt",
+            "-subj",
+            "/CN=mail.example.net",
+            "-addext",
+            "subjectAltName=DNS:mail.example.net",
+            "-days",
+            "30",
+        ],
+    );
+    common::chains::openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:1024",
+            "-nodes",
+            "-keyout",
+            "small.key",
+            "-out",
+            "small.crt",
+            "-subj",
+            "/CN=mail.example.net",
+            "-addext",
+            "subjectAltName=DNS:mail.example.net",
+            "-days",
+            "30",
+        ],
+    );
+    let read = |name: &str| std::fs::read_to_string(chains.path(name)).unwrap();
+    let weak = (read("sha1.crt"), read("sha1.key"));
+    let small = (read("small.crt"), read("small.key"));
     let cases = [
         (
             "key-mismatch",
@@ -379,6 +485,8 @@ async fn uploads_are_checked_written_and_served() {
         ("no-key", chains.fullchain(&v3), None),
         ("encrypted-key", chains.fullchain(&v2), Some(encrypted)),
         ("no-certificate", "hello".to_owned(), Some(v3.key.clone())),
+        ("weak-signature", weak.0.clone(), Some(weak.1.clone())),
+        ("weak-key", small.0.clone(), Some(small.1.clone())),
     ];
     for (want, certificate, key) in cases {
         let body = serde_json::json!({ "certificate": certificate, "key": key });
