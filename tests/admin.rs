@@ -305,10 +305,19 @@ async fn upload_proxy(root: &Path, chains: &ChainPki) -> (Proxy, Backend, std::p
     Pki::new(root);
     let store = store_dir(root);
     let imap = Backend::start("* OK", Expect::Plain).await;
+    // The intermediate's CRL revokes serial 99.
+    let crls = root.join("crls");
+    std::fs::create_dir_all(&crls).unwrap();
+    std::fs::write(
+        crls.join("inter.crl"),
+        chains.crl_revoking(99).pem().unwrap(),
+    )
+    .unwrap();
     let config = format!(
-        "{}ca_bundle = \"{}\"\n\n{}[admin]\nbind = \"127.0.0.1:0\"\n",
+        "{}ca_bundle = \"{}\"\ncrl_dir = \"{}\"\n\n{}[admin]\nbind = \"127.0.0.1:0\"\n",
         head(root, &store, ""),
         chains.path("root.pem").display(),
+        crls.display(),
         listener("imaps", "imaps", imap.addr, "")
     );
     (Proxy::start(root, &config), imap, store)
@@ -399,6 +408,7 @@ async fn uploads_are_checked_written_and_served() {
     let expired = chains.leaf_with(&[name], (-300, -1), 13);
     let early = chains.leaf_with(&[name], (5, 300), 14);
     let wrong_name = chains.leaf(&["other.example.net"]);
+    let revoked = chains.leaf_with(&[name], (-1, 300), 99);
     let v3 = chains.leaf_with(&[name], (-1, 300), 15);
     common::chains::openssl(
         chains.tmp.path(),
@@ -487,6 +497,16 @@ async fn uploads_are_checked_written_and_served() {
         ("no-certificate", "hello".to_owned(), Some(v3.key.clone())),
         ("weak-signature", weak.0.clone(), Some(weak.1.clone())),
         ("weak-key", small.0.clone(), Some(small.1.clone())),
+        (
+            "revoked",
+            chains.fullchain(&revoked),
+            Some(revoked.key.clone()),
+        ),
+        (
+            "not-one-leaf",
+            format!("{}{}", v3.cert, chains.fullchain(&expired)),
+            Some(wrong_name.key.clone()),
+        ),
     ];
     for (want, certificate, key) in cases {
         let body = serde_json::json!({ "certificate": certificate, "key": key });
