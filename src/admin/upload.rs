@@ -156,8 +156,13 @@ pub(super) async fn upload(state: &super::State, name: &str, (parts, password): 
         Err(_) => return Outcome::Failed(early_internal("writing the entry failed unexpectedly")),
     }
     let id = format!("{name}.pem");
+    // Served to the clients its key can serve (an RSA entry beside an ECDSA one serves
+    // only RSA-only clients).
     let served = served_when(state, &name, since, |served| {
-        served.is_some_and(|(id_now, der)| id_now == id && der == leaf)
+        served
+            .iter()
+            .flatten()
+            .any(|(id_now, der)| *id_now == id && *der == leaf)
     })
     .await;
     if !served {
@@ -210,7 +215,7 @@ pub async fn delete(
     }
     let id = format!("{name}.pem");
     let gone = served_when(&state, &name, since, |served| {
-        served.is_none_or(|(id_now, _)| id_now != id)
+        served.iter().flatten().all(|(id_now, _)| *id_now != id)
     })
     .await;
     match gone {
@@ -495,33 +500,37 @@ fn save_written(dir: &Path, names: &[String]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Waits (at most [`SERVED_WITHIN`]) until what handshakes for `name` are served, the
-/// entry's id and leaf (`None`: the server-wide certificate), satisfies `wanted`, looking
-/// after each refresh of the store that started at `since` or later.
+/// Waits (at most [`SERVED_WITHIN`]) until what handshakes for `name` are served
+/// satisfies `wanted`, looking after each refresh of the store that started at `since` or
+/// later. `wanted` sees what clients of each kind get (one that takes ECDSA, one that takes
+/// only RSA): the entry's id and leaf, `None` for the server-wide certificate.
 async fn served_when(
     state: &super::State,
     name: &str,
     since: Instant,
-    wanted: impl Fn(Option<(&str, &[u8])>) -> bool,
+    wanted: impl Fn(&[Option<(String, Vec<u8>)>]) -> bool,
 ) -> bool {
-    let schemes = [
-        SignatureScheme::ECDSA_NISTP256_SHA256,
-        SignatureScheme::ECDSA_NISTP384_SHA384,
-        SignatureScheme::ED25519,
-        SignatureScheme::RSA_PSS_SHA256,
-        SignatureScheme::RSA_PKCS1_SHA256,
+    let clients: [&[SignatureScheme]; 2] = [
+        &[
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            SignatureScheme::ECDSA_NISTP384_SHA384,
+            SignatureScheme::ED25519,
+            SignatureScheme::RSA_PSS_SHA256,
+            SignatureScheme::RSA_PKCS1_SHA256,
+        ],
+        &[
+            SignatureScheme::RSA_PSS_SHA256,
+            SignatureScheme::RSA_PKCS1_SHA256,
+        ],
     ];
     let now = || {
         let index = state.store.index();
-        let (served, matched) = index.select(Some(name), &schemes);
-        let leaf = served.certified_leaf();
-        let answer = (matched != crate::certs::Match::Fallback)
-            .then(|| (served.id.to_string(), leaf.unwrap_or_default()));
-        wanted(
-            answer
-                .as_ref()
-                .map(|(id, der)| (id.as_str(), der.as_slice())),
-        )
+        let served = clients.map(|schemes| {
+            let (served, matched) = index.select(Some(name), schemes);
+            let leaf = served.certified_leaf().unwrap_or_default();
+            (matched != crate::certs::Match::Fallback).then(|| (served.id.to_string(), leaf))
+        });
+        wanted(&served)
     };
     let deadline = tokio::time::Instant::now() + SERVED_WITHIN;
     let mut since = since;
