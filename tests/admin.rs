@@ -893,3 +893,57 @@ async fn an_upload_through_the_page_in_chromium() {
         "served what the page installed"
     );
 }
+
+/// An RSA certificate uploaded for a name an ECDSA entry already serves: handshakes that
+/// take ECDSA keep the ECDSA one, RSA-only clients get the upload, and the upload is
+/// answered as served.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rsa_upload_beside_an_ecdsa_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let chains = ChainPki::new();
+    let (proxy, _imap, store) = upload_proxy(root, &chains).await;
+    let (admin, imaps) = (proxy.admin.unwrap(), proxy.addr("imaps"));
+    let name = "mail.example.net";
+    let ecdsa = chains.leaf_with(&[name], (-1, 200), 51);
+    let text = format!("{}{}", chains.fullchain(&ecdsa), ecdsa.key);
+    common::chains::write_atomically(&store.join("ecdsa.pem"), &text);
+    let ecdsa_der = common::pki::first_der(ecdsa.cert.as_bytes());
+    let seen = client::wait_served(imaps, name, &ecdsa_der, Duration::from_secs(5)).await;
+    assert!(seen.is_some(), "the ECDSA entry serves");
+
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let rsa = params
+        .signed_by(&key, &chains.inter.cert, &chains.inter.key)
+        .unwrap();
+    let certificate = format!("{}{}", rsa.pem(), chains.inter.cert.pem());
+    let body = serde_json::json!({ "certificate": certificate, "key": key.serialize_pem() });
+    let started = std::time::Instant::now();
+    let (code, answer) = put_json(admin, name, &body, root).await;
+    assert_eq!(code, 201, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered when served"
+    );
+    assert_eq!(
+        served_der(imaps, name).await.unwrap(),
+        ecdsa_der,
+        "ECDSA clients"
+    );
+    let rsa_only = client::Opts {
+        sni: Some(name.to_owned()),
+        schemes: Some(vec![rustls::SignatureScheme::RSA_PSS_SHA256]),
+        ..client::Opts::default()
+    };
+    let stream = client::connect(imaps, &rsa_only).await.unwrap();
+    let served = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(
+        served,
+        rsa.der().to_vec(),
+        "RSA-only clients get the upload"
+    );
+}

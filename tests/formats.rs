@@ -353,8 +353,9 @@ async fn files_dropped_one_by_one_are_paired_by_content() {
     let (proxy, _backend) = common::imaps_over(root, &head).await;
     let addr = proxy.addr("imaps");
     let leaf = pki.leaf(&["mail.example.com"]);
+    let since = std::time::Instant::now();
     write_atomically(&store.join("mail.example.com.key"), &leaf.key);
-    proxy.settled().await;
+    proxy.settled_since(since).await;
     write_atomically(&store.join("mail_example_com.crt"), &leaf.cert);
     let want = der_of(&leaf.cert);
     let seen = wait_served(addr, "mail.example.com", &want, Duration::from_secs(3)).await;

@@ -158,6 +158,7 @@ async fn slow_overwrite_in_place_keeps_the_old_version_until_complete() {
         .iter()
         .enumerate()
     {
+        let since = std::time::Instant::now();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -165,7 +166,7 @@ async fn slow_overwrite_in_place_keeps_the_old_version_until_complete() {
         f.write_all(piece.as_bytes()).unwrap();
         drop(f);
         if i < 2 {
-            s.proxy.settled().await;
+            s.proxy.settled_since(since).await;
             assert_eq!(
                 served_der(s.addr(), "mail.example.com").await.unwrap(),
                 old,
@@ -195,8 +196,9 @@ async fn cert_and_key_written_apart_in_both_orders() {
         } else {
             (("mail.key", &new.key_pem), ("mail.crt", &new.chain_pem))
         };
+        let since = std::time::Instant::now();
         s.put(first.0, first.1);
-        s.proxy.settled().await;
+        s.proxy.settled_since(since).await;
         assert_eq!(
             served_der(s.addr(), "mail.example.com").await.unwrap(),
             before,
@@ -215,11 +217,13 @@ async fn truncate_keeps_old_and_delete_falls_back() {
     let (s, old) = Setup::with_mail_entry().await;
     let path = s.store.join("mail.pem");
     let text = std::fs::read_to_string(&path).unwrap();
+    let since = std::time::Instant::now();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    s.proxy.settled().await;
+    s.proxy.settled_since(since).await;
     assert_eq!(served_der(s.addr(), "mail.example.com").await.unwrap(), old);
+    let since = std::time::Instant::now();
     std::fs::write(&path, "").unwrap();
-    s.proxy.settled().await;
+    s.proxy.settled_since(since).await;
     assert_eq!(served_der(s.addr(), "mail.example.com").await.unwrap(), old);
     std::fs::remove_file(&path).unwrap();
     assert!(

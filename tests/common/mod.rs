@@ -86,12 +86,13 @@ impl Proxy {
         }
     }
 
-    /// Waits until a refresh of the store that started after this call has completed
-    /// (at most 5 s): whatever was written before the call has been looked at, and what
-    /// handshakes get now is its outcome. A test that checks that a change did *not*
-    /// take effect waits here rather than for a guessed time.
-    pub async fn settled(&self) {
-        let since = std::time::Instant::now();
+    /// Waits until a refresh of the store that started at `since` or later has completed
+    /// (at most 5 s): whatever was written after `since` has been looked at, and what
+    /// handshakes get now is its outcome. Take `since` ([`std::time::Instant::now`])
+    /// before writing: a refresh started by the write may be over before this is called.
+    /// A test that checks that a change did *not* take effect waits here rather than for
+    /// a guessed time.
+    pub async fn settled_since(&self, since: std::time::Instant) {
         let refreshed = self.store.refreshed_since(since);
         tokio::time::timeout(Duration::from_secs(5), refreshed)
             .await
