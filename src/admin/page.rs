@@ -16,7 +16,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 use super::auth;
-use super::upload::{upload, Early, Outcome};
+use super::upload::{read_form, upload, Early, Outcome};
 use crate::certs::check::{Finding, Severity};
 use crate::certs::{Row, State as EntryState};
 
@@ -47,38 +47,16 @@ pub async fn upload_form(State(state): State<Arc<super::State>>, request: Reques
     if let Some(refused) = cross_site(request.headers()) {
         return refused;
     }
-    let mut form = match Multipart::from_request(request, &state).await {
+    let form = match Multipart::from_request(request, &state).await {
         Ok(form) => form,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("not a form: {e}\n")).into_response(),
     };
-    let (mut name, mut password) = (String::new(), None);
-    let mut parts = Vec::new();
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => {
-                return (e.status(), format!("the form cannot be read: {e}\n")).into_response()
-            }
-        };
-        let field_name = field.name().unwrap_or("").to_owned();
-        let label = field.file_name().unwrap_or(&field_name).to_owned();
-        let bytes = match field.bytes().await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                return (e.status(), format!("the form cannot be read: {e}\n")).into_response()
-            }
-        };
-        if field_name == "name" {
-            name = String::from_utf8_lossy(&bytes).trim().to_owned();
-        } else if field_name == "password" {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            password = Some(text).filter(|p| !p.is_empty());
-        } else if !bytes.iter().all(u8::is_ascii_whitespace) && parts.len() < 8 {
-            parts.push((label, bytes.to_vec()));
-        }
-    }
-    let outcome = upload(&state, &name, (parts, password)).await;
+    let (name, sent) = match read_form(form).await {
+        Ok(read) => read,
+        Err(early) => return early.into_response(),
+    };
+    let name = name.unwrap_or_default();
+    let outcome = upload(&state, &name, sent).await;
     let status = match &outcome {
         Outcome::Written { .. } => StatusCode::CREATED,
         Outcome::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -257,38 +257,14 @@ async fn parts_of(request: Request, state: &Arc<super::State>) -> Result<Sent, E
         .to_ascii_lowercase();
     let bad = |why: String| Early(StatusCode::BAD_REQUEST, why);
     if kind.starts_with("multipart/form-data") {
-        let mut form = Multipart::from_request(request, state)
+        let form = Multipart::from_request(request, state)
             .await
             .map_err(|e| bad(format!("not a form: {e}")))?;
-        let (mut parts, mut password) = (Vec::new(), None);
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|e| Early(e.status(), format!("the form cannot be read: {e}")))?
-        {
-            let is_password = field.name() == Some("password");
-            let label = field
-                .file_name()
-                .or(field.name())
-                .unwrap_or("part")
-                .to_owned();
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| Early(e.status(), format!("{label} cannot be read: {e}")))?;
-            if is_password {
-                password = Some(String::from_utf8_lossy(&bytes).into_owned());
-            } else if !bytes.iter().all(u8::is_ascii_whitespace) {
-                parts.push((label, bytes.to_vec()));
-            }
-            if parts.len() > MAX_PARTS {
-                return Err(bad(format!("more than {MAX_PARTS} files")));
-            }
-        }
-        if parts.is_empty() {
+        let (_, sent) = read_form(form).await?;
+        if sent.0.is_empty() {
             return Err(bad("the form has no certificate".into()));
         }
-        return Ok((parts, password));
+        return Ok(sent);
     }
     let body = Bytes::from_request(request, state)
         .await
@@ -322,6 +298,44 @@ async fn parts_of(request: Request, state: &Arc<super::State>) -> Result<Sent, E
         .filter(|(_, bytes)| !bytes.iter().all(u8::is_ascii_whitespace))
         .collect();
     Ok((parts, upload.password))
+}
+
+/// A multipart form as an upload: its file (or pasted text) fields in any order, the
+/// `password` of a PKCS#12 bundle among them, and its `name` field (the page's; the API
+/// names the entry in its path).
+pub(super) async fn read_form(mut form: Multipart) -> Result<(Option<String>, Sent), Early> {
+    let (mut name, mut parts, mut password) = (None, Vec::new(), None);
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| Early(e.status(), format!("the form cannot be read: {e}")))?
+    {
+        let field_name = field.name().unwrap_or("").to_owned();
+        let label = field
+            .file_name()
+            .or(field.name())
+            .unwrap_or("part")
+            .to_owned();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| Early(e.status(), format!("{label} cannot be read: {e}")))?;
+        let text = || String::from_utf8_lossy(&bytes).trim().to_owned();
+        match field_name.as_str() {
+            "name" => name = Some(text()),
+            "password" => password = Some(String::from_utf8_lossy(&bytes).into_owned()),
+            _ if bytes.iter().all(u8::is_ascii_whitespace) => {}
+            _ => parts.push((label, bytes.to_vec())),
+        }
+        if parts.len() > MAX_PARTS {
+            return Err(Early(
+                StatusCode::BAD_REQUEST,
+                format!("more than {MAX_PARTS} files"),
+            ));
+        }
+    }
+    let password = password.filter(|p| !p.is_empty());
+    Ok((name, (parts, password)))
 }
 
 /// Why `name` cannot be written by the interface, if it cannot: its entry belongs to

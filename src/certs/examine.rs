@@ -49,8 +49,6 @@ pub fn open_pkcs12(bytes: &[u8], password: &str) -> Option<Result<String, String
         }
         Err(e) => return Some(Err(format!("it cannot be opened ({e})"))),
     };
-    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    let encode = |label: &str, der: &[u8]| pem::encode_config(&pem::Pem::new(label, der), config);
     let (mut certs, mut keys) = (String::new(), String::new());
     for (_, entry) in store.entries() {
         match entry {
@@ -67,6 +65,12 @@ pub fn open_pkcs12(bytes: &[u8], password: &str) -> Option<Result<String, String
         }
     }
     Some(Ok(certs + &keys))
+}
+
+/// One PEM block with Unix line ends (the loader notes CRLF as a repair).
+fn encode(label: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
 }
 
 /// The entry `examined` made of `contents` (the files' bytes), as one canonical PEM file:
@@ -91,9 +95,6 @@ pub fn canonical_pem(contents: &[Vec<u8>], examined: &Examined) -> Option<String
         PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
         _ => "PRIVATE KEY",
     };
-    // Unix line ends: the loader notes CRLF as a repair.
-    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    let encode = |label: &str, der: &[u8]| pem::encode_config(&pem::Pem::new(label, der), config);
     let mut text = String::new();
     for der in &examined.chain {
         text.push_str(&encode("CERTIFICATE", der));
