@@ -208,6 +208,13 @@ enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
+/// A 500 saying what failed (the handlers' answer when their own work fails).
+fn internal(what: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    (status, format!("{what}\n")).into_response()
+}
+
 /// An accept error (out of descriptors): a pause, so that the loop does not spin.
 async fn accept_failed(e: &std::io::Error) {
     debug!(reason = %e, "admin: accept failed");

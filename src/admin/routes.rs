@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{middleware, Router};
 use serde::Serialize;
 
-use super::{auth, MAX_BODY};
+use super::{auth, internal, MAX_BODY};
 use crate::metrics::fallback::{Seen, SLOTS};
 
 /// The report is made by the reloader between refreshes; a request waits this long.
@@ -145,8 +145,4 @@ fn json(body: Vec<u8>) -> Response {
         Body::from(body),
     )
         .into_response()
-}
-
-fn internal(what: &str) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("{what}\n")).into_response()
 }

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use rustls::SignatureScheme;
 use serde::{Deserialize, Serialize};
 
+use super::internal;
 use crate::certs::check::{Code, Finding, Severity, Trust};
 use crate::names::Pattern;
 
@@ -578,8 +579,4 @@ fn json(body: &impl Serialize) -> Response {
 
 fn conflict(why: &str) -> Response {
     (StatusCode::CONFLICT, format!("{why}\n")).into_response()
-}
-
-fn internal(what: &str) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("{what}\n")).into_response()
 }
