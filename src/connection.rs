@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout, timeout_at};
 use tracing::{info, warn};
 
-use crate::config::ProxyProtocol;
+use crate::config::{Protocol, ProxyProtocol};
 use crate::metrics::{BackendError, BackendStats, HandshakeKind, ListenerStats};
 use crate::proxy_header::{self, ConnectionFacts};
 use crate::relay;
@@ -76,7 +76,12 @@ pub async fn serve(
             first_bytes = Some(Instant::now());
             // Boxed, as the other phases before the relay: a task's future is as large as
             // its largest phase for the whole connection.
-            let handshake = tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni);
+            let challenges = match (&shared.acme, ctx.protocol) {
+                (Some(acme), Protocol::Https) => Some(&acme.challenges),
+                _ => None,
+            };
+            let handshake =
+                tls::handshake(tcp, &ctx.tls, &shared.store, ctx.strict_sni, challenges);
             timeout_at(deadline, Box::pin(handshake)).await
         }
         Ok(Err(e)) => Ok(Err(HandshakeError::Io(e))),
@@ -87,10 +92,13 @@ pub async fn serve(
         Ok(Ok(hs)) => {
             let kind = HandshakeKind::of(hs.matched, hs.sni.as_deref());
             ctx.stats.handshake(kind, took);
-            if let (HandshakeKind::Fallback, Some(names), Some(sni)) =
-                (kind, &shared.fallback_names, &hs.sni)
-            {
-                names.record(&ctx.name, sni);
+            if let (HandshakeKind::Fallback, Some(sni)) = (kind, &hs.sni) {
+                if let Some(names) = &shared.fallback_names {
+                    names.record(&ctx.name, sni);
+                }
+                if let Some(acme) = &shared.acme {
+                    acme.wanted(sni);
+                }
             }
             hs
         }
@@ -103,7 +111,12 @@ pub async fn serve(
                     if let (Some(names), Some(sni)) = (&shared.fallback_names, sni) {
                         names.record(&ctx.name, sni);
                     }
+                    if let (Some(acme), Some(sni)) = (&shared.acme, sni) {
+                        acme.wanted(sni);
+                    }
                 }
+                // The CA's validation, not a client's handshake.
+                HandshakeError::AcmeChallenge { .. } => {}
                 _ => ctx.stats.handshake(HandshakeKind::Failed, took),
             }
             return counted.ended(log_refused(&ctx, peer, started, &e));
@@ -365,6 +378,10 @@ fn log_refused(
 ) -> &'static str {
     let outcome = match e {
         HandshakeError::UnknownName(_) => "strict-sni",
+        HandshakeError::AcmeChallenge { answered: true, .. } => "acme-challenge",
+        HandshakeError::AcmeChallenge {
+            answered: false, ..
+        } => "acme-challenge-unknown",
         HandshakeError::Closed => "client-closed",
         // The client or the network vanished (a reset): not a TLS failure to look into.
         HandshakeError::Io(e)
@@ -381,6 +398,7 @@ fn log_refused(
     };
     let sni = match e {
         HandshakeError::UnknownName(Some(name)) => name.as_str(),
+        HandshakeError::AcmeChallenge { name, .. } => name.as_str(),
         _ => "-",
     };
     info!(

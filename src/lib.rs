@@ -22,7 +22,9 @@
 //! - [`inspect`]: `mailfront check` and `mailfront certs`.
 //! - [`metrics`]: the counters connections keep, and their Prometheus exposition.
 //! - [`admin`]: the operator's HTTP interface (health, metrics, the report).
+//! - [`acme`]: certificates ordered from an ACME CA, the challenges, the port 80 listener.
 
+pub mod acme;
 pub mod admin;
 pub mod certs;
 pub mod config;

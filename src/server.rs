@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
+use crate::acme::{self, http::HttpCtx};
 use crate::admin::{self, Admin, AdminError};
 use crate::certs::{self, CertError, Reloader, Store};
 use crate::config::Config;
@@ -61,6 +62,10 @@ pub struct Server {
     admin: Option<(Admin, AdminParts)>,
     /// Set once the listeners accept: `/readyz`.
     ready: Arc<AtomicBool>,
+    /// `protocol = "http"` listeners (port 80).
+    http: Vec<(Arc<HttpCtx>, Vec<std::net::TcpListener>)>,
+    /// The ACME manager, with `[acme]`.
+    acme: Option<acme::Started>,
 }
 
 /// What the admin interface is given besides its socket.
@@ -115,6 +120,19 @@ impl Server {
             }
             listeners.push((ctx, sockets));
         }
+        let mut http_sockets = Vec::with_capacity(config.http.len());
+        for h in &config.http {
+            let mut sockets = Vec::with_capacity(h.bind.len());
+            for &addr in &h.bind {
+                let socket = listener::bind(addr).map_err(|error| StartError::Bind {
+                    listener: h.name.clone(),
+                    addr,
+                    error,
+                })?;
+                sockets.push(socket);
+            }
+            http_sockets.push((h, sockets));
+        }
         // Bound (and its token read) while still root, like the listeners.
         let owner = account.as_ref().map(|a| (a.uid, a.gid));
         let admin = config
@@ -132,6 +150,15 @@ impl Server {
             .as_ref()
             .is_some_and(|a| a.per_certificate_metrics);
         let reloader = reloader.per_entry_metrics(per_entry);
+        let acme = acme::start(config, Arc::clone(&store));
+        let handle = acme.as_ref().map(|a| Arc::clone(&a.handle));
+        let http = http_sockets
+            .into_iter()
+            .map(|(h, sockets)| {
+                let challenges = handle.as_ref().map(|a| Arc::clone(&a.challenges));
+                (Arc::new(HttpCtx::new(h, challenges)), sockets)
+            })
+            .collect();
         let admin = admin.map(|admin| {
             let exposition = Arc::new(Exposition {
                 listeners: listeners
@@ -141,6 +168,7 @@ impl Server {
                 backends: backends.all(),
                 store: Arc::clone(&store),
                 per_certificate: per_entry,
+                acme: handle.clone(),
             });
             let (recorder, rx) = Recorder::new();
             let parts = AdminParts {
@@ -156,6 +184,7 @@ impl Server {
             permits: Arc::new(Semaphore::new(config.server.max_connections)),
             shutdown: Shutdown::default(),
             fallback_names: admin.as_ref().map(|(_, p)| Arc::clone(&p.names.0)),
+            acme: handle,
         });
         Ok(Self {
             listeners,
@@ -164,18 +193,21 @@ impl Server {
             drain_timeout: config.server.drain_timeout,
             admin,
             ready: Arc::new(AtomicBool::new(false)),
+            http,
+            acme,
         })
     }
 
     /// Every bound address with its listener's name (useful with port 0).
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .iter()
-            .flat_map(|(ctx, sockets)| {
+        let tls = self.listeners.iter().map(|(ctx, s)| (&ctx.name, s));
+        let http = self.http.iter().map(|(ctx, s)| (&ctx.name, s));
+        tls.chain(http)
+            .flat_map(|(name, sockets)| {
                 sockets
                     .iter()
                     .filter_map(|s| s.local_addr().ok())
-                    .map(|a| (ctx.name.to_string(), a))
+                    .map(|a| (name.to_string(), a))
             })
             .collect()
     }
@@ -225,6 +257,30 @@ impl Server {
         }
         stop.tracker
             .spawn(self.reloader.run(stop.stop_accepting.clone()));
+        if let Some(acme) = self.acme {
+            // Not tracked: an order under way is dropped at shutdown (its lock is
+            // released, and the next start orders again).
+            tokio::spawn(acme.run(stop.stop_accepting.clone()));
+        }
+        for (ctx, sockets) in self.http {
+            for socket in sockets {
+                let socket = match TcpListener::from_std(socket) {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        error!(listener = %ctx.name, reason = %e, "cannot watch a bound socket; it is not served");
+                        continue;
+                    }
+                };
+                if let Ok(addr) = socket.local_addr() {
+                    info!(listener = %ctx.name, %addr, protocol = "http", "listening");
+                }
+                stop.tracker.spawn(acme::http::accept_loop(
+                    socket,
+                    Arc::clone(&ctx),
+                    Arc::clone(&self.shared),
+                ));
+            }
+        }
         for (ctx, sockets) in self.listeners {
             for socket in sockets {
                 let socket = match TcpListener::from_std(socket) {

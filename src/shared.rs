@@ -49,4 +49,6 @@ pub struct Shared {
     /// The names served the server-wide certificate, counted for the admin interface's
     /// report (when it is on).
     pub fallback_names: Option<Arc<Recorder>>,
+    /// `[acme]`: challenge answers and on-demand orders.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }

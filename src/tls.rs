@@ -16,6 +16,7 @@ use tokio_rustls::server::TlsStream;
 use crate::read_ahead::ReadAhead;
 use tokio_rustls::StartHandshake;
 
+use crate::acme::{Challenges, ACME_TLS_ALPN};
 use crate::certs::{Match, Store};
 
 /// TLS sessions remembered per listener for TLS 1.2 clients without ticket support.
@@ -105,18 +106,30 @@ pub enum HandshakeError {
     /// A strict listener does not serve the name asked for.
     #[error("strict SNI: no certificate for {}", .0.as_deref().unwrap_or("(no SNI)"))]
     UnknownName(Option<String>),
+    /// The CA's tls-alpn-01 validation was answered (or refused: nothing pending for the
+    /// name); the connection ends after the handshake, as RFC 8737 wants.
+    #[error("ACME tls-alpn-01 challenge for {name}: {}", if *.answered { "answered" } else { "none pending" })]
+    AcmeChallenge { name: String, answered: bool },
 }
 
 /// Reads the ClientHello, chooses the certificate and completes the handshake.
 ///
-/// The caller bounds the whole by `handshake_timeout`.
+/// With `challenges` (on https listeners when `[acme]` is set), a ClientHello offering
+/// ALPN `acme-tls/1` is the CA's tls-alpn-01 validation: it is answered from them and
+/// never relayed. The caller bounds the whole by `handshake_timeout`.
 pub async fn handshake(
     tcp: TcpStream,
     base: &ServerConfig,
     store: &Store,
     strict_sni: bool,
+    challenges: Option<&Arc<Challenges>>,
 ) -> Result<Handshake, HandshakeError> {
     let accepted = read_client_hello(&tcp).await?;
+    if let Some(challenges) = challenges {
+        if offers_acme_tls(&accepted.client_hello()) {
+            return answer_challenge(tcp, accepted, base, challenges).await;
+        }
+    }
     let chosen = choose(&accepted.client_hello(), store);
     if strict_sni && chosen.matched == Match::Fallback {
         send_alert(&tcp, &UNRECOGNIZED_NAME_ALERT);
@@ -132,6 +145,49 @@ pub async fn handshake(
         sni: chosen.sni,
         cert: chosen.cert,
         matched: chosen.matched,
+    })
+}
+
+/// Whether the ClientHello offers `acme-tls/1` (only an ACME CA's validation does).
+fn offers_acme_tls(hello: &ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN))
+}
+
+/// Answers a tls-alpn-01 validation with the certificate of the challenge pending for
+/// the name, negotiating `acme-tls/1`, then closes; refuses with `unrecognized_name`
+/// when nothing is pending (RFC 8737 §3).
+async fn answer_challenge(
+    tcp: TcpStream,
+    accepted: rustls::server::Accepted,
+    base: &ServerConfig,
+    challenges: &Arc<Challenges>,
+) -> Result<Handshake, HandshakeError> {
+    let name = accepted
+        .client_hello()
+        .server_name()
+        .unwrap_or_default()
+        .to_owned();
+    let Some(certified) = challenges.tls_alpn(&name).await else {
+        send_alert(&tcp, &UNRECOGNIZED_NAME_ALERT);
+        return Err(HandshakeError::AcmeChallenge {
+            name,
+            answered: false,
+        });
+    };
+    let mut config = base.clone();
+    config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+    config.cert_resolver = Arc::new(crate::certs::Fixed(certified));
+    config.send_tls13_tickets = 0;
+    let mut stream = StartHandshake::from_parts(accepted, ReadAhead::new(tcp))
+        .into_stream(Arc::new(config))
+        .await
+        .map_err(unwrap_tls_error)?;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+    Err(HandshakeError::AcmeChallenge {
+        name,
+        answered: true,
     })
 }
 

@@ -327,7 +327,8 @@ fn row_html(row: &Row, highlight: Option<&str>) -> Markup {
             td class=(class) { (word) @if !row.codes.is_empty() { " (" (row.codes.join(", ")) ")" } }
             td { (row.issuer.as_deref().unwrap_or("-")) }
             td { (row.key.as_deref().unwrap_or("-")) }
-            td { (row.not_after.as_deref().unwrap_or("-")) }
+            td { (row.not_after.as_deref().unwrap_or("-"))
+                @if let Some(renews) = &row.renews { br; small { "ACME, renews " (renews) } } }
             td.num.soon[soon] { @if let Some(d) = row.days_left { (d) @if soon { " (soon)" } } @else { "-" } }
         }
     }

@@ -45,7 +45,7 @@ pub use examine::{canonical_pem, examine, open_pkcs12, ExamineError, Examined};
 pub use index::{Index, Match, Served};
 pub use load::LoadError;
 pub use report::{NameRow, NotEntry, Refusal, Report, Row, State};
-pub use resolver::Fixed;
+pub use resolver::{signing_key, Fixed};
 pub use store::{Refreshed, Store, StoreSummary};
 pub use watch::{Reloader, Reports};
 

@@ -70,6 +70,11 @@ pub struct Row {
     pub key: Option<String>,
     pub not_after: Option<String>,
     pub days_left: Option<i64>,
+    /// `acme` for an entry mailfront's ACME client writes (`acme/NAME/`), else `files`.
+    pub source: &'static str,
+    /// When an ACME entry is renewed (two thirds into its lifetime, or earlier when the
+    /// CA's renewal information says so).
+    pub renews: Option<String>,
     pub files: Vec<PathBuf>,
     /// The codes of what the checks found: the errors and warnings of the version that
     /// serves, or the errors of a refused one.

@@ -71,3 +71,23 @@ pub(super) fn duration(
     }
     Ok(Some(value))
 }
+
+pub(super) const ASK_TTL: Range = Range {
+    key: "acme.ask_ttl",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(7 * 24 * 3600),
+};
+pub(super) const ASK_NEGATIVE_TTL: Range = Range {
+    key: "acme.ask_negative_ttl",
+    ..ASK_TTL
+};
+pub(super) const RETRY_MIN: Range = Range {
+    key: "acme.retry_min",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(24 * 3600),
+};
+pub(super) const RETRY_MAX: Range = Range {
+    key: "acme.retry_max",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(7 * 24 * 3600),
+};

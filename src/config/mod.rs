@@ -9,6 +9,7 @@
 //! Relative paths are taken relative to the config file's directory, so that the same file
 //! works whatever directory the proxy was started from (systemd starts it in `/`).
 
+mod acme;
 mod durations;
 mod raw;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::names::Pattern;
+pub use acme::{AcmeSettings, KeyType};
 use durations::{duration, CONNECT, DRAIN, HANDSHAKE, IDLE, LISTENER_IDLE, RESCAN};
 pub use raw::{Mail, Protocol, ProxyProtocol};
 use raw::{RawConfig, RawListener, RawRoute};
@@ -38,6 +40,24 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// `[admin]`, when set.
     pub admin: Option<AdminSettings>,
+    /// `protocol = "http"` listeners (port 80): ACME http-01 and the redirect to https.
+    pub http: Vec<HttpListenerConfig>,
+    /// `[acme]`, when set.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// A `protocol = "http"` listener.
+#[derive(Debug, Clone)]
+pub struct HttpListenerConfig {
+    /// Its name, for logs.
+    pub name: String,
+    /// Addresses to listen on.
+    pub bind: Vec<SocketAddr>,
+    /// Where requests other than ACME challenges are relayed; without one they are
+    /// redirected to https.
+    pub backend: Option<Backend>,
+    /// PROXY protocol towards `backend`.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// `[admin]`: the operator's HTTP interface (metrics, the report, uploads, the page).
@@ -235,23 +255,74 @@ impl Config {
         let cx = Context { path, text };
         let server = server_settings(&cx, raw.server)?;
         let certs = cert_settings(&cx, base, raw.certs)?;
-        let mut listeners = listeners(&cx, raw.listeners, &server)?;
-        attach_routes(&cx, raw.routes, &mut listeners)?;
+        let acme_span = raw.acme.as_ref().map(|a| a.directory.span());
+        let (mut listeners, http) = listeners(&cx, raw.listeners, &server)?;
+        attach_routes(&cx, raw.routes, &mut listeners, &http)?;
         let admin = raw
             .admin
             .map(|a| admin_settings(&cx, base, a))
             .transpose()?;
-        Ok(Self {
+        let acme = raw
+            .acme
+            .map(|a| acme::acme_settings(&cx, base, a))
+            .transpose()?;
+        let config = Self {
             path: path.to_owned(),
             server,
             certs,
             listeners,
             admin,
-        })
+            http,
+            acme,
+        };
+        if let (Some(acme), Some(span)) = (&config.acme, acme_span) {
+            let span = Spanned::new(span, ());
+            let challenged = !config.http.is_empty()
+                || config
+                    .listeners
+                    .iter()
+                    .any(|l| l.protocol == Protocol::Https);
+            if !challenged {
+                return Err(cx.invalid(
+                    &span,
+                    "acme",
+                    "no listener can answer the CA's challenges: add a protocol = \"https\" \
+                     listener on port 443 (tls-alpn-01) or a protocol = \"http\" one on port 80 \
+                     (http-01)",
+                ));
+            }
+            if acme.names_file.is_none() && acme.ask.is_none() && config.route_names().is_empty() {
+                return Err(cx.invalid(
+                    &span,
+                    "acme",
+                    "no name may be ordered: set acme.names_file (one name per line) or \
+                     acme.ask (a URL that answers 200 for an allowed name), or add [[route]]s \
+                     for exact names",
+                ));
+            }
+        }
+        Ok(config)
     }
 }
 
 impl Config {
+    /// The exact names of the `[[route]]`s (ACME may order them), sorted, without
+    /// duplicates.
+    pub fn route_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .listeners
+            .iter()
+            .flat_map(|l| &l.routes)
+            .filter_map(|r| match &r.sni {
+                Pattern::Exact(name) => Some(name.to_string()),
+                Pattern::Wildcard(_) => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// What is valid but likely a mistake, one sentence each: `check-config` prints them
     /// and `run` logs them.
     pub fn warnings(&self) -> Vec<String> {
@@ -411,11 +482,12 @@ fn admin_settings(
     Ok(settings)
 }
 
+#[allow(clippy::type_complexity)]
 fn listeners(
     cx: &Context<'_>,
     raw: Vec<RawListener>,
     server: &ServerSettings,
-) -> Result<Vec<ListenerConfig>, ConfigError> {
+) -> Result<(Vec<ListenerConfig>, Vec<HttpListenerConfig>), ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::Syntax {
             path: cx.path.to_owned(),
@@ -424,6 +496,7 @@ fn listeners(
     }
     let mut seen: HashMap<String, ()> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
+    let mut http = Vec::new();
     for l in raw {
         let name = l.name.get_ref().trim().to_owned();
         if name.is_empty() {
@@ -438,8 +511,40 @@ fn listeners(
             let span = Spanned::new(bind_span, ());
             return Err(cx.invalid(&span, "listener.bind", "needs at least one address"));
         }
-        let backend = Backend::parse(l.backend.get_ref())
-            .map_err(|m| cx.invalid(&l.backend, "listener.backend", m))?;
+        let backend = l
+            .backend
+            .as_ref()
+            .map(|b| Backend::parse(b.get_ref()).map_err(|m| cx.invalid(b, "listener.backend", m)))
+            .transpose()?;
+        if l.protocol == Protocol::Http {
+            for (set, key) in [
+                (l.alpn.is_some(), "alpn"),
+                (l.strict_sni, "strict_sni"),
+                (l.greeting_name.is_some(), "greeting_name"),
+            ] {
+                if set {
+                    return Err(cx.invalid(
+                        &l.name,
+                        &format!("listener.{key}"),
+                        format!("listener {name:?} speaks plain HTTP: {key} does not apply"),
+                    ));
+                }
+            }
+            http.push(HttpListenerConfig {
+                name,
+                bind,
+                backend,
+                proxy_protocol: l.proxy_protocol,
+            });
+            continue;
+        }
+        let Some(backend) = backend else {
+            return Err(cx.invalid(
+                &l.name,
+                "listener.backend",
+                format!("listener {name:?} needs a backend (host:port)"),
+            ));
+        };
         let alpn = alpn(cx, l.protocol, l.alpn)?;
         let greeting_name = match &l.greeting_name {
             None => server.name.clone(),
@@ -476,7 +581,15 @@ fn listeners(
             idle_timeout,
         });
     }
-    Ok(out)
+    if out.is_empty() {
+        return Err(ConfigError::Syntax {
+            path: cx.path.to_owned(),
+            message: "no TLS [[listener]] is configured (http listeners only redirect); \
+                      add at least one"
+                .into(),
+        });
+    }
+    Ok((out, http))
 }
 
 fn alpn(
@@ -509,6 +622,7 @@ fn attach_routes(
     cx: &Context<'_>,
     raw: Vec<RawRoute>,
     listeners: &mut [ListenerConfig],
+    http: &[HttpListenerConfig],
 ) -> Result<(), ConfigError> {
     let mut seen: HashMap<(Pattern, Option<String>), ()> = HashMap::new();
     for r in raw {
@@ -518,6 +632,13 @@ fn attach_routes(
             .map_err(|m| cx.invalid(&r.backend, "route.backend", m))?;
         let scope = r.listener.as_ref().map(|l| l.get_ref().clone());
         if let Some(l) = &r.listener {
+            if http.iter().any(|h| h.name == *l.get_ref()) {
+                let message = format!(
+                    "listener {:?} speaks plain HTTP and relays to its own backend only",
+                    l.get_ref()
+                );
+                return Err(cx.invalid(l, "route.listener", message));
+            }
             if !listeners.iter().any(|x| x.name == *l.get_ref()) {
                 let known: Vec<_> = listeners.iter().map(|x| x.name.as_str()).collect();
                 let message = format!(

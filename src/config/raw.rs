@@ -17,6 +17,36 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
     pub admin: Option<RawAdmin>,
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub directory: Spanned<String>,
+    #[serde(default)]
+    pub contact: Vec<Spanned<String>>,
+    pub state_dir: Spanned<String>,
+    pub names_file: Option<Spanned<String>>,
+    pub ask: Option<Spanned<String>>,
+    pub ask_ttl: Option<Spanned<HumanDuration>>,
+    pub ask_negative_ttl: Option<Spanned<HumanDuration>>,
+    #[serde(default = "yes")]
+    pub on_demand: bool,
+    pub key_type: Option<Spanned<String>>,
+    pub eab_kid: Option<Spanned<String>>,
+    pub eab_hmac_key_file: Option<Spanned<String>>,
+    pub ca_bundle: Option<String>,
+    pub profile: Option<Spanned<String>>,
+    pub max_concurrent_orders: Option<Spanned<u32>>,
+    pub orders_per_hour: Option<Spanned<u32>>,
+    pub failures_per_name_per_hour: Option<Spanned<u32>>,
+    pub retry_min: Option<Spanned<HumanDuration>>,
+    pub retry_max: Option<Spanned<HumanDuration>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,7 +89,8 @@ pub(super) struct RawListener {
     pub name: Spanned<String>,
     pub bind: Spanned<OneOrMany<SocketAddr>>,
     pub protocol: Protocol,
-    pub backend: Spanned<String>,
+    /// Required, but for `http` listeners (which redirect to https without one).
+    pub backend: Option<Spanned<String>>,
     #[serde(default)]
     pub proxy_protocol: ProxyProtocol,
     #[serde(default)]
@@ -101,6 +132,9 @@ pub enum Protocol {
     ImapStarttls,
     /// POP3 with STLS (110).
     Pop3Starttls,
+    /// Plain HTTP (80): ACME http-01 challenges, and a redirect to https (or a relay to
+    /// its backend) for everything else.
+    Http,
 }
 
 impl Protocol {
@@ -114,13 +148,14 @@ impl Protocol {
             Self::SmtpStarttls => "smtp-starttls",
             Self::ImapStarttls => "imap-starttls",
             Self::Pop3Starttls => "pop3-starttls",
+            Self::Http => "http",
         }
     }
 
     /// The mail protocol spoken inside TLS, whether TLS is implicit or started in it.
     pub fn mail(self) -> Option<Mail> {
         match self {
-            Self::Https => None,
+            Self::Https | Self::Http => None,
             Self::Smtps | Self::SmtpStarttls => Some(Mail::Smtp),
             Self::Imaps | Self::ImapStarttls => Some(Mail::Imap),
             Self::Pop3s | Self::Pop3Starttls => Some(Mail::Pop3),
@@ -138,6 +173,7 @@ impl Protocol {
     /// ALPN identifiers a listener of this kind may offer.
     pub(super) fn allowed_alpn(self) -> &'static [&'static str] {
         match self.mail() {
+            None if self == Self::Http => &[],
             None => &["http/1.1", "h2", "http/1.0"],
             Some(Mail::Smtp) => &["smtp"],
             Some(Mail::Imap) => &["imap"],

@@ -135,6 +135,9 @@ fn print_row(out: &mut dyn Write, report: &Report, row: &Row, entry: &str) -> st
         })
         .collect();
     tail.extend(bracketed(&row.codes));
+    if let Some(renews) = &row.renews {
+        tail.push(format!("[acme: renews {renews}]"));
+    }
     if let Some(reason) = &row.reason {
         tail.push(format!("[{reason}]"));
     }

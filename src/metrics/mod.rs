@@ -235,6 +235,8 @@ pub struct Exposition {
     pub store: Arc<Store>,
     /// `per_certificate_metrics`: one `certificate_not_after_seconds` series per entry.
     pub per_certificate: bool,
+    /// `[acme]`'s order counters, when set.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 impl Exposition {
@@ -386,14 +388,21 @@ impl Exposition {
             MetricType::Gauge,
         )?;
         ConstGauge::new(summary.earliest_expiry()).encode(family)?;
-        // Counted once ACME orders exist; the family is declared so that dashboards and
-        // alerts can be written against it now.
-        encoder.encode_descriptor(
+        // Declared without [acme] too, so that dashboards and alerts work either way.
+        let mut family = encoder.encode_descriptor(
             "acme_orders",
-            "ACME orders by result",
+            "ACME orders by result: valid (a certificate was written to the store) or \
+             failed (the certificate serving before keeps serving)",
             None,
             MetricType::Counter,
         )?;
+        if let Some(acme) = &self.acme {
+            for (result, count) in acme.stats.results() {
+                let labels = [("result", result)];
+                let metric = family.encode_family(&labels)?;
+                ConstCounter::new(count).encode(metric)?;
+            }
+        }
         if self.per_certificate {
             let mut family = encoder.encode_descriptor(
                 "certificate_not_after_seconds",

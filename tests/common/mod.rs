@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod chains;
 pub mod client;
+pub mod pebble;
 pub mod pki;
 pub mod running;
 
@@ -162,6 +163,22 @@ pub async fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// Polls the async `check` every 50 ms until it is true or `limit` passes.
+pub async fn wait_for_async<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
 }
 
 /// A proxy with one `https` listener in front of a test HTTP backend, and a store holding

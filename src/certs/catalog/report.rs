@@ -183,6 +183,8 @@ fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
         key: None,
         not_after: None,
         days_left: None,
+        source: "files",
+        renews: None,
         files,
         codes: Vec::new(),
         findings: Vec::new(),
@@ -235,6 +237,13 @@ fn describe(row: &mut Row, summary: Option<&Summary>, now: i64) {
     row.key = Some(summary.key.to_string());
     row.not_after = Some(date(summary.not_after));
     row.days_left = Some((summary.not_after - now).div_euclid(86_400));
+    // The entry `acme/NAME/` (a directory's id ends with its slash).
+    if let Some(name) = row.entry.strip_prefix("acme/") {
+        let name = name.trim_end_matches('/');
+        row.source = "acme";
+        let due = crate::acme::renewal_due(name, summary.not_before, summary.not_after);
+        row.renews = Some(date(due));
+    }
 }
 
 fn refusal(refused: &Refused) -> Refusal {

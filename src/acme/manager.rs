@@ -1,0 +1,520 @@
+//! The task that decides what to order and when: names asked for at handshakes, names
+//! listed by the operator, renewals; within the limits of `[acme]`.
+//!
+//! Everything here runs on one task and owns its state; orders and `ask` requests run as
+//! tasks of their own and report back. The handshake path only ever `try_send`s a name
+//! into a bounded queue (a full queue drops it: the next handshake asks again).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::ask::{Ask, Verdict};
+use super::order::{self, Answers, Issued, OrderError};
+use super::{renewal_due, Acme, OrderStats};
+use crate::certs::{Match, Store};
+use crate::config::AcmeSettings;
+use crate::names::Pattern;
+
+/// Names waiting for a decision (handshakes' requests); beyond, requests are dropped.
+pub const DEMAND_QUEUE: usize = 1024;
+/// `ask` requests in flight at once; names beyond wait for the next handshake.
+const ASK_IN_FLIGHT: usize = 8;
+/// How often the names file is looked at and due renewals are started.
+const TICK: Duration = Duration::from_secs(1);
+/// How often listed names without a certificate are looked for.
+const SWEEP: Duration = Duration::from_secs(60);
+/// Wait before asking again for a name whose lock another instance holds.
+const BUSY_RETRY: Duration = Duration::from_secs(15);
+
+/// An order's name, why it was made, and how it ended (`None`: left to another instance).
+type Done = (Box<str>, Why, Result<Option<Issued>, OrderError>);
+
+/// What the manager knows of one name.
+#[derive(Debug, Default)]
+struct Name {
+    /// When its certificate is due for renewal (Unix time), once one was issued here or
+    /// found in `acme/`.
+    due: Option<i64>,
+    /// Not before this (after a failure, or while another instance holds its lock).
+    not_before: Option<Instant>,
+    /// Failed orders within the last hour.
+    failures: VecDeque<Instant>,
+    /// Consecutive failures, for the backoff.
+    streak: u32,
+    /// Queued or running.
+    busy: bool,
+    /// Ordered again once `not_before` has passed (after a failure, or a lock held
+    /// elsewhere), for this reason.
+    retry: Option<Why>,
+}
+
+/// Why a name is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A handshake asked for it.
+    Demand,
+    /// Listed (names_file or a route) and not covered by any certificate.
+    Listed,
+    /// Its certificate is due.
+    Renewal,
+}
+
+impl Why {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Demand => "on-demand",
+            Self::Listed => "listed",
+            Self::Renewal => "renewal",
+        }
+    }
+}
+
+pub struct Manager {
+    settings: AcmeSettings,
+    acme_dir: PathBuf,
+    store: Arc<Store>,
+    handle: Arc<Acme>,
+    answers: Answers,
+    routes: Vec<String>,
+    demand: mpsc::Receiver<Box<str>>,
+    account: order::SharedAccount,
+    // State.
+    names: HashMap<Box<str>, Name>,
+    listed: HashSet<Box<str>>,
+    listed_stamp: Option<(SystemTime, u64)>,
+    queue: VecDeque<(Box<str>, Why)>,
+    started: VecDeque<Instant>,
+    ask: Option<Ask>,
+    asking: JoinSet<(Box<str>, Verdict)>,
+    /// The names `asking` is asking for.
+    asked: HashSet<Box<str>>,
+    orders: JoinSet<Done>,
+    hour_capped_logged: Option<Instant>,
+}
+
+impl Manager {
+    pub fn new(
+        settings: AcmeSettings,
+        store_dir: &Path,
+        store: Arc<Store>,
+        handle: Arc<Acme>,
+        answers: Answers,
+        routes: Vec<String>,
+        demand: mpsc::Receiver<Box<str>>,
+    ) -> Self {
+        let ask = settings.ask.as_ref().map(|url| Ask::new(url, &settings));
+        Self {
+            acme_dir: store_dir.join("acme"),
+            store,
+            handle,
+            answers,
+            routes,
+            demand,
+            account: Arc::default(),
+            names: HashMap::new(),
+            listed: HashSet::new(),
+            listed_stamp: None,
+            queue: VecDeque::new(),
+            started: VecDeque::new(),
+            ask,
+            asking: JoinSet::new(),
+            asked: HashSet::new(),
+            orders: JoinSet::new(),
+            hour_capped_logged: None,
+            settings,
+        }
+    }
+
+    /// Runs until `stop`; orders under way are dropped then (their lock files are released
+    /// and a later start orders again).
+    pub async fn run(mut self, stop: CancellationToken) {
+        let found = {
+            let dir = self.acme_dir.clone();
+            tokio::task::spawn_blocking(move || issued_in(&dir))
+                .await
+                .unwrap_or_default()
+        };
+        info!(issued = found.len(), dir = %self.acme_dir.display(), "ACME: certificates found; renewals scheduled");
+        for (name, (not_before, not_after)) in found {
+            let due = renewal_due(&name, not_before, not_after);
+            self.names.entry(name).or_default().due = Some(due);
+        }
+        self.reload_listed();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep = Instant::now();
+        self.sweep();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(name) = self.demand.recv() => self.demanded(name),
+                Some(Ok((name, verdict))) = self.asking.join_next(), if !self.asking.is_empty() => {
+                    self.asked.remove(&name);
+                    if verdict == Verdict::Allowed {
+                        self.enqueue(name, Why::Demand);
+                    }
+                }
+                Some(done) = self.orders.join_next(), if !self.orders.is_empty() => {
+                    if let Ok((name, why, result)) = done {
+                        self.finished(name, why, result);
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.reload_listed() || last_sweep.elapsed() >= SWEEP {
+                        last_sweep = Instant::now();
+                        self.sweep();
+                    }
+                    self.due_renewals();
+                }
+            }
+            self.start_orders();
+        }
+    }
+
+    /// A handshake for `name` got the server-wide certificate.
+    fn demanded(&mut self, name: Box<str>) {
+        let name = match Pattern::parse(&name) {
+            Ok(Pattern::Exact(name)) => name,
+            _ => return,
+        };
+        if self.names.get(&name).is_some_and(|n| n.busy) || self.covered(&name) {
+            return;
+        }
+        if self.listed.contains(&name) {
+            return self.enqueue(name, Why::Demand);
+        }
+        let Some(ask) = &self.ask else {
+            return;
+        };
+        match ask.cached(&name) {
+            Some(Verdict::Allowed) => self.enqueue(name, Why::Demand),
+            Some(_) => {}
+            None if self.asking.len() < ASK_IN_FLIGHT && !self.asked.contains(&name) => {
+                self.asked.insert(name.clone());
+                let ask = ask.clone();
+                self.asking.spawn(async move {
+                    let verdict = ask.ask(&name).await;
+                    (name, verdict)
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// Whether a certificate in the store covers `name`.
+    fn covered(&self, name: &str) -> bool {
+        self.store.index().select(Some(name), &[]).1 != Match::Fallback
+    }
+
+    fn enqueue(&mut self, name: Box<str>, why: Why) {
+        let state = self.names.entry(name.clone()).or_default();
+        if state.busy || state.not_before.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        state.busy = true;
+        if why == Why::Listed {
+            self.queue.push_back((name, why));
+        } else {
+            self.queue.push_front((name, why));
+        }
+    }
+
+    /// Reads the names file again if it changed; whether it did.
+    fn reload_listed(&mut self) -> bool {
+        let Some(path) = &self.settings.names_file else {
+            if self.listed.is_empty() && !self.routes.is_empty() {
+                self.listed = self.routes.iter().map(|r| r.as_str().into()).collect();
+                return true;
+            }
+            return false;
+        };
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp == self.listed_stamp && (stamp.is_some() || !self.listed.is_empty()) {
+            return false;
+        }
+        self.listed_stamp = stamp;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                warn!(file = %path.display(), reason = %e, "acme.names_file cannot be read; the names listed before are kept");
+                return false;
+            }
+        };
+        let mut listed: HashSet<Box<str>> = self.routes.iter().map(|r| r.as_str().into()).collect();
+        let mut refused = 0;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            match Pattern::parse(line) {
+                Ok(Pattern::Exact(name)) => {
+                    listed.insert(name);
+                }
+                Ok(Pattern::Wildcard(_)) => {
+                    refused += 1;
+                    warn!(file = %path.display(), line = n + 1, name = line, "a wildcard needs the dns-01 challenge, which mailfront does not answer; skipped");
+                }
+                Err(e) => {
+                    refused += 1;
+                    warn!(file = %path.display(), line = n + 1, reason = %e, "not a host name; skipped");
+                }
+            }
+        }
+        info!(file = %path.display(), names = listed.len(), skipped = refused, "ACME: allowed names read");
+        self.listed = listed;
+        true
+    }
+
+    /// Queues every listed name no certificate covers.
+    fn sweep(&mut self) {
+        let missing: Vec<Box<str>> = self
+            .listed
+            .iter()
+            .filter(|n| !self.covered(n))
+            .cloned()
+            .collect();
+        for name in missing {
+            self.enqueue(name, Why::Listed);
+        }
+    }
+
+    fn due_renewals(&mut self) {
+        let instant = Instant::now();
+        let retries: Vec<(Box<str>, Why)> = self
+            .names
+            .iter()
+            .filter(|(_, n)| !n.busy && n.not_before.is_none_or(|t| t <= instant))
+            .filter_map(|(name, n)| Some((name.clone(), n.retry?)))
+            .collect();
+        for (name, why) in retries {
+            if let Some(n) = self.names.get_mut(&name) {
+                n.retry = None;
+            }
+            if why != Why::Renewal && !self.covered(&name) {
+                self.enqueue(name, why);
+            }
+        }
+        let now = crate::certs::now();
+        let due: Vec<Box<str>> = self
+            .names
+            .iter()
+            .filter(|(_, n)| !n.busy && n.due.is_some_and(|d| d <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            // Renewed while allowed: listed, or `ask` does not say no (an `ask` that
+            // cannot be reached never stops a renewal).
+            let allowed = self.listed.contains(&name)
+                || self
+                    .ask
+                    .as_ref()
+                    .is_some_and(|a| a.cached(&name) != Some(Verdict::Refused));
+            if !allowed {
+                if let Some(n) = self.names.get_mut(&name) {
+                    n.due = None;
+                }
+                info!(name = %name, "ACME: the name is no longer allowed; its certificate is not renewed");
+                continue;
+            }
+            self.enqueue(name, Why::Renewal);
+        }
+    }
+
+    fn start_orders(&mut self) {
+        let hour = Duration::from_secs(3600);
+        while self.orders.len() < self.settings.max_concurrent_orders {
+            while self.started.front().is_some_and(|t| t.elapsed() >= hour) {
+                self.started.pop_front();
+            }
+            if self.started.len() >= self.settings.orders_per_hour as usize {
+                if !self.queue.is_empty()
+                    && self
+                        .hour_capped_logged
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(600))
+                {
+                    self.hour_capped_logged = Some(Instant::now());
+                    warn!(
+                        orders_per_hour = self.settings.orders_per_hour,
+                        waiting = self.queue.len(),
+                        "ACME: orders_per_hour reached; the names waiting are ordered as the hour rolls on"
+                    );
+                }
+                return;
+            }
+            let Some((name, why)) = self.queue.pop_front() else {
+                return;
+            };
+            if why != Why::Renewal && self.covered(&name) {
+                if let Some(n) = self.names.get_mut(&name) {
+                    n.busy = false;
+                }
+                continue;
+            }
+            self.started.push_back(Instant::now());
+            let job = Job {
+                account: Arc::clone(&self.account),
+                settings: self.settings.clone(),
+                answers: self.answers,
+                handle: Arc::clone(&self.handle),
+                acme_dir: self.acme_dir.clone(),
+            };
+            self.orders.spawn(async move {
+                let result = job.run(&name, why).await;
+                (name, why, result)
+            });
+        }
+    }
+
+    fn finished(&mut self, name: Box<str>, why: Why, result: Result<Option<Issued>, OrderError>) {
+        let stats: &OrderStats = &self.handle.stats;
+        let state = self.names.entry(name.clone()).or_default();
+        state.busy = false;
+        match result {
+            Ok(Some(issued)) => {
+                stats.count("valid");
+                state.streak = 0;
+                state.not_before = None;
+                let due = renewal_due(&name, issued.not_before, issued.not_after);
+                state.due = Some(due);
+                info!(
+                    name = %name, why = why.as_str(), not_after = issued.not_after, renews = due,
+                    "ACME: certificate issued and written to the store"
+                );
+            }
+            Ok(None) => {
+                // Another instance holds the name's lock, or issued it meanwhile: look
+                // again soon (its certificate reaches the store through the watcher).
+                state.not_before = Some(Instant::now() + BUSY_RETRY);
+                state.retry = Some(why);
+                if let Some((not_before, not_after)) = read_issued(&self.acme_dir, &name) {
+                    state.due = Some(renewal_due(&name, not_before, not_after));
+                }
+            }
+            Err(e) => {
+                stats.count("failed");
+                let now = Instant::now();
+                state.streak = state.streak.saturating_add(1);
+                while state
+                    .failures
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(3600))
+                {
+                    state.failures.pop_front();
+                }
+                state.failures.push_back(now);
+                let shift = state.streak.saturating_sub(1).min(20);
+                let mut wait = self
+                    .settings
+                    .retry_min
+                    .saturating_mul(1 << shift)
+                    .min(self.settings.retry_max);
+                if state.failures.len() >= self.settings.failures_per_name_per_hour as usize {
+                    let hour_over = state.failures[0] + Duration::from_secs(3600);
+                    wait = wait.max(hour_over.saturating_duration_since(now));
+                }
+                state.not_before = Some(now + wait);
+                state.retry = Some(why);
+                if why == Why::Renewal {
+                    // Tried again after the wait, while the current one keeps serving.
+                    state.due = Some(crate::certs::now() + wait.as_secs() as i64);
+                }
+                warn!(
+                    name = %name, why = why.as_str(), reason = %e,
+                    retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
+                    "ACME: order failed; the certificate serving now (if any) keeps serving"
+                );
+            }
+        }
+    }
+}
+
+/// What one order needs, moved into its task.
+struct Job {
+    account: order::SharedAccount,
+    settings: AcmeSettings,
+    answers: Answers,
+    handle: Arc<Acme>,
+    acme_dir: PathBuf,
+}
+
+impl Job {
+    /// `Ok(None)`: nothing to do here (another instance holds the name or just issued it).
+    async fn run(self, name: &str, why: Why) -> Result<Option<Issued>, OrderError> {
+        let locks = self.settings.state_dir.join("locks");
+        let lease = super::lease::acquire(&locks, name)
+            .await
+            .map_err(|e| OrderError::Local(format!("{}: {e}", locks.display())))?;
+        let Some(lease) = lease else {
+            return Ok(None);
+        };
+        // Another instance may have finished it while this one waited.
+        if let Some((not_before, not_after)) = read_issued(&self.acme_dir, name) {
+            let fresh = why != Why::Renewal
+                || renewal_due(name, not_before, not_after) > crate::certs::now();
+            if fresh && not_after > crate::certs::now() {
+                drop(lease);
+                return Ok(None);
+            }
+        }
+        let account = self
+            .account
+            .get_or_try_init(|| order::account(&self.settings))
+            .await?;
+        let issued = tokio::time::timeout(
+            super::lease::ORDER_LIMIT,
+            order::issue(
+                account,
+                &self.settings,
+                self.answers,
+                &self.handle.challenges,
+                &self.acme_dir,
+                name,
+            ),
+        )
+        .await
+        .map_err(|_| OrderError::Timeout(super::lease::ORDER_LIMIT))??;
+        drop(lease);
+        Ok(Some(issued))
+    }
+}
+
+/// The validity of `acme_dir/NAME/fullchain.pem`'s leaf, if it reads.
+fn read_issued(acme_dir: &Path, name: &str) -> Option<(i64, i64)> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(acme_dir.join(name).join("fullchain.pem")).ok()?;
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).ok()?;
+    Some((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+/// Every `acme/NAME/` with its certificate's validity.
+fn issued_in(acme_dir: &Path) -> Vec<(Box<str>, (i64, i64))> {
+    let Ok(dir) = std::fs::read_dir(acme_dir) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let Ok(Pattern::Exact(name)) = Pattern::parse(&name) else {
+                return None;
+            };
+            let validity = read_issued(acme_dir, &name)?;
+            Some((name, validity))
+        })
+        .collect()
+}

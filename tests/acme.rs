@@ -1,0 +1,551 @@
+//! ACME against a real CA: Debian's pebble, validating at mailfront's own listeners
+//! (tls-alpn-01 at the https one, http-01 at the port 80 one), every issued certificate
+//! verified by openssl with pebble's root.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::client::{names_of, run, served_der};
+use common::pebble::{addr, free_port, Pebble, Ports};
+use common::{backend::Backend, head, Pki, Proxy};
+
+/// Polls handshakes for `sni` at `at` until a certificate from pebble (naming `sni`) is
+/// served; returns its DER.
+async fn wait_issued(at: SocketAddr, sni: &str, limit: Duration, pebble: &Pebble) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(der) = served_der(at, sni).await {
+            if names_of(&der) == [sni] && issuer_of(&der).contains("Pebble") {
+                return der;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{sni} was not issued within {limit:?}; pebble said:\n{}",
+        pebble.log_text()
+    );
+}
+
+fn issuer_of(der: &[u8]) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    cert.issuer().to_string()
+}
+
+fn serial_of(der: &[u8]) -> Vec<u8> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    cert.raw_serial().to_vec()
+}
+
+/// openssl verifies the chain served for `sni` against pebble's root, and the name.
+async fn openssl_verifies(at: SocketAddr, sni: &str, pebble: &Pebble) {
+    let out = common::client::s_client(at, Some(sni), &pebble.root).await;
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("Verification: OK") && out.status == Some(0),
+        "openssl s_client for {sni}: {all}"
+    );
+}
+
+/// `listener` blocks bound to explicit ports (pebble must know them before mailfront
+/// starts, and mailfront needs pebble's directory URL in its config).
+fn listener_at(name: &str, protocol: &str, port: u16, backend: Option<SocketAddr>) -> String {
+    let backend = backend.map_or(String::new(), |b| format!("backend = \"{b}\"\n"));
+    format!(
+        "[[listener]]\nname = \"{name}\"\nbind = [\"127.0.0.1:{port}\"]\nprotocol = \"{protocol}\"\n{backend}\n"
+    )
+}
+
+/// The value of the sample `name` in the admin interface's metrics (0 when absent).
+async fn metric(proxy: &Proxy, name: &str) -> u64 {
+    let url = format!("http://{}/metrics", proxy.admin.unwrap());
+    let out = run("curl", &["-sS", &url]).await;
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn admin_section() -> &'static str {
+    "[admin]\nbind = \"127.0.0.1:0\"\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_name_is_issued_over_tls_alpn_and_nothing_else_is_ordered() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let https = free_port();
+    let pebble = Pebble::start(
+        &root.join("pebble"),
+        Ports {
+            http: free_port(),
+            tls: https,
+        },
+        3600,
+    )
+    .await;
+    let web = Backend::http().await;
+    std::fs::write(
+        root.join("names.txt"),
+        "# customers\nmail.example.com\n*.example.org\n",
+    )
+    .unwrap();
+    let state = root.join("acme-state");
+    let config = format!(
+        "{}{}{}{}",
+        head(root, &store, ""),
+        listener_at("https", "https", https, Some(web.addr)),
+        pebble.acme_section(
+            &state,
+            &format!("names_file = \"{}\"", root.join("names.txt").display())
+        ),
+        admin_section(),
+    );
+    let proxy = Proxy::start(root, &config);
+    let at = addr(https);
+    let der = wait_issued(at, "mail.example.com", Duration::from_secs(60), &pebble).await;
+    openssl_verifies(at, "mail.example.com", &pebble).await;
+    // curl through the proxy to the webmail backend, verifying with pebble's root.
+    let url = format!("https://mail.example.com:{https}/");
+    let resolve = format!("mail.example.com:{https}:127.0.0.1");
+    let root_pem = pebble.root.display().to_string();
+    let out = run(
+        "curl",
+        &["-sS", "--cacert", &root_pem, "--resolve", &resolve, &url],
+    )
+    .await;
+    assert_eq!(out.status, Some(0), "curl: {}", out.stderr);
+
+    // certbot's names, through a swapped ..data link; the key 0600; the account 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let entry = store.join("acme/mail.example.com");
+    assert_eq!(
+        std::fs::read_link(entry.join("fullchain.pem")).unwrap(),
+        Path::new("..data/fullchain.pem")
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&entry.join("privkey.pem")), 0o600);
+    let accounts: Vec<_> = std::fs::read_dir(state.join("accounts")).unwrap().collect();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(mode(&accounts[0].as_ref().unwrap().path()), 0o600);
+
+    // Names not listed (and the wildcard, which needs dns-01) are never ordered, however
+    // often they are asked for.
+    for i in 0..20 {
+        let _ = served_der(at, &format!("scan{i}.example.com")).await;
+        let _ = served_der(at, "www.example.org").await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pebble.issued(), 1, "{}", pebble.log_text());
+    assert_eq!(
+        metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await,
+        1
+    );
+    assert_eq!(
+        metric(&proxy, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        0
+    );
+    assert_eq!(served_der(at, "mail.example.com").await.unwrap(), der);
+
+    // The report says where it comes from and when it renews.
+    let config_path = root.join("mailfront.toml");
+    let out = run(
+        env!("CARGO_BIN_EXE_mailfront"),
+        &[
+            "certs",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let row = report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["entry"] == "acme/mail.example.com/")
+        .unwrap_or_else(|| panic!("no acme row: {}", out.stdout));
+    assert_eq!(row["source"], "acme");
+    assert_eq!(row["state"], "serving");
+    assert!(
+        row["renews"].as_str().is_some_and(|r| r.starts_with("20")),
+        "{row}"
+    );
+    drop(proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_on_the_port_80_listener_which_redirects_everything_else() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let (http, imaps) = (free_port(), free_port());
+    let pebble = Pebble::start(
+        &root.join("pebble"),
+        Ports {
+            http,
+            tls: free_port(),
+        },
+        3600,
+    )
+    .await;
+    let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
+    std::fs::write(root.join("names.txt"), "imap.example.com\n").unwrap();
+    let config = format!(
+        "{}{}{}{}",
+        head(root, &store, ""),
+        listener_at("imaps", "imaps", imaps, Some(imap.addr)),
+        listener_at("web80", "http", http, None),
+        pebble.acme_section(
+            &root.join("state"),
+            &format!("names_file = \"{}\"", root.join("names.txt").display())
+        ),
+    );
+    let _proxy = Proxy::start(root, &config);
+    wait_issued(
+        addr(imaps),
+        "imap.example.com",
+        Duration::from_secs(60),
+        &pebble,
+    )
+    .await;
+    openssl_verifies(addr(imaps), "imap.example.com", &pebble).await;
+
+    let base = format!("http://127.0.0.1:{http}");
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-H",
+            "Host: Mail.Example.com:80",
+            &format!("{base}/inbox?folder=1"),
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "308 https://mail.example.com/inbox?folder=1");
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/.well-known/acme-challenge/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "404");
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: evil.example.com/x",
+            &format!("{base}/"),
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "400");
+}
+
+/// A tiny `ask` service: 200 for the names in `allowed`, 404 for the others; counts the
+/// requests per name. Dropping the handle stops it.
+struct AskService {
+    url: String,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AskService {
+    async fn start(allowed: &'static [&'static str]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/allowed?domain=", listener.local_addr().unwrap());
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counted = Arc::clone(&hits);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = tcp.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    let name = head
+                        .split_once("domain=")
+                        .and_then(|(_, r)| r.split_whitespace().next())
+                        .unwrap_or("")
+                        .to_owned();
+                    *counted.lock().unwrap().entry(name.clone()).or_default() += 1;
+                    let status = if allowed.contains(&name.as_str()) {
+                        "200 OK"
+                    } else {
+                        "404 Not Found"
+                    };
+                    let _ = tcp
+                        .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                        .await;
+                });
+            }
+        });
+        Self { url, hits, task }
+    }
+
+    fn hits(&self, name: &str) -> usize {
+        self.hits.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_with_ask_and_short_lived_certificates_renewed_while_ask_is_down() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let https = free_port();
+    // 30-second certificates: renewed about 20 s after issuance.
+    let pebble = Pebble::start(
+        &root.join("pebble"),
+        Ports {
+            http: free_port(),
+            tls: https,
+        },
+        30,
+    )
+    .await;
+    let web = Backend::http().await;
+    let ask = AskService::start(&["shop.example.com"]).await;
+    let config = format!(
+        "{}{}{}{}",
+        head(root, &store, ""),
+        listener_at("https", "https", https, Some(web.addr)),
+        pebble.acme_section(
+            &root.join("state"),
+            &format!("ask = \"{}\"\non_demand = true", ask.url)
+        ),
+        admin_section(),
+    );
+    let proxy = Proxy::start(root, &config);
+    let at = addr(https);
+    // The first handshake is never held up: it gets the server-wide certificate at once.
+    let first = served_der(at, "shop.example.com").await.unwrap();
+    assert_eq!(names_of(&first), ["server.com"]);
+    let issued = wait_issued(at, "shop.example.com", Duration::from_secs(60), &pebble).await;
+    openssl_verifies(at, "shop.example.com", &pebble).await;
+    assert_eq!(ask.hits("shop.example.com"), 1);
+
+    // A name ask refuses: asked once (the refusal is cached), never ordered; a scanner's
+    // random names: asked once each, never ordered.
+    for _ in 0..5 {
+        assert_eq!(
+            names_of(&served_der(at, "denied.example.com").await.unwrap()),
+            ["server.com"]
+        );
+    }
+    for i in 0..5 {
+        let _ = served_der(at, &format!("rnd{i}.example.com")).await;
+    }
+    assert!(common::wait_for(Duration::from_secs(5), || ask.hits("rnd4.example.com") == 1).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ask.hits("denied.example.com"), 1);
+    assert!(!store.join("acme/denied.example.com").exists());
+
+    // ask goes down: the issued name keeps serving, and is renewed when due; a new name
+    // waits.
+    ask.task.abort();
+    let _ = ask.task.await;
+    for _ in 0..3 {
+        let _ = served_der(at, "new.example.com").await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let renewed = loop {
+        let der = served_der(at, "shop.example.com").await.unwrap();
+        assert_eq!(
+            names_of(&der),
+            ["shop.example.com"],
+            "the issued name kept serving"
+        );
+        if serial_of(&der) != serial_of(&issued) {
+            break der;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed within 60 s: {}",
+            pebble.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(issuer_of(&renewed).contains("Pebble"));
+    openssl_verifies(at, "shop.example.com", &pebble).await;
+    assert!(!store.join("acme/new.example.com").exists());
+    assert_eq!(
+        metric(&proxy, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        0
+    );
+    assert!(metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let https = free_port();
+    let pebble = Pebble::start(
+        &root.join("pebble"),
+        Ports {
+            http: free_port(),
+            tls: https,
+        },
+        3600,
+    )
+    .await;
+    // The CA looks for the name where nothing answers.
+    pebble.resolve("broken.example.com", "127.0.0.2").await;
+    let web = Backend::http().await;
+    std::fs::write(root.join("names.txt"), "broken.example.com\n").unwrap();
+    let config = format!(
+        "{}{}{}{}",
+        head(root, &store, ""),
+        listener_at("https", "https", https, Some(web.addr)),
+        pebble.acme_section(
+            &root.join("state"),
+            &format!(
+                "names_file = \"{}\"\nretry_min = \"4s\"\nfailures_per_name_per_hour = 2",
+                root.join("names.txt").display()
+            )
+        ),
+        admin_section(),
+    );
+    let proxy = Proxy::start(root, &config);
+    let failed = "mailfront_acme_orders_total{result=\"failed\"}";
+    let mut one = false;
+    for _ in 0..600 {
+        if metric(&proxy, failed).await >= 1 {
+            one = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(one, "the order did not fail: {}", pebble.log_text());
+    let t1 = std::time::Instant::now();
+    // Not again before retry_min, even when handshakes ask for it.
+    for _ in 0..10 {
+        let _ = served_der(addr(https), "broken.example.com").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(t1.elapsed() < Duration::from_secs(4) || metric(&proxy, failed).await == 1);
+    assert_eq!(metric(&proxy, failed).await, 1);
+    // Then once more after it, and then not for the rest of the hour.
+    let mut two = false;
+    for _ in 0..300 {
+        if metric(&proxy, failed).await >= 2 {
+            two = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(two, "no second attempt after retry_min");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        metric(&proxy, failed).await,
+        2,
+        "a third attempt within the hour"
+    );
+    assert_eq!(
+        metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await,
+        0
+    );
+    assert_eq!(
+        names_of(&served_der(addr(https), "broken.example.com").await.unwrap()),
+        ["server.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_the_directories_order_each_name_once() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let (a_port, b_port) = (free_port(), free_port());
+    // The CA validates at instance B only: B answers what A ordered.
+    let pebble = Pebble::start(
+        &root.join("pebble"),
+        Ports {
+            http: free_port(),
+            tls: b_port,
+        },
+        3600,
+    )
+    .await;
+    let web = Backend::http().await;
+    let state = root.join("state");
+    std::fs::write(root.join("a.txt"), "both.example.com\nfroma.example.com\n").unwrap();
+    std::fs::write(root.join("b.txt"), "both.example.com\n").unwrap();
+    let instance = |name: &str, port: u16, names: &str| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "{}{}{}{}",
+            head(root, &store, ""),
+            listener_at("https", "https", port, Some(web.addr)),
+            pebble.acme_section(
+                &state,
+                &format!("names_file = \"{}\"", root.join(names).display())
+            ),
+            admin_section(),
+        );
+        Proxy::start(&dir, &config)
+    };
+    let a = instance("a", a_port, "a.txt");
+    let b = instance("b", b_port, "b.txt");
+    for at in [addr(a_port), addr(b_port)] {
+        for name in ["both.example.com", "froma.example.com"] {
+            wait_issued(at, name, Duration::from_secs(90), &pebble).await;
+            openssl_verifies(at, name, &pebble).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pebble.issued(), 2, "{}", pebble.log_text());
+    let valid = "mailfront_acme_orders_total{result=\"valid\"}";
+    let (va, vb) = (metric(&a, valid).await, metric(&b, valid).await);
+    assert_eq!(va + vb, 2, "a: {va}, b: {vb}");
+    // froma.example.com is listed at A only: A ordered it, and B answered the CA.
+    assert!(va >= 1);
+    assert_eq!(
+        metric(&a, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        0
+    );
+    assert_eq!(
+        metric(&b, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        0
+    );
+    // One account for the fleet.
+    assert_eq!(
+        std::fs::read_dir(state.join("accounts")).unwrap().count(),
+        1
+    );
+}
