@@ -13,8 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use instant_acme::{CertificateIdentifier, RenewalInfo};
+
+use super::ari;
 use super::ask::{Ask, Verdict};
 use super::order::{self, Answers, Issued, OrderError};
 use super::{renewal_due, Acme, OrderStats};
@@ -35,6 +38,11 @@ const BUSY_RETRY: Duration = Duration::from_secs(15);
 
 /// An order's name, why it was made, and how it ended (`None`: left to another instance).
 type Done = (Box<str>, Why, Result<Option<Issued>, OrderError>);
+/// A name and the CA's renewal information for its certificate.
+type Window = (
+    Box<str>,
+    Result<(RenewalInfo, Duration), instant_acme::Error>,
+);
 
 /// What the manager knows of one name.
 #[derive(Debug, Default)]
@@ -53,6 +61,10 @@ struct Name {
     /// Ordered again once `not_before` has passed (after a failure, or a lock held
     /// elsewhere), for this reason.
     retry: Option<Why>,
+    /// Its certificate's ARI identifier.
+    id: Option<CertificateIdentifier<'static>>,
+    /// When to ask the CA for its renewal window next (`None` while asking).
+    ari_next: Option<Instant>,
 }
 
 /// Why a name is ordered.
@@ -97,6 +109,9 @@ pub struct Manager {
     asked: HashSet<Box<str>>,
     orders: JoinSet<Done>,
     hour_capped_logged: Option<Instant>,
+    /// Whether the CA offers renewal information (unknown until it first answers).
+    ari: Option<bool>,
+    windows: JoinSet<Window>,
 }
 
 impl Manager {
@@ -128,6 +143,8 @@ impl Manager {
             asked: HashSet::new(),
             orders: JoinSet::new(),
             hour_capped_logged: None,
+            ari: None,
+            windows: JoinSet::new(),
             settings,
         }
     }
@@ -142,9 +159,12 @@ impl Manager {
                 .unwrap_or_default()
         };
         info!(issued = found.len(), dir = %self.acme_dir.display(), "ACME: certificates found; renewals scheduled");
-        for (name, (not_before, not_after)) in found {
-            let due = renewal_due(&name, not_before, not_after);
-            self.names.entry(name).or_default().due = Some(due);
+        let count = found.len();
+        for (name, issued) in found {
+            let state = self.names.entry(name.clone()).or_default();
+            state.due = Some(renewal_due(&name, issued.not_before, issued.not_after));
+            state.id = ari::identifier(&issued.leaf);
+            state.ari_next = Some(Instant::now() + ari::first_poll(&name, count));
         }
         self.reload_listed();
         let mut tick = tokio::time::interval(TICK);
@@ -161,6 +181,9 @@ impl Manager {
                         self.enqueue(name, Why::Demand);
                     }
                 }
+                Some(Ok((name, window))) = self.windows.join_next(), if !self.windows.is_empty() => {
+                    self.window(name, window);
+                }
                 Some(done) = self.orders.join_next(), if !self.orders.is_empty() => {
                     if let Ok((name, why, result)) = done {
                         self.finished(name, why, result);
@@ -172,6 +195,7 @@ impl Manager {
                         self.sweep();
                     }
                     self.due_renewals();
+                    self.ask_windows();
                 }
             }
             self.start_orders();
@@ -330,6 +354,78 @@ impl Manager {
         }
     }
 
+    /// Asks the CA for the renewal windows whose time has come.
+    fn ask_windows(&mut self) {
+        if self.ari == Some(false) {
+            return;
+        }
+        let now = Instant::now();
+        let room = ari::IN_FLIGHT.saturating_sub(self.windows.len());
+        let asks: Vec<(Box<str>, CertificateIdentifier<'static>)> = self
+            .names
+            .iter()
+            .filter(|(_, n)| n.ari_next.is_some_and(|t| t <= now))
+            .filter_map(|(name, n)| Some((name.clone(), n.id.clone()?)))
+            .take(room)
+            .collect();
+        for (name, id) in asks {
+            if let Some(n) = self.names.get_mut(&name) {
+                n.ari_next = None;
+            }
+            let (account, settings) = (Arc::clone(&self.account), self.settings.clone());
+            self.windows.spawn(async move {
+                let window = match account.get_or_try_init(|| order::account(&settings)).await {
+                    Ok(account) => account.renewal_info(&id).await,
+                    Err(e) => Err(instant_acme::Error::Other(e.to_string().into())),
+                };
+                (name, window)
+            });
+        }
+    }
+
+    /// The CA's renewal window for `name`'s certificate.
+    fn window(
+        &mut self,
+        name: Box<str>,
+        window: Result<(RenewalInfo, Duration), instant_acme::Error>,
+    ) {
+        let now = Instant::now();
+        match window {
+            Ok((info, retry_after)) => {
+                if self.ari != Some(true) {
+                    info!("ACME: the CA offers renewal information (ARI); renewals follow its windows");
+                }
+                self.ari = Some(true);
+                let Some(state) = self.names.get_mut(&name) else {
+                    return;
+                };
+                let window = &info.suggested_window;
+                let (start, end) = (window.start.unix_timestamp(), window.end.unix_timestamp());
+                // A time picked in an earlier window is kept while the window holds it.
+                if state.due.is_none_or(|d| d < start || d > end) {
+                    let due = ari::pick(start, end, ari::random());
+                    if due <= crate::certs::now() {
+                        info!(name = %name, window_start = start, "ACME: the CA asks for this certificate to be renewed now");
+                    }
+                    state.due = Some(due);
+                }
+                state.ari_next = Some(now + ari::next_poll(retry_after));
+            }
+            Err(instant_acme::Error::Unsupported(_)) => {
+                if self.ari.is_none() {
+                    info!("ACME: the CA offers no renewal information (ARI); each certificate is renewed two thirds into its lifetime");
+                }
+                self.ari = Some(false);
+            }
+            Err(e) => {
+                debug!(name = %name, reason = %e, "ACME: renewal information not available; asked again in an hour");
+                if let Some(state) = self.names.get_mut(&name) {
+                    state.ari_next = Some(now + ari::AFTER_ERROR);
+                }
+            }
+        }
+    }
+
     fn start_orders(&mut self) {
         let hour = Duration::from_secs(3600);
         while self.orders.len() < self.settings.max_concurrent_orders {
@@ -361,12 +457,18 @@ impl Manager {
                 continue;
             }
             self.started.push_back(Instant::now());
+            let replaces = match (why, self.ari) {
+                (Why::Renewal, Some(true)) => self.names.get(&name).and_then(|n| n.id.clone()),
+                _ => None,
+            };
             let job = Job {
+                replaces,
                 account: Arc::clone(&self.account),
                 settings: self.settings.clone(),
                 answers: self.answers,
                 handle: Arc::clone(&self.handle),
                 acme_dir: self.acme_dir.clone(),
+                store: Arc::clone(&self.store),
             };
             self.orders.spawn(async move {
                 let result = job.run(&name, why).await;
@@ -386,6 +488,8 @@ impl Manager {
                 state.not_before = None;
                 let due = renewal_due(&name, issued.not_before, issued.not_after);
                 state.due = Some(due);
+                state.id = ari::identifier(&issued.leaf);
+                state.ari_next = Some(Instant::now());
                 info!(
                     name = %name, why = why.as_str(), not_after = issued.not_after, renews = due,
                     "ACME: certificate issued and written to the store"
@@ -396,8 +500,10 @@ impl Manager {
                 // again soon (its certificate reaches the store through the watcher).
                 state.not_before = Some(Instant::now() + BUSY_RETRY);
                 state.retry = Some(why);
-                if let Some((not_before, not_after)) = read_issued(&self.acme_dir, &name) {
-                    state.due = Some(renewal_due(&name, not_before, not_after));
+                if let Some(issued) = read_issued(&self.acme_dir, &name) {
+                    state.due = Some(renewal_due(&name, issued.not_before, issued.not_after));
+                    state.id = ari::identifier(&issued.leaf);
+                    state.ari_next = Some(Instant::now());
                 }
             }
             Err(e) => {
@@ -440,12 +546,18 @@ impl Manager {
 
 /// What one order needs, moved into its task.
 struct Job {
+    /// The certificate a renewal replaces (ARI).
+    replaces: Option<CertificateIdentifier<'static>>,
     account: order::SharedAccount,
     settings: AcmeSettings,
     answers: Answers,
     handle: Arc<Acme>,
     acme_dir: PathBuf,
+    store: Arc<Store>,
 }
+
+/// How long a written certificate may take to be served before the order counts as failed.
+const SERVED_WITHIN: Duration = Duration::from_secs(15);
 
 impl Job {
     /// `Ok(None)`: nothing to do here (another instance holds the name or just issued it).
@@ -458,9 +570,18 @@ impl Job {
             return Ok(None);
         };
         // Another instance may have finished it while this one waited.
-        if let Some((not_before, not_after)) = read_issued(&self.acme_dir, name) {
+        if let Some(issued) = read_issued(&self.acme_dir, name) {
+            let (not_before, not_after) = (issued.not_before, issued.not_after);
+            let replaced = self
+                .replaces
+                .as_ref()
+                .is_some_and(|r| ari::identifier(&issued.leaf).as_ref() != Some(r));
+            // Renewed meanwhile by another instance: its certificate is not the one this
+            // renewal replaces (ARI), or not yet due (without ARI).
             let fresh = why != Why::Renewal
-                || renewal_due(name, not_before, not_after) > crate::certs::now();
+                || replaced
+                || (self.replaces.is_none()
+                    && renewal_due(name, not_before, not_after) > crate::certs::now());
             if fresh && not_after > crate::certs::now() {
                 drop(lease);
                 return Ok(None);
@@ -470,7 +591,8 @@ impl Job {
             .account
             .get_or_try_init(|| order::account(&self.settings))
             .await?;
-        let issued = tokio::time::timeout(
+        let mark = Instant::now();
+        let (issued, written) = tokio::time::timeout(
             super::lease::ORDER_LIMIT,
             order::issue(
                 account,
@@ -479,31 +601,42 @@ impl Job {
                 &self.handle.challenges,
                 &self.acme_dir,
                 name,
+                self.replaces.clone(),
             ),
         )
         .await
         .map_err(|_| OrderError::Timeout(super::lease::ORDER_LIMIT))??;
         drop(lease);
+        // Done when handshakes get it, not when it is written (or when another entry
+        // that outranks it serves the name: the operator's own certificate).
+        let (leaf, entry) = (&issued.leaf, format!("acme/{name}/"));
+        let served = self
+            .store
+            .served_when(name, mark, SERVED_WITHIN, |served| {
+                served.iter().flatten().any(|(_, der)| der == leaf)
+                    || served
+                        .iter()
+                        .all(|s| s.as_ref().is_some_and(|(id, _)| *id != entry))
+            })
+            .await;
+        if !served {
+            written.roll_back();
+            let entry = self.acme_dir.join(name);
+            return Err(OrderError::Unserved(entry.display().to_string()));
+        }
+        written.commit();
         Ok(Some(issued))
     }
 }
 
-/// The validity of `acme_dir/NAME/fullchain.pem`'s leaf, if it reads.
-fn read_issued(acme_dir: &Path, name: &str) -> Option<(i64, i64)> {
-    use rustls::pki_types::pem::PemObject;
-    let bytes = std::fs::read(acme_dir.join(name).join("fullchain.pem")).ok()?;
-    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
-        .next()?
-        .ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).ok()?;
-    Some((
-        cert.validity().not_before.timestamp(),
-        cert.validity().not_after.timestamp(),
-    ))
+/// The certificate of `acme_dir/NAME/fullchain.pem`, if it reads.
+fn read_issued(acme_dir: &Path, name: &str) -> Option<Issued> {
+    let text = std::fs::read_to_string(acme_dir.join(name).join("fullchain.pem")).ok()?;
+    order::validity(&text).ok()
 }
 
 /// Every `acme/NAME/` with its certificate's validity.
-fn issued_in(acme_dir: &Path) -> Vec<(Box<str>, (i64, i64))> {
+fn issued_in(acme_dir: &Path) -> Vec<(Box<str>, Issued)> {
     let Ok(dir) = std::fs::read_dir(acme_dir) else {
         return Vec::new();
     };
@@ -513,8 +646,8 @@ fn issued_in(acme_dir: &Path) -> Vec<(Box<str>, (i64, i64))> {
             let Ok(Pattern::Exact(name)) = Pattern::parse(&name) else {
                 return None;
             };
-            let validity = read_issued(acme_dir, &name)?;
-            Some((name, validity))
+            let issued = read_issued(acme_dir, &name)?;
+            Some((name, issued))
         })
         .collect()
 }

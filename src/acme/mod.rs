@@ -14,6 +14,7 @@
 //! from [`challenges`], and a handshake served the server-wide certificate hands its name
 //! to the manager through a bounded queue (`try_send`, never a wait).
 
+mod ari;
 mod ask;
 pub mod challenges;
 pub mod http;
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use challenges::{Challenges, ACME_TLS_ALPN};
-pub use order::write_entry;
+pub use order::{write_entry, Written};
 
 use crate::certs::Store;
 use crate::config::{Config, Protocol};

@@ -34,6 +34,10 @@ pub enum OrderError {
     /// The order ran past its bound.
     #[error("no certificate within {0:?}")]
     Timeout(Duration),
+    /// Written to the store, but handshakes are not served it (the store's checks
+    /// refused it, or the store cannot be read): the version before keeps serving.
+    #[error("the certificate was written to {0} but is not served (`mailfront certs` says why); the version before keeps serving")]
+    Unserved(String),
 }
 
 impl OrderError {
@@ -192,9 +196,11 @@ fn http_client(
 pub struct Issued {
     pub not_before: i64,
     pub not_after: i64,
+    /// The leaf, DER.
+    pub leaf: Vec<u8>,
 }
 
-/// Orders a certificate for `name` and writes it into `acme_dir/NAME/`.
+/// Orders a certificate for `name` and writes it into `acme_dir/NAME/` (see [`Written`]).
 pub async fn issue(
     account: &Account,
     settings: &AcmeSettings,
@@ -202,9 +208,13 @@ pub async fn issue(
     challenges: &Challenges,
     acme_dir: &Path,
     name: &str,
-) -> Result<Issued, OrderError> {
+    replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+) -> Result<(Issued, Written), OrderError> {
     let identifiers = [Identifier::Dns(name.to_owned())];
     let mut new = NewOrder::new(&identifiers);
+    if let Some(replaces) = replaces {
+        new = new.replaces(replaces);
+    }
     if let Some(profile) = &settings.profile {
         new = new.profile(profile);
     }
@@ -290,10 +300,10 @@ pub async fn issue(
     }
     let (key_pem, chain) = result?;
     let issued = validity(&chain)?;
-    write_entry(acme_dir, name, &chain, &key_pem).map_err(|e| {
+    let written = write_entry(acme_dir, name, &chain, &key_pem).map_err(|e| {
         OrderError::Local(format!("writing {}: {e}", acme_dir.join(name).display()))
     })?;
-    Ok(issued)
+    Ok((issued, written))
 }
 
 /// What the CA said of a failed validation.
@@ -339,7 +349,7 @@ fn key_and_csr(kind: KeyType, name: &str) -> Result<(String, Vec<u8>), OrderErro
     Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
-fn validity(chain: &str) -> Result<Issued, OrderError> {
+pub(super) fn validity(chain: &str) -> Result<Issued, OrderError> {
     let leaf = CertificateDer::pem_slice_iter(chain.as_bytes())
         .next()
         .and_then(Result::ok)
@@ -349,14 +359,24 @@ fn validity(chain: &str) -> Result<Issued, OrderError> {
     Ok(Issued {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
+        leaf: leaf.to_vec(),
     })
+}
+
+/// A version written into `dir/NAME/`, swapped in, with the one it replaced kept until
+/// the new one is known to serve.
+#[derive(Debug)]
+pub struct Written {
+    entry: PathBuf,
+    new: std::ffi::OsString,
+    old: Option<PathBuf>,
 }
 
 /// Writes `dir/NAME/` as certbot's names through a swapped link, as Kubernetes does:
 /// the files go into a new `..VERSION` directory, `..data` is re-pointed at it by one
 /// rename, and `fullchain.pem` and `privkey.pem` are links through `..data`. A reader
 /// sees the old pair or the new one, never one of each.
-pub fn write_entry(dir: &Path, name: &str, chain: &str, key_pem: &str) -> io::Result<()> {
+pub fn write_entry(dir: &Path, name: &str, chain: &str, key_pem: &str) -> io::Result<Written> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let entry = dir.join(name);
     std::fs::DirBuilder::new()
@@ -373,8 +393,8 @@ pub fn write_entry(dir: &Path, name: &str, chain: &str, key_pem: &str) -> io::Re
     sync_dir(&version)?;
     let data = entry.join("..data");
     let old = std::fs::read_link(&data).ok();
-    let target = version.file_name().expect("a directory name").to_owned();
-    swap_link(&entry, &PathBuf::from(&target), &data)?;
+    let new = version.file_name().expect("a directory name").to_owned();
+    swap_link(&entry, Path::new(&new), &data)?;
     for file in ["fullchain.pem", "privkey.pem"] {
         let link = entry.join(file);
         let want = Path::new("..data").join(file);
@@ -383,17 +403,36 @@ pub fn write_entry(dir: &Path, name: &str, chain: &str, key_pem: &str) -> io::Re
         }
     }
     sync_dir(&entry)?;
-    if let Some(old) = old.filter(|o| o.as_os_str() != target.as_os_str()) {
-        let old = entry.join(old);
-        if old.starts_with(&entry)
-            && old
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".."))
-        {
+    Ok(Written { entry, new, old })
+}
+
+impl Written {
+    /// The new version serves: the old one goes.
+    pub fn commit(self) {
+        if let Some(old) = self.old.as_deref().and_then(|o| self.version(o)) {
             let _ = std::fs::remove_dir_all(old);
         }
     }
-    Ok(())
+
+    /// The new version does not serve: the old one is linked back (for the next start;
+    /// the running store kept serving it), and the new one goes.
+    pub fn roll_back(self) {
+        if let Some(old) = self.old.as_deref().filter(|o| self.version(o).is_some()) {
+            if swap_link(&self.entry, old, &self.entry.join("..data")).is_ok() {
+                let _ = std::fs::remove_dir_all(self.entry.join(&self.new));
+                let _ = sync_dir(&self.entry);
+            }
+        }
+    }
+
+    /// `..VERSION` inside the entry, for a link's target.
+    fn version(&self, target: &Path) -> Option<PathBuf> {
+        let name = target.file_name()?;
+        let ok = target.components().count() == 1
+            && name.to_string_lossy().starts_with("..")
+            && name != self.new.as_os_str();
+        ok.then(|| self.entry.join(name))
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
@@ -442,3 +481,60 @@ fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Shared with the manager: the account, made at the first order.
 pub type SharedAccount = Arc<tokio::sync::OnceCell<Account>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(entry: &Path, file: &str) -> String {
+        std::fs::read_to_string(entry.join(file)).unwrap()
+    }
+
+    fn versions(entry: &Path) -> usize {
+        std::fs::read_dir(entry)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("..") && name != "..data"
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_new_version_is_swapped_in_and_committed_or_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("mail.example.com");
+        write_entry(dir.path(), "mail.example.com", "chain1", "key1")
+            .unwrap()
+            .commit();
+        assert_eq!(read(&entry, "fullchain.pem"), "chain1");
+        assert_eq!(read(&entry, "privkey.pem"), "key1");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(entry.join("privkey.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let second = write_entry(dir.path(), "mail.example.com", "chain2", "key2").unwrap();
+        assert_eq!(read(&entry, "fullchain.pem"), "chain2");
+        assert_eq!(versions(&entry), 2);
+        second.commit();
+        assert_eq!(versions(&entry), 1);
+        assert_eq!(read(&entry, "privkey.pem"), "key2");
+
+        // Not served: the version before is linked back and the refused one removed.
+        let third = write_entry(dir.path(), "mail.example.com", "chain3", "key3").unwrap();
+        assert_eq!(read(&entry, "fullchain.pem"), "chain3");
+        third.roll_back();
+        assert_eq!(read(&entry, "fullchain.pem"), "chain2");
+        assert_eq!(read(&entry, "privkey.pem"), "key2");
+        assert_eq!(versions(&entry), 1);
+        assert!(!std::fs::read_dir(&entry).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("..tmp")));
+    }
+}

@@ -20,7 +20,6 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rustls::SignatureScheme;
 use serde::{Deserialize, Serialize};
 
 use super::internal;
@@ -159,13 +158,15 @@ pub(super) async fn upload(state: &super::State, name: &str, (parts, password): 
     let id = format!("{name}.pem");
     // Served to the clients its key can serve (an RSA entry beside an ECDSA one serves
     // only RSA-only clients).
-    let served = served_when(state, &name, since, |served| {
-        served
-            .iter()
-            .flatten()
-            .any(|(id_now, der)| *id_now == id && *der == leaf)
-    })
-    .await;
+    let served = state
+        .store
+        .served_when(&name, since, SERVED_WITHIN, |served| {
+            served
+                .iter()
+                .flatten()
+                .any(|(id_now, der)| *id_now == id && *der == leaf)
+        })
+        .await;
     if !served {
         return Outcome::Failed(early_internal(&format!(
             "{id} was written, but handshakes for {name} were not served it within {}s: \
@@ -215,10 +216,12 @@ pub async fn delete(
         Err(_) => return internal("removing the entry failed unexpectedly"),
     }
     let id = format!("{name}.pem");
-    let gone = served_when(&state, &name, since, |served| {
-        served.iter().flatten().all(|(id_now, _)| *id_now != id)
-    })
-    .await;
+    let gone = state
+        .store
+        .served_when(&name, since, SERVED_WITHIN, |served| {
+            served.iter().flatten().all(|(id_now, _)| *id_now != id)
+        })
+        .await;
     match gone {
         true => StatusCode::NO_CONTENT.into_response(),
         false => internal(&format!(
@@ -513,50 +516,6 @@ fn save_written(dir: &Path, names: &[String]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(dir.join(WRITTEN)).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// Waits (at most [`SERVED_WITHIN`]) until what handshakes for `name` are served
-/// satisfies `wanted`, looking after each refresh of the store that started at `since` or
-/// later. `wanted` sees what clients of each kind get (one that takes ECDSA, one that takes
-/// only RSA): the entry's id and leaf, `None` for the server-wide certificate.
-async fn served_when(
-    state: &super::State,
-    name: &str,
-    since: Instant,
-    wanted: impl Fn(&[Option<(String, Vec<u8>)>]) -> bool,
-) -> bool {
-    let clients: [&[SignatureScheme]; 2] = [
-        &[
-            SignatureScheme::ECDSA_NISTP256_SHA256,
-            SignatureScheme::ECDSA_NISTP384_SHA384,
-            SignatureScheme::ED25519,
-            SignatureScheme::RSA_PSS_SHA256,
-            SignatureScheme::RSA_PKCS1_SHA256,
-        ],
-        &[
-            SignatureScheme::RSA_PSS_SHA256,
-            SignatureScheme::RSA_PKCS1_SHA256,
-        ],
-    ];
-    let now = || {
-        let index = state.store.index();
-        let served = clients.map(|schemes| {
-            let (served, matched) = index.select(Some(name), schemes);
-            let leaf = served.certified_leaf().unwrap_or_default();
-            (matched != crate::certs::Match::Fallback).then(|| (served.id.to_string(), leaf))
-        });
-        wanted(&served)
-    };
-    let deadline = tokio::time::Instant::now() + SERVED_WITHIN;
-    let mut since = since;
-    loop {
-        let refreshed = tokio::time::timeout_at(deadline, state.store.refreshed_since(since));
-        match refreshed.await {
-            Ok(_) if now() => return true,
-            Ok(_) => since = Instant::now(),
-            Err(_) => return now(),
-        }
-    }
 }
 
 /// The report's row for entry `id`.
