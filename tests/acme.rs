@@ -138,7 +138,7 @@ async fn a_listed_name_is_issued_over_tls_alpn_and_nothing_else_is_ordered() {
 
     // Names not listed (and the wildcard, which needs dns-01) are never ordered, however
     // often they are asked for.
-    for i in 0..20 {
+    for i in 0..100 {
         let _ = served_der(at, &format!("scan{i}.example.com")).await;
         let _ = served_der(at, "www.example.org").await;
     }

@@ -27,8 +27,10 @@ use crate::names::Pattern;
 
 /// Names waiting for a decision (handshakes' requests); beyond, requests are dropped.
 pub const DEMAND_QUEUE: usize = 1024;
-/// `ask` requests in flight at once; names beyond wait for the next handshake.
+/// `ask` requests in flight at once, and started per second; names beyond wait for their
+/// next handshake (a flood of random names costs the `ask` service at most this much).
 const ASK_IN_FLIGHT: usize = 8;
+const ASK_PER_SECOND: u32 = 20;
 /// How often the names file is looked at and due renewals are started.
 const TICK: Duration = Duration::from_secs(1);
 /// How often listed names without a certificate are looked for.
@@ -107,6 +109,8 @@ pub struct Manager {
     asking: JoinSet<(Box<str>, Verdict)>,
     /// The names `asking` is asking for.
     asked: HashSet<Box<str>>,
+    /// Asks started in the current second, and when it began.
+    ask_budget: (Instant, u32),
     orders: JoinSet<Done>,
     hour_capped_logged: Option<Instant>,
     /// Whether the CA offers renewal information (unknown until it first answers).
@@ -141,6 +145,7 @@ impl Manager {
             ask,
             asking: JoinSet::new(),
             asked: HashSet::new(),
+            ask_budget: (Instant::now(), 0),
             orders: JoinSet::new(),
             hour_capped_logged: None,
             ari: None,
@@ -159,6 +164,8 @@ impl Manager {
                 .unwrap_or_default()
         };
         info!(issued = found.len(), dir = %self.acme_dir.display(), "ACME: certificates found; renewals scheduled");
+        let challenges = self.settings.state_dir.join("challenges");
+        tokio::task::spawn_blocking(move || remove_stale_answers(&challenges));
         let count = found.len();
         for (name, issued) in found {
             let state = self.names.entry(name.clone()).or_default();
@@ -221,6 +228,14 @@ impl Manager {
             Some(Verdict::Allowed) => self.enqueue(name, Why::Demand),
             Some(_) => {}
             None if self.asking.len() < ASK_IN_FLIGHT && !self.asked.contains(&name) => {
+                let now = Instant::now();
+                if now.duration_since(self.ask_budget.0) >= Duration::from_secs(1) {
+                    self.ask_budget = (now, 0);
+                }
+                if self.ask_budget.1 >= ASK_PER_SECOND {
+                    return;
+                }
+                self.ask_budget.1 += 1;
                 self.asked.insert(name.clone());
                 let ask = ask.clone();
                 self.asking.spawn(async move {
@@ -633,6 +648,25 @@ impl Job {
 fn read_issued(acme_dir: &Path, name: &str) -> Option<Issued> {
     let text = std::fs::read_to_string(acme_dir.join(name).join("fullchain.pem")).ok()?;
     order::validity(&text).ok()
+}
+
+/// Removes published answers older than an hour (left by an instance stopped during an
+/// order: orders are bounded well below that).
+fn remove_stale_answers(dir: &Path) {
+    for kind in ["tls-alpn-01", "http-01"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(kind)) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// Every `acme/NAME/` with its certificate's validity.

@@ -327,7 +327,8 @@ impl Config {
     /// and `run` logs them.
     pub fn warnings(&self) -> Vec<String> {
         const IMAP_IDLE: Duration = Duration::from_secs(30 * 60);
-        self.listeners
+        let mut warnings: Vec<String> = self
+            .listeners
             .iter()
             .filter(|l| l.protocol.mail() == Some(Mail::Imap) && l.idle_timeout < IMAP_IDLE)
             .map(|l| {
@@ -338,7 +339,24 @@ impl Config {
                     humantime::format_duration(l.idle_timeout)
                 )
             })
-            .collect()
+            .collect();
+        if let Some(acme) = &self.acme {
+            if let Some(file) = acme.names_file.as_deref().filter(|f| !f.exists()) {
+                warnings.push(format!(
+                    "acme.names_file {} does not exist: no listed name is ordered until it does \
+                     (it is read again when it appears)",
+                    file.display()
+                ));
+            }
+            if !acme.on_demand && acme.names_file.is_none() && self.route_names().is_empty() {
+                warnings.push(
+                    "acme: on_demand is off and no name is listed (acme.names_file, [[route]]s): \
+                     acme.ask is only asked at handshakes, so nothing will be ordered"
+                        .into(),
+                );
+            }
+        }
+        warnings
     }
 }
 

@@ -294,3 +294,105 @@ fn admin_mistakes_name_the_key_and_line() {
     let text = format!("{GOOD}\n[admin]\nbind = \"127.0.0.1:1\"\nport = 3\n");
     assert!(parse(&text).unwrap_err().to_string().contains("port"));
 }
+
+const ACME: &str = r#"
+[acme]
+directory = "https://acme-v02.api.letsencrypt.org/directory"
+contact = ["mailto:hostmaster@server.com"]
+state_dir = "acme"
+"#;
+
+const HTTP: &str = r#"
+[[listener]]
+name = "web80"
+bind = ["127.0.0.1:80"]
+protocol = "http"
+"#;
+
+#[test]
+fn acme_and_http_listeners_get_defaults_and_resolved_paths() {
+    let c = parse(&format!("{GOOD}{HTTP}{ACME}names_file = \"names.txt\"\n")).unwrap();
+    let acme = c.acme.as_ref().unwrap();
+    assert_eq!(acme.state_dir, Path::new("/etc/mailfront/acme"));
+    assert_eq!(
+        acme.names_file.as_deref(),
+        Some(Path::new("/etc/mailfront/names.txt"))
+    );
+    assert!(acme.on_demand);
+    assert_eq!(acme.key_type, KeyType::EcdsaP256);
+    assert_eq!((acme.max_concurrent_orders, acme.orders_per_hour), (4, 90));
+    assert_eq!(acme.failures_per_name_per_hour, 3);
+    assert_eq!(acme.retry_min, Duration::from_secs(60));
+    assert_eq!(c.http.len(), 1);
+    assert_eq!(c.http[0].backend, None);
+    assert_eq!(c.listeners.len(), 2, "the http listener is not a TLS one");
+    // The route names are allowed names: GOOD's exact route, not its wildcard one.
+    assert_eq!(c.route_names(), vec!["webmail.example.net".to_string()]);
+}
+
+#[test]
+fn acme_mistakes_are_named_with_their_key() {
+    let cases = [
+        (format!("{GOOD}{ACME}names_file = \"n\"\nbogus = 1\n"), "bogus"),
+        (
+            format!("{GOOD}{ACME}").replace("https://acme-v02", "ftp://acme-v02"),
+            "acme.directory",
+        ),
+        (
+            format!("{GOOD}{ACME}").replace("mailto:hostmaster@server.com", "hostmaster"),
+            "acme.contact",
+        ),
+        (format!("{GOOD}{ACME}names_file = \"n\"\nkey_type = \"dsa\"\n"), "acme.key_type"),
+        (
+            format!("{GOOD}{ACME}names_file = \"n\"\neab_kid = \"k\"\n"),
+            "acme.eab_kid",
+        ),
+        (
+            format!("{GOOD}{ACME}names_file = \"n\"\nretry_min = \"2h\"\nretry_max = \"1h\"\n"),
+            "acme.retry_max",
+        ),
+        (
+            format!("{GOOD}{ACME}names_file = \"n\"\norders_per_hour = 0\n"),
+            "acme.orders_per_hour",
+        ),
+        (format!("{GOOD}{ACME}ask = \"127.0.0.1/allowed\"\n"), "acme.ask"),
+        (
+            format!("{HTTP}alpn = [\"h2\"]\n{GOOD}"),
+            "listener.alpn",
+        ),
+        (
+            format!("{GOOD}{HTTP}[[route]]\nsni = \"a.example.com\"\nlistener = \"web80\"\nbackend = \"127.0.0.1:1\"\n"),
+            "route.listener",
+        ),
+    ];
+    for (text, key) in cases {
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+    // No name may be ordered: no names_file, no ask, no exact route.
+    let bare = GOOD.replace("sni = \"webmail.example.net\"", "sni = \"*.example.net\"");
+    let e = parse(&format!("{bare}{ACME}")).unwrap_err().to_string();
+    assert!(e.contains("no name may be ordered"), "{e}");
+    // No listener can answer a challenge.
+    let imaps_only = r#"
+[server]
+name = "server.com"
+[certs]
+dir = "d"
+[[listener]]
+name = "imaps"
+bind = "127.0.0.1:993"
+protocol = "imaps"
+backend = "127.0.0.1:143"
+"#;
+    let e = parse(&format!("{imaps_only}{ACME}names_file = \"n\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no listener can answer"), "{e}");
+    // A TLS listener still needs its backend; an http one does not.
+    let e = parse(&imaps_only.replace("backend = \"127.0.0.1:143\"", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs a backend"), "{e}");
+    assert!(parse(&format!("{imaps_only}{HTTP}{ACME}names_file = \"n\"\n")).is_ok());
+}

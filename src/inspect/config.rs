@@ -33,6 +33,42 @@ pub fn print_config(path: &Path, config: &Config, out: &mut dyn Write) -> std::i
             humantime::format_duration(l.idle_timeout),
         )?;
     }
+    for h in &config.http {
+        let binds: Vec<String> = h.bind.iter().map(ToString::to_string).collect();
+        let rest = match &h.backend {
+            Some(backend) => format!("-> {backend}"),
+            None => "redirects to https".to_owned(),
+        };
+        writeln!(
+            out,
+            "  listener {} (http) on {}: ACME http-01, {rest}",
+            h.name,
+            binds.join(", ")
+        )?;
+    }
+    if let Some(acme) = &config.acme {
+        let mut names = Vec::new();
+        if let Some(file) = &acme.names_file {
+            names.push(format!("names_file {}", file.display()));
+        }
+        let routes = config.route_names().len();
+        if routes > 0 {
+            names.push(format!("{routes} route names"));
+        }
+        if let Some(ask) = &acme.ask {
+            names.push(format!("ask {ask}"));
+        }
+        writeln!(
+            out,
+            "  acme {}: {}{}; state in {}; at most {} orders at once, {} an hour",
+            acme.directory,
+            names.join(", "),
+            if acme.on_demand { "; on demand" } else { "" },
+            acme.state_dir.display(),
+            acme.max_concurrent_orders,
+            acme.orders_per_hour,
+        )?;
+    }
     Ok(())
 }
 
