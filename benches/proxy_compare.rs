@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench proxy_compare -- [--rounds N] [--peers mailfront,nginx,...]
 //! [--cases full-ecdsa,bulk,...]`; a peer `mailfront=PATH` runs another build of mailfront
-//! beside this one, to measure a change.
+//! beside this one, to measure a change; `--mailfront-protocol https` and `--acme` set
+//! up mailfront's listeners and ACME hooks (see [`MAILFRONT`]).
 //! (root: it installs nginx, libnginx-mod-stream, haproxy and hitch with apt-get if
 //! missing; the idle case needs an open-file hard limit above 11,000).
 //!
@@ -16,6 +17,9 @@
 //!
 //! - `full-ecdsa`, `full-rsa`: full handshakes, each on a new connection that reads the
 //!   backend's greeting and closes (16 at a time);
+//! - `full-fallback`: the same (ECDSA) with a new name no certificate covers each time,
+//!   as a scanner sends: the server-wide certificate, and with `--acme` the on-demand
+//!   hand-off of every name;
 //! - `resumed`: the same with TLS 1.3 session resumption (tickets), one at a time;
 //! - `paced`, `paced-rate`: 2,000 ECDSA handshakes started at a fixed 500 per second:
 //!   the CPU per handshake when the proxy is not saturated, and the rate achieved, which
@@ -51,9 +55,10 @@ const IDLE: usize = 5000;
 /// The fixed rate of the `paced` case, handshakes per second: under half of what the
 /// slowest peer manages here, so every proxy should keep up with it.
 const PACED_RATE: u32 = 500;
-const CASES: [&str; 8] = [
+const CASES: [&str; 9] = [
     "full-ecdsa",
     "full-rsa",
+    "full-fallback",
     "resumed",
     "paced",
     "paced-rate",
@@ -62,6 +67,16 @@ const CASES: [&str; 8] = [
     "silent",
 ];
 
+/// How mailfront peers are configured: `--mailfront-protocol P` sets their listeners'
+/// protocol (all builds; `imaps` by default), `--acme` adds an `[acme]` section to the
+/// build under test only (an older build may not know it): its handshake hooks (the
+/// tls-alpn-01 check on https listeners, the on-demand hand-off of fallback names) then
+/// run on every handshake, with nothing allowed, so nothing is ever ordered.
+static MAILFRONT: std::sync::OnceLock<(String, bool)> = std::sync::OnceLock::new();
+
+/// The SNI that makes each connection ask for a new name (a scanner's flood).
+const SCANNER: &str = "*";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| {
@@ -69,6 +84,8 @@ fn main() {
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1).cloned())
     };
+    let protocol = value("--mailfront-protocol").unwrap_or_else(|| "imaps".into());
+    let _ = MAILFRONT.set((protocol, args.iter().any(|a| a == "--acme")));
     let rounds: usize = value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
     let peers: Vec<String> = value("--peers")
         .unwrap_or_else(|| "mailfront,nginx,haproxy,hitch".into())
@@ -148,6 +165,8 @@ async fn measure(
     for (case, addr, sni, n) in [
         ("full-ecdsa", proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
         ("full-rsa", proxy.rsa, "rsa.bench.test", HANDSHAKES / 2),
+        // A new unknown name each time: the server-wide certificate (ECDSA) for each.
+        ("full-fallback", proxy.ecdsa, SCANNER, HANDSHAKES),
     ] {
         if !cases.contains(&case) {
             continue;
@@ -266,9 +285,17 @@ async fn open_now(
     addr: SocketAddr,
     sni: &str,
 ) -> BufReader<Tls> {
+    static SCANNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let tcp = TcpStream::connect(addr).await.expect("the proxy accepts");
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    let sni = match sni {
+        SCANNER => {
+            let n = SCANNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("scan{n}.unknown.test")
+        }
+        sni => sni.to_owned(),
+    };
+    let name = ServerName::try_from(sni).unwrap();
     let tls = client
         .connect(name, tcp)
         .await
@@ -428,13 +455,21 @@ impl Proxy {
                 let binary = peer
                     .strip_prefix("mailfront=")
                     .unwrap_or(env!("CARGO_BIN_EXE_mailfront"));
+                let (protocol, acme) = MAILFRONT.get().cloned().unwrap_or_default();
                 let listener = |name: &str, addr: SocketAddr| {
-                    format!("[[listener]]\nname = \"{name}\"\nbind = \"{addr}\"\nprotocol = \"imaps\"\nbackend = \"{backend}\"\n")
+                    format!("[[listener]]\nname = \"{name}\"\nbind = \"{addr}\"\nprotocol = \"{protocol}\"\nbackend = \"{backend}\"\n")
+                };
+                let acme = match acme && peer == "mailfront" {
+                    true => format!(
+                        "[acme]\ndirectory = \"http://127.0.0.1:9/directory\"\n\
+                         state_dir = \"{d}/acme\"\nnames_file = \"{d}/acme-names.txt\"\n"
+                    ),
+                    false => String::new(),
                 };
                 let config = format!(
                     "[server]\nname = \"server.bench.test\"\nthreads = 1\nmax_connections = 30000\n\
                      [certs]\ndir = \"{d}/store\"\ndefault_cert = \"{d}/ecdsa.chain\"\n\
-                     default_key = \"{d}/ecdsa.key\"\nca_bundle = \"{d}/ca.pem\"\nrescan_interval = \"1h\"\n{}{}",
+                     default_key = \"{d}/ecdsa.key\"\nca_bundle = \"{d}/ca.pem\"\nrescan_interval = \"1h\"\n{}{}{acme}",
                     listener("ecdsa", ecdsa),
                     listener("rsa", rsa)
                 );

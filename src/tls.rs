@@ -127,7 +127,8 @@ pub async fn handshake(
     let accepted = read_client_hello(&tcp).await?;
     if let Some(challenges) = challenges {
         if offers_acme_tls(&accepted.client_hello()) {
-            return answer_challenge(tcp, accepted, base, challenges).await;
+            // Boxed: the handshake future stays the size of the common path.
+            return Box::pin(answer_challenge(tcp, accepted, base, challenges)).await;
         }
     }
     let chosen = choose(&accepted.client_hello(), store);

@@ -102,7 +102,8 @@ pub struct Manager {
     // State.
     names: HashMap<Box<str>, Name>,
     listed: HashSet<Box<str>>,
-    listed_stamp: Option<(SystemTime, u64)>,
+    /// The names file as last looked at (`None`: not yet).
+    listed_stamp: Option<Stamp>,
     queue: VecDeque<(Box<str>, Why)>,
     started: VecDeque<Instant>,
     ask: Option<Ask>,
@@ -173,7 +174,7 @@ impl Manager {
             state.id = ari::identifier(&issued.leaf);
             state.ari_next = Some(Instant::now() + ari::first_poll(&name, count));
         }
-        self.reload_listed();
+        self.reload_listed().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep = Instant::now();
@@ -197,7 +198,7 @@ impl Manager {
                     }
                 }
                 _ = tick.tick() => {
-                    if self.reload_listed() || last_sweep.elapsed() >= SWEEP {
+                    if self.reload_listed().await || last_sweep.elapsed() >= SWEEP {
                         last_sweep = Instant::now();
                         self.sweep();
                     }
@@ -247,6 +248,15 @@ impl Manager {
         }
     }
 
+    /// Whether `name` may be ordered now: listed, or allowed by `ask` (as last asked).
+    fn allowed(&self, name: &str) -> bool {
+        self.listed.contains(name)
+            || self
+                .ask
+                .as_ref()
+                .is_some_and(|a| a.cached(name) == Some(Verdict::Allowed))
+    }
+
     /// Whether a certificate in the store covers `name`.
     fn covered(&self, name: &str) -> bool {
         self.store.index().select(Some(name), &[]).1 != Match::Fallback
@@ -265,53 +275,29 @@ impl Manager {
         }
     }
 
-    /// Reads the names file again if it changed; whether it did.
-    fn reload_listed(&mut self) -> bool {
-        let Some(path) = &self.settings.names_file else {
+    /// Reads the names file again if it changed (off the runtime); whether it did.
+    async fn reload_listed(&mut self) -> bool {
+        let Some(path) = self.settings.names_file.clone() else {
             if self.listed.is_empty() && !self.routes.is_empty() {
                 self.listed = self.routes.iter().map(|r| r.as_str().into()).collect();
                 return true;
             }
             return false;
         };
-        let stamp = std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
-        if stamp == self.listed_stamp && (stamp.is_some() || !self.listed.is_empty()) {
-            return false;
-        }
-        self.listed_stamp = stamp;
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) => {
-                warn!(file = %path.display(), reason = %e, "acme.names_file cannot be read; the names listed before are kept");
-                return false;
+        let (stamp, routes) = (self.listed_stamp, self.routes.clone());
+        let read = tokio::task::spawn_blocking(move || read_names(&path, &routes, stamp)).await;
+        match read {
+            Ok(Reread::Same) | Err(_) => false,
+            Ok(Reread::Gone(stamp)) => {
+                self.listed_stamp = Some(stamp);
+                false
             }
-        };
-        let mut listed: HashSet<Box<str>> = self.routes.iter().map(|r| r.as_str().into()).collect();
-        let mut refused = 0;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            match Pattern::parse(line) {
-                Ok(Pattern::Exact(name)) => {
-                    listed.insert(name);
-                }
-                Ok(Pattern::Wildcard(_)) => {
-                    refused += 1;
-                    warn!(file = %path.display(), line = n + 1, name = line, "a wildcard needs the dns-01 challenge, which mailfront does not answer; skipped");
-                }
-                Err(e) => {
-                    refused += 1;
-                    warn!(file = %path.display(), line = n + 1, reason = %e, "not a host name; skipped");
-                }
+            Ok(Reread::Read(stamp, listed)) => {
+                self.listed_stamp = Some(stamp);
+                self.listed = listed;
+                true
             }
         }
-        info!(file = %path.display(), names = listed.len(), skipped = refused, "ACME: allowed names read");
-        self.listed = listed;
-        true
     }
 
     /// Queues every listed name no certificate covers.
@@ -339,7 +325,7 @@ impl Manager {
             if let Some(n) = self.names.get_mut(&name) {
                 n.retry = None;
             }
-            if why != Why::Renewal && !self.covered(&name) {
+            if why != Why::Renewal && !self.covered(&name) && self.allowed(&name) {
                 self.enqueue(name, why);
             }
         }
@@ -650,6 +636,73 @@ fn read_issued(acme_dir: &Path, name: &str) -> Option<Issued> {
     order::validity(&text).ok()
 }
 
+/// The largest names file read (100,000 names take about 3 MB).
+const NAMES_FILE_MAX: u64 = 32 << 20;
+/// Lines of the names file reported one by one; the rest are counted.
+const NAMES_WARNED: usize = 10;
+
+/// A names file's modification time and size; `None` when it is absent.
+type Stamp = Option<(SystemTime, u64)>;
+
+/// What reading the names file found.
+enum Reread {
+    /// Unchanged since the last look.
+    Same,
+    /// Changed but unreadable (gone, too large): the names listed before are kept.
+    Gone(Stamp),
+    /// Read: its stamp and names (the routes' names included).
+    Read(Stamp, HashSet<Box<str>>),
+}
+
+/// Reads `path` unless its modification time and size are as `last` saw them.
+fn read_names(path: &Path, routes: &[String], last: Option<Stamp>) -> Reread {
+    use std::io::Read;
+    let now = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())));
+    if last == Some(now) {
+        return Reread::Same;
+    }
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(NAMES_FILE_MAX + 1).read_to_string(&mut text));
+    match read {
+        Err(e) => {
+            warn!(file = %path.display(), reason = %e, "acme.names_file cannot be read; the names listed before are kept");
+            return Reread::Gone(now);
+        }
+        Ok(n) if n as u64 > NAMES_FILE_MAX => {
+            warn!(file = %path.display(), max_bytes = NAMES_FILE_MAX, "acme.names_file is larger than a names file can be; the names listed before are kept");
+            return Reread::Gone(now);
+        }
+        Ok(_) => {}
+    }
+    let mut listed: HashSet<Box<str>> = routes.iter().map(|r| r.as_str().into()).collect();
+    let mut skipped = 0;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let why = match Pattern::parse(line) {
+            Ok(Pattern::Exact(name)) => {
+                listed.insert(name);
+                continue;
+            }
+            Ok(Pattern::Wildcard(_)) => {
+                "a wildcard needs the dns-01 challenge, which mailfront does not answer".to_owned()
+            }
+            Err(e) => e.to_string(),
+        };
+        skipped += 1;
+        if skipped <= NAMES_WARNED {
+            warn!(file = %path.display(), line = n + 1, name = line, reason = why, "acme.names_file: line skipped");
+        }
+    }
+    info!(file = %path.display(), names = listed.len(), skipped, "ACME: allowed names read");
+    Reread::Read(now, listed)
+}
+
 /// Removes published answers older than an hour (left by an instance stopped during an
 /// order: orders are bounded well below that).
 fn remove_stale_answers(dir: &Path) {
@@ -684,4 +737,37 @@ fn issued_in(acme_dir: &Path) -> Vec<(Box<str>, Issued)> {
             Some((name, issued))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_file_is_read_when_it_changes_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.txt");
+        let routes = vec!["route.example.com".to_owned()];
+        // Absent: looked at once, then unchanged.
+        let Reread::Gone(stamp) = read_names(&path, &routes, None) else {
+            panic!("an absent file is not read")
+        };
+        assert!(matches!(read_names(&path, &routes, Some(stamp)), Reread::Same));
+        std::fs::write(
+            &path,
+            "# customers\nMail.Example.com\n*.example.org\nbad name\n\nshop.example.net # new\n",
+        )
+        .unwrap();
+        let Reread::Read(stamp, listed) = read_names(&path, &routes, Some(stamp)) else {
+            panic!("the file was not read")
+        };
+        let mut names: Vec<&str> = listed.iter().map(|n| &**n).collect();
+        names.sort();
+        assert_eq!(names, ["mail.example.com", "route.example.com", "shop.example.net"]);
+        assert!(matches!(read_names(&path, &routes, Some(stamp)), Reread::Same));
+        // A stray huge file keeps the names listed before.
+        let big = std::fs::File::create(&path).unwrap();
+        big.set_len(NAMES_FILE_MAX + 10).unwrap();
+        assert!(matches!(read_names(&path, &routes, Some(stamp)), Reread::Gone(_)));
+    }
 }
