@@ -19,6 +19,8 @@ pub const RETRY_MIN: Duration = Duration::from_secs(60);
 pub const RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Wait after a failed request.
 pub const AFTER_ERROR: Duration = Duration::from_secs(3600);
+/// Wait between tries to reach the account while there is none.
+pub const ACCOUNT_RETRY: Duration = Duration::from_secs(300);
 
 /// The identifier of the certificate `leaf` (its AKI key identifier and serial), if it
 /// has an Authority Key Identifier.

@@ -33,8 +33,9 @@ const ASK_IN_FLIGHT: usize = 8;
 const ASK_PER_SECOND: u32 = 20;
 /// How often the names file is looked at and due renewals are started.
 const TICK: Duration = Duration::from_secs(1);
-/// How often listed names without a certificate are looked for.
-const SWEEP: Duration = Duration::from_secs(60);
+/// How often listed names without a certificate are looked for besides when the names
+/// file changes (a safety net: an `acme/NAME/` removed by hand is ordered again).
+const SWEEP: Duration = Duration::from_secs(300);
 /// Wait before asking again for a name whose lock another instance holds.
 const BUSY_RETRY: Duration = Duration::from_secs(15);
 
@@ -67,6 +68,8 @@ struct Name {
     id: Option<CertificateIdentifier<'static>>,
     /// When to ask the CA for its renewal window next (`None` while asking).
     ari_next: Option<Instant>,
+    /// Due, but no longer allowed: not renewed (logged once).
+    not_renewed: bool,
 }
 
 /// Why a name is ordered.
@@ -116,7 +119,15 @@ pub struct Manager {
     hour_capped_logged: Option<Instant>,
     /// Whether the CA offers renewal information (unknown until it first answers).
     ari: Option<bool>,
+    /// Without an account yet, renewal information is asked for one certificate at a time,
+    /// not before this (the CA may be unreachable: one try every few minutes, not one a
+    /// second per certificate).
+    ari_account_retry: Option<Instant>,
     windows: JoinSet<Window>,
+    /// When the next retry, renewal or renewal-information request falls due.
+    next_scan: Instant,
+    /// Something changed that may bring that time forward.
+    rescan: bool,
 }
 
 impl Manager {
@@ -150,7 +161,10 @@ impl Manager {
             orders: JoinSet::new(),
             hour_capped_logged: None,
             ari: None,
+            ari_account_retry: None,
             windows: JoinSet::new(),
+            next_scan: Instant::now(),
+            rescan: true,
             settings,
         }
     }
@@ -172,7 +186,10 @@ impl Manager {
             let state = self.names.entry(name.clone()).or_default();
             state.due = Some(renewal_due(&name, issued.not_before, issued.not_after));
             state.id = ari::identifier(&issued.leaf);
-            state.ari_next = Some(Instant::now() + ari::first_poll(&name, count));
+            state.ari_next = state
+                .id
+                .as_ref()
+                .map(|_| Instant::now() + ari::first_poll(&name, count));
         }
         self.reload_listed().await;
         let mut tick = tokio::time::interval(TICK);
@@ -198,12 +215,17 @@ impl Manager {
                     }
                 }
                 _ = tick.tick() => {
-                    if self.reload_listed().await || last_sweep.elapsed() >= SWEEP {
+                    let relisted = self.reload_listed().await;
+                    if relisted {
+                        // A name listed again is renewed again.
+                        self.names.values_mut().for_each(|n| n.not_renewed = false);
+                        self.rescan = true;
+                    }
+                    if relisted || last_sweep.elapsed() >= SWEEP {
                         last_sweep = Instant::now();
                         self.sweep();
                     }
-                    self.due_renewals();
-                    self.ask_windows();
+                    self.scan();
                 }
             }
             self.start_orders();
@@ -313,14 +335,53 @@ impl Manager {
         }
     }
 
-    fn due_renewals(&mut self) {
-        let instant = Instant::now();
-        let retries: Vec<(Box<str>, Why)> = self
-            .names
-            .iter()
-            .filter(|(_, n)| !n.busy && n.not_before.is_none_or(|t| t <= instant))
-            .filter_map(|(name, n)| Some((name.clone(), n.retry?)))
-            .collect();
+    /// Starts what is due: retries whose wait is over, renewals, renewal-information
+    /// requests; and notes when the next of them falls due, so that the ticks between
+    /// cost nothing (one pass over every name, at most once a second).
+    fn scan(&mut self) {
+        let (instant, now) = (Instant::now(), crate::certs::now());
+        if !self.rescan && instant < self.next_scan {
+            return;
+        }
+        self.rescan = false;
+        let mut next = instant + Duration::from_secs(60);
+        let ari_room = self.ari_room(instant);
+        // Without an account, no request starts before its next try.
+        let ari_from = self
+            .ari_account_retry
+            .filter(|_| self.account.get().is_none());
+        let (mut retries, mut due, mut windows) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, n) in &self.names {
+            if let Some(t) = n.ari_next {
+                if t > instant {
+                    next = next.min(ari_from.map_or(t, |f| t.max(f)));
+                } else if windows.len() < ari_room {
+                    if let Some(id) = &n.id {
+                        windows.push((name.clone(), id.clone()));
+                    }
+                } else if let Some(t) = self.ari_account_retry.filter(|t| *t > instant) {
+                    // No room: a request ending rescans; without an account, its next try.
+                    next = next.min(t);
+                }
+            }
+            if n.busy {
+                continue;
+            }
+            if let Some(why) = n.retry {
+                match n.not_before {
+                    Some(t) if t > instant => next = next.min(t),
+                    _ => retries.push((name.clone(), why)),
+                }
+            }
+            match n.due {
+                Some(d) if d > now => {
+                    next = next.min(instant + Duration::from_secs((d - now) as u64));
+                }
+                Some(_) if !n.not_renewed => due.push(name.clone()),
+                _ => {}
+            }
+        }
+        self.next_scan = next;
         for (name, why) in retries {
             if let Some(n) = self.names.get_mut(&name) {
                 n.retry = None;
@@ -329,13 +390,6 @@ impl Manager {
                 self.enqueue(name, why);
             }
         }
-        let now = crate::certs::now();
-        let due: Vec<Box<str>> = self
-            .names
-            .iter()
-            .filter(|(_, n)| !n.busy && n.due.is_some_and(|d| d <= now))
-            .map(|(name, _)| name.clone())
-            .collect();
         for name in due {
             // Renewed while allowed: listed, or `ask` does not say no (an `ask` that
             // cannot be reached never stops a renewal).
@@ -346,29 +400,37 @@ impl Manager {
                     .is_some_and(|a| a.cached(&name) != Some(Verdict::Refused));
             if !allowed {
                 if let Some(n) = self.names.get_mut(&name) {
-                    n.due = None;
+                    n.not_renewed = true;
                 }
                 info!(name = %name, "ACME: the name is no longer allowed; its certificate is not renewed");
                 continue;
             }
             self.enqueue(name, Why::Renewal);
         }
+        self.ask_windows(windows);
     }
 
-    /// Asks the CA for the renewal windows whose time has come.
-    fn ask_windows(&mut self) {
+    /// How many renewal-information requests may start now.
+    fn ari_room(&mut self, now: Instant) -> usize {
         if self.ari == Some(false) {
-            return;
+            return 0;
         }
-        let now = Instant::now();
         let room = ari::IN_FLIGHT.saturating_sub(self.windows.len());
-        let asks: Vec<(Box<str>, CertificateIdentifier<'static>)> = self
-            .names
-            .iter()
-            .filter(|(_, n)| n.ari_next.is_some_and(|t| t <= now))
-            .filter_map(|(name, n)| Some((name.clone(), n.id.clone()?)))
-            .take(room)
-            .collect();
+        if self.account.get().is_some() {
+            return room;
+        }
+        // No account yet: one request at a time, every few minutes (the CA may be down).
+        if !self.windows.is_empty() || self.ari_account_retry.is_some_and(|t| t > now) {
+            return 0;
+        }
+        1
+    }
+
+    /// Asks the CA for these certificates' renewal windows.
+    fn ask_windows(&mut self, asks: Vec<(Box<str>, CertificateIdentifier<'static>)>) {
+        if !asks.is_empty() && self.account.get().is_none() {
+            self.ari_account_retry = Some(Instant::now() + ari::ACCOUNT_RETRY);
+        }
         for (name, id) in asks {
             if let Some(n) = self.names.get_mut(&name) {
                 n.ari_next = None;
@@ -390,6 +452,7 @@ impl Manager {
         name: Box<str>,
         window: Result<(RenewalInfo, Duration), instant_acme::Error>,
     ) {
+        self.rescan = true;
         let now = Instant::now();
         match window {
             Ok((info, retry_after)) => {
@@ -479,6 +542,7 @@ impl Manager {
     }
 
     fn finished(&mut self, name: Box<str>, why: Why, result: Result<Option<Issued>, OrderError>) {
+        self.rescan = true;
         let stats: &OrderStats = &self.handle.stats;
         let state = self.names.entry(name.clone()).or_default();
         state.busy = false;
@@ -490,7 +554,7 @@ impl Manager {
                 let due = renewal_due(&name, issued.not_before, issued.not_after);
                 state.due = Some(due);
                 state.id = ari::identifier(&issued.leaf);
-                state.ari_next = Some(Instant::now());
+                state.ari_next = state.id.as_ref().map(|_| Instant::now());
                 info!(
                     name = %name, why = why.as_str(), not_after = issued.not_after, renews = due,
                     "ACME: certificate issued and written to the store"
@@ -504,7 +568,7 @@ impl Manager {
                 if let Some(issued) = read_issued(&self.acme_dir, &name) {
                     state.due = Some(renewal_due(&name, issued.not_before, issued.not_after));
                     state.id = ari::identifier(&issued.leaf);
-                    state.ari_next = Some(Instant::now());
+                    state.ari_next = state.id.as_ref().map(|_| Instant::now());
                 }
             }
             Err(e) => {
@@ -752,7 +816,10 @@ mod tests {
         let Reread::Gone(stamp) = read_names(&path, &routes, None) else {
             panic!("an absent file is not read")
         };
-        assert!(matches!(read_names(&path, &routes, Some(stamp)), Reread::Same));
+        assert!(matches!(
+            read_names(&path, &routes, Some(stamp)),
+            Reread::Same
+        ));
         std::fs::write(
             &path,
             "# customers\nMail.Example.com\n*.example.org\nbad name\n\nshop.example.net # new\n",
@@ -763,11 +830,20 @@ mod tests {
         };
         let mut names: Vec<&str> = listed.iter().map(|n| &**n).collect();
         names.sort();
-        assert_eq!(names, ["mail.example.com", "route.example.com", "shop.example.net"]);
-        assert!(matches!(read_names(&path, &routes, Some(stamp)), Reread::Same));
+        assert_eq!(
+            names,
+            ["mail.example.com", "route.example.com", "shop.example.net"]
+        );
+        assert!(matches!(
+            read_names(&path, &routes, Some(stamp)),
+            Reread::Same
+        ));
         // A stray huge file keeps the names listed before.
         let big = std::fs::File::create(&path).unwrap();
         big.set_len(NAMES_FILE_MAX + 10).unwrap();
-        assert!(matches!(read_names(&path, &routes, Some(stamp)), Reread::Gone(_)));
+        assert!(matches!(
+            read_names(&path, &routes, Some(stamp)),
+            Reread::Gone(_)
+        ));
     }
 }
