@@ -549,3 +549,200 @@ async fn two_instances_sharing_the_directories_order_each_name_once() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_account_binding_and_the_account_kept_across_restarts() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let https = free_port();
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = Pebble::start_with(
+        &root.join("pebble"),
+        Ports {
+            http: free_port(),
+            tls: https,
+        },
+        3600,
+        Some(("kid-1", key)),
+    )
+    .await;
+    std::fs::write(root.join("eab.key"), format!("{key}\n")).unwrap();
+    let web = Backend::http().await;
+    std::fs::write(root.join("names.txt"), "eab.example.com\n").unwrap();
+    let state = root.join("state");
+    let config = |names: &str| {
+        format!(
+            "{}{}{}",
+            head(root, &store, ""),
+            listener_at("https", "https", https, Some(web.addr)),
+            pebble.acme_section(
+                &state,
+                &format!(
+                    "names_file = \"{}\"\neab_kid = \"kid-1\"\neab_hmac_key_file = \"{}\"",
+                    root.join(names).display(),
+                    root.join("eab.key").display()
+                )
+            ),
+        )
+    };
+    let proxy = Proxy::start(root, &config("names.txt"));
+    wait_issued(
+        addr(https),
+        "eab.example.com",
+        Duration::from_secs(60),
+        &pebble,
+    )
+    .await;
+    openssl_verifies(addr(https), "eab.example.com", &pebble).await;
+    let accounts = state.join("accounts");
+    let file = std::fs::read_dir(&accounts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let before = std::fs::read(&file).unwrap();
+    proxy.shutdown().await;
+
+    // Restarted with another name: the same account orders it (no second account).
+    std::fs::write(
+        root.join("more.txt"),
+        "eab.example.com\nsecond.example.com\n",
+    )
+    .unwrap();
+    let _proxy = Proxy::start(root, &config("more.txt"));
+    wait_issued(
+        addr(https),
+        "second.example.com",
+        Duration::from_secs(60),
+        &pebble,
+    )
+    .await;
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    assert_eq!(std::fs::read_dir(&accounts).unwrap().count(), 1);
+    assert_eq!(pebble.issued(), 2, "{}", pebble.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_leaves_the_certificate_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let https = free_port();
+    let pebble = Pebble::start(
+        &root.join("pebble"),
+        Ports {
+            http: free_port(),
+            tls: https,
+        },
+        30,
+    )
+    .await;
+    let web = Backend::http().await;
+    std::fs::write(root.join("names.txt"), "renew.example.com\n").unwrap();
+    let config = format!(
+        "{}{}{}{}",
+        head(root, &store, ""),
+        listener_at("https", "https", https, Some(web.addr)),
+        pebble.acme_section(
+            &root.join("state"),
+            &format!(
+                "names_file = \"{}\"\nretry_min = \"1h\"",
+                root.join("names.txt").display()
+            )
+        ),
+        admin_section(),
+    );
+    let proxy = Proxy::start(root, &config);
+    let at = addr(https);
+    let issued = wait_issued(at, "renew.example.com", Duration::from_secs(60), &pebble).await;
+    // From now on the CA cannot validate the name: the renewal (about 20 s after
+    // issuance) fails.
+    pebble.resolve("renew.example.com", "127.0.0.2").await;
+    let failed = "mailfront_acme_orders_total{result=\"failed\"}";
+    let mut seen = false;
+    for _ in 0..400 {
+        assert_eq!(
+            served_der(at, "renew.example.com").await.unwrap(),
+            issued,
+            "the certificate kept serving"
+        );
+        if metric(&proxy, failed).await == 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the renewal did not fail: {}", pebble.log_text());
+    assert_eq!(served_der(at, "renew.example.com").await.unwrap(), issued);
+    assert_eq!(
+        metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await,
+        1
+    );
+    // The files on disk are still the ones serving (nothing half-renewed).
+    let on_disk =
+        std::fs::read_to_string(store.join("acme/renew.example.com/fullchain.pem")).unwrap();
+    assert_eq!(common::pki::first_der(on_disk.as_bytes()), issued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_port_80_listener_relays_to_its_backend_and_still_answers_challenges() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let _pki = Pki::new(root);
+    let store = common::store_dir(root);
+    let (http, imaps) = (free_port(), free_port());
+    let pebble = Pebble::start(
+        &root.join("pebble"),
+        Ports {
+            http,
+            tls: free_port(),
+        },
+        3600,
+    )
+    .await;
+    let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
+    let web = Backend::http().await;
+    std::fs::write(root.join("names.txt"), "relay.example.com\n").unwrap();
+    let web80 = format!(
+        "[[listener]]\nname = \"web80\"\nbind = [\"127.0.0.1:{http}\"]\nprotocol = \"http\"\nbackend = \"{}\"\n",
+        web.addr
+    );
+    let config = format!(
+        "{}{}{web80}{}",
+        head(root, &store, ""),
+        listener_at("imaps", "imaps", imaps, Some(imap.addr)),
+        pebble.acme_section(
+            &root.join("state"),
+            &format!("names_file = \"{}\"", root.join("names.txt").display())
+        ),
+    );
+    let _proxy = Proxy::start(root, &config);
+    wait_issued(
+        addr(imaps),
+        "relay.example.com",
+        Duration::from_secs(60),
+        &pebble,
+    )
+    .await;
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "-i",
+            "-H",
+            "Host: relay.example.com",
+            &format!("http://127.0.0.1:{http}/some/page"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("HTTP/1.1 200"),
+        "relayed to the backend: {}",
+        out.stdout
+    );
+}

@@ -50,6 +50,17 @@ pub struct Pebble {
 impl Pebble {
     /// Starts pebble issuing certificates valid `validity_secs`, validating at `ports`.
     pub async fn start(dir: &Path, ports: Ports, validity_secs: u64) -> Self {
+        Self::start_with(dir, ports, validity_secs, None).await
+    }
+
+    /// Like [`Pebble::start`]; with `eab`, accounts need External Account Binding with
+    /// this key id and base64url HMAC key.
+    pub async fn start_with(
+        dir: &Path,
+        ports: Ports,
+        validity_secs: u64,
+        eab: Option<(&str, &str)>,
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let missing = |what: &str| {
             format!("{what} is not installed: apt-get install pebble (the tests need a real ACME server)")
@@ -63,7 +74,7 @@ impl Pebble {
         std::fs::write(dir.join("pebble-api.key"), key.serialize_pem()).unwrap();
         let (api, management) = (free_port(), free_port());
         let (dns, challtest_management) = (free_dns_port(), free_port());
-        let config = serde_json::json!({"pebble": {
+        let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": api_ca,
@@ -74,6 +85,10 @@ impl Pebble {
             "externalAccountBindingRequired": false,
             "certificateValidityPeriod": validity_secs,
         }});
+        if let Some((kid, key)) = eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+        }
         let config_path = dir.join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let log = dir.join("pebble.log");
