@@ -109,29 +109,11 @@ impl Server {
                 idle_timeout: l.idle_timeout,
                 stats: Arc::new(ListenerStats::new(l.name.as_str().into())),
             });
-            let mut sockets = Vec::with_capacity(l.bind.len());
-            for &addr in &l.bind {
-                let socket = listener::bind(addr).map_err(|error| StartError::Bind {
-                    listener: l.name.clone(),
-                    addr,
-                    error,
-                })?;
-                sockets.push(socket);
-            }
-            listeners.push((ctx, sockets));
+            listeners.push((ctx, bind_all(&l.name, &l.bind)?));
         }
         let mut http_sockets = Vec::with_capacity(config.http.len());
         for h in &config.http {
-            let mut sockets = Vec::with_capacity(h.bind.len());
-            for &addr in &h.bind {
-                let socket = listener::bind(addr).map_err(|error| StartError::Bind {
-                    listener: h.name.clone(),
-                    addr,
-                    error,
-                })?;
-                sockets.push(socket);
-            }
-            http_sockets.push((h, sockets));
+            http_sockets.push((h, bind_all(&h.name, &h.bind)?));
         }
         // Bound (and its token read) while still root, like the listeners.
         let owner = account.as_ref().map(|a| (a.uid, a.gid));
@@ -263,17 +245,7 @@ impl Server {
             tokio::spawn(acme.run(stop.stop_accepting.clone()));
         }
         for (ctx, sockets) in self.http {
-            for socket in sockets {
-                let socket = match TcpListener::from_std(socket) {
-                    Ok(socket) => socket,
-                    Err(e) => {
-                        error!(listener = %ctx.name, reason = %e, "cannot watch a bound socket; it is not served");
-                        continue;
-                    }
-                };
-                if let Ok(addr) = socket.local_addr() {
-                    info!(listener = %ctx.name, %addr, protocol = "http", "listening");
-                }
+            for socket in serving(&ctx.name, "http", sockets) {
                 stop.tracker.spawn(acme::http::accept_loop(
                     socket,
                     Arc::clone(&ctx),
@@ -282,17 +254,7 @@ impl Server {
             }
         }
         for (ctx, sockets) in self.listeners {
-            for socket in sockets {
-                let socket = match TcpListener::from_std(socket) {
-                    Ok(socket) => socket,
-                    Err(e) => {
-                        error!(listener = %ctx.name, reason = %e, "cannot watch a bound socket; it is not served");
-                        continue;
-                    }
-                };
-                if let Ok(addr) = socket.local_addr() {
-                    info!(listener = %ctx.name, %addr, protocol = ctx.protocol.as_str(), "listening");
-                }
+            for socket in serving(&ctx.name, ctx.protocol.as_str(), sockets) {
                 stop.tracker.spawn(listener::accept_loop(
                     socket,
                     Arc::clone(&ctx),
@@ -307,4 +269,38 @@ impl Server {
         info!(cut = report.cut, "shutdown complete");
         report
     }
+}
+
+/// Binds every address of listener `name`.
+fn bind_all(name: &str, addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, StartError> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            listener::bind(addr).map_err(|error| StartError::Bind {
+                listener: name.to_owned(),
+                addr,
+                error,
+            })
+        })
+        .collect()
+}
+
+/// A listener's bound sockets, watched by tokio, each logged as listening; one tokio
+/// cannot watch is logged and not served.
+fn serving(name: &str, protocol: &str, sockets: Vec<std::net::TcpListener>) -> Vec<TcpListener> {
+    sockets
+        .into_iter()
+        .filter_map(|socket| match TcpListener::from_std(socket) {
+            Ok(socket) => {
+                if let Ok(addr) = socket.local_addr() {
+                    info!(listener = %name, %addr, protocol, "listening");
+                }
+                Some(socket)
+            }
+            Err(e) => {
+                error!(listener = %name, reason = %e, "cannot watch a bound socket; it is not served");
+                None
+            }
+        })
+        .collect()
 }

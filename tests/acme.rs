@@ -71,43 +71,85 @@ async fn metric(proxy: &Proxy, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A test directory with the test PKI (the server-wide certificate) and a store in it.
+fn test_root() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    Pki::new(dir.path());
+    let store = common::store_dir(dir.path());
+    (dir, store)
+}
+
+/// pebble for a test in `root`, validating at `ports`, issuing for `validity` seconds.
+async fn pebble_at(root: &Path, ports: Ports, validity: u64) -> Pebble {
+    Pebble::start(&root.join("pebble"), ports, validity).await
+}
+
+/// What `curl -w FORMAT` prints for `url`, with `Host: host` when given.
+async fn curl_out(url: &str, host: Option<&str>, format: &str) -> String {
+    let host = host.map(|h| format!("Host: {h}"));
+    let mut args = vec!["-sS", "-o", "/dev/null", "-w", format];
+    if let Some(host) = &host {
+        args.extend(["-H", host.as_str()]);
+    }
+    args.push(url);
+    let out = run("curl", &args).await;
+    assert_eq!(out.status, Some(0), "curl {url}: {}", out.stderr);
+    out.stdout
+}
+
+/// Writes `root/FILE` listing `names` and gives the `names_file` line for it.
+fn names_file(root: &Path, file: &str, names: &[&str]) -> String {
+    let path = root.join(file);
+    std::fs::write(&path, names.join("\n") + "\n").unwrap();
+    format!("names_file = \"{}\"", path.display())
+}
+
+/// pebble validating tls-alpn-01 at a new `https` listener's port (certificates valid
+/// `validity` seconds), a webmail backend behind that listener, and the config of a proxy
+/// with it, `[acme]` (state in `state`, with `acme`'s lines) and `[admin]`.
+async fn https_with_pebble(
+    root: &Path,
+    store: &Path,
+    validity: u64,
+    state: &Path,
+    acme: &str,
+) -> (Pebble, Backend, u16, String) {
+    let https = free_port();
+    let pebble = pebble_at(
+        root,
+        Ports {
+            http: free_port(),
+            tls: https,
+        },
+        validity,
+    )
+    .await;
+    let web = Backend::http().await;
+    let config = format!(
+        "{}{}{}{}",
+        head(root, store, ""),
+        listener_at("https", "https", https, Some(web.addr)),
+        pebble.acme_section(state, acme),
+        admin_section(),
+    );
+    (pebble, web, https, config)
+}
+
 fn admin_section() -> &'static str {
     "[admin]\nbind = \"127.0.0.1:0\"\n"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_name_is_issued_over_tls_alpn_and_nothing_else_is_ordered() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
-    let https = free_port();
-    let pebble = Pebble::start(
-        &root.join("pebble"),
-        Ports {
-            http: free_port(),
-            tls: https,
-        },
-        3600,
-    )
-    .await;
-    let web = Backend::http().await;
-    std::fs::write(
-        root.join("names.txt"),
-        "# customers\nmail.example.com\n*.example.org\n",
-    )
-    .unwrap();
-    let state = root.join("acme-state");
-    let config = format!(
-        "{}{}{}{}",
-        head(root, &store, ""),
-        listener_at("https", "https", https, Some(web.addr)),
-        pebble.acme_section(
-            &state,
-            &format!("names_file = \"{}\"", root.join("names.txt").display())
-        ),
-        admin_section(),
+    let (dir, store) = test_root();
+    let root = dir.path();
+    let names = names_file(
+        root,
+        "names.txt",
+        &["# customers", "mail.example.com", "*.example.org"],
     );
+    let state = root.join("acme-state");
+    let (pebble, _web, https, config) = https_with_pebble(root, &store, 3600, &state, &names).await;
     let proxy = Proxy::start(root, &config);
     let at = addr(https);
     let der = wait_issued(at, "mail.example.com", Duration::from_secs(60), &pebble).await;
@@ -185,13 +227,11 @@ async fn a_listed_name_is_issued_over_tls_alpn_and_nothing_else_is_ordered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_on_the_port_80_listener_which_redirects_everything_else() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
+    let (dir, store) = test_root();
+    let root = dir.path();
     let (http, imaps) = (free_port(), free_port());
-    let pebble = Pebble::start(
-        &root.join("pebble"),
+    let pebble = pebble_at(
+        root,
         Ports {
             http,
             tls: free_port(),
@@ -200,16 +240,13 @@ async fn http01_on_the_port_80_listener_which_redirects_everything_else() {
     )
     .await;
     let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
-    std::fs::write(root.join("names.txt"), "imap.example.com\n").unwrap();
+    let names = names_file(root, "names.txt", &["imap.example.com"]);
     let config = format!(
         "{}{}{}{}",
         head(root, &store, ""),
         listener_at("imaps", "imaps", imaps, Some(imap.addr)),
         listener_at("web80", "http", http, None),
-        pebble.acme_section(
-            &root.join("state"),
-            &format!("names_file = \"{}\"", root.join("names.txt").display())
-        ),
+        pebble.acme_section(&root.join("state"), &names),
     );
     let _proxy = Proxy::start(root, &config);
     wait_issued(
@@ -222,49 +259,17 @@ async fn http01_on_the_port_80_listener_which_redirects_everything_else() {
     openssl_verifies(addr(imaps), "imap.example.com", &pebble).await;
 
     let base = format!("http://127.0.0.1:{http}");
-    let out = run(
-        "curl",
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{redirect_url}",
-            "-H",
-            "Host: Mail.Example.com:80",
-            &format!("{base}/inbox?folder=1"),
-        ],
-    )
-    .await;
-    assert_eq!(out.stdout, "308 https://mail.example.com/inbox?folder=1");
-    let out = run(
-        "curl",
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("{base}/.well-known/acme-challenge/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
-        ],
-    )
-    .await;
-    assert_eq!(out.stdout, "404");
-    let out = run(
-        "curl",
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Host: evil.example.com/x",
-            &format!("{base}/"),
-        ],
-    )
-    .await;
-    assert_eq!(out.stdout, "400");
+    let redirect = "%{http_code} %{redirect_url}";
+    let url = format!("{base}/inbox?folder=1");
+    let out = curl_out(&url, Some("Mail.Example.com:80"), redirect).await;
+    assert_eq!(out, "308 https://mail.example.com/inbox?folder=1");
+    let url = format!("{base}/.well-known/acme-challenge/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    assert_eq!(curl_out(&url, None, "%{http_code}").await, "404");
+    let url = format!("{base}/");
+    assert_eq!(
+        curl_out(&url, Some("evil.example.com/x"), "%{http_code}").await,
+        "400"
+    );
 }
 
 /// A tiny `ask` service: 200 for the names in `allowed`, 404 for the others; counts the
@@ -319,33 +324,18 @@ impl AskService {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_with_ask_and_short_lived_certificates_renewed_while_ask_is_down() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
-    let https = free_port();
+    let (dir, store) = test_root();
+    let root = dir.path();
     // 30-second certificates: renewed about 20 s after issuance.
-    let pebble = Pebble::start(
-        &root.join("pebble"),
-        Ports {
-            http: free_port(),
-            tls: https,
-        },
+    let ask = AskService::start(&["shop.example.com"]).await;
+    let (pebble, _web, https, config) = https_with_pebble(
+        root,
+        &store,
         30,
+        &root.join("state"),
+        &format!("ask = \"{}\"\non_demand = true", ask.url),
     )
     .await;
-    let web = Backend::http().await;
-    let ask = AskService::start(&["shop.example.com"]).await;
-    let config = format!(
-        "{}{}{}{}",
-        head(root, &store, ""),
-        listener_at("https", "https", https, Some(web.addr)),
-        pebble.acme_section(
-            &root.join("state"),
-            &format!("ask = \"{}\"\non_demand = true", ask.url)
-        ),
-        admin_section(),
-    );
     let proxy = Proxy::start(root, &config);
     let at = addr(https);
     // The first handshake is never held up: it gets the server-wide certificate at once.
@@ -408,13 +398,11 @@ async fn on_demand_with_ask_and_short_lived_certificates_renewed_while_ask_is_do
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
+    let (dir, store) = test_root();
+    let root = dir.path();
     let https = free_port();
-    let pebble = Pebble::start(
-        &root.join("pebble"),
+    let pebble = pebble_at(
+        root,
         Ports {
             http: free_port(),
             tls: https,
@@ -425,17 +413,14 @@ async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
     // The CA looks for the name where nothing answers.
     pebble.resolve("broken.example.com", "127.0.0.2").await;
     let web = Backend::http().await;
-    std::fs::write(root.join("names.txt"), "broken.example.com\n").unwrap();
+    let names = names_file(root, "names.txt", &["broken.example.com"]);
     let config = format!(
         "{}{}{}{}",
         head(root, &store, ""),
         listener_at("https", "https", https, Some(web.addr)),
         pebble.acme_section(
             &root.join("state"),
-            &format!(
-                "names_file = \"{}\"\nretry_min = \"4s\"\nfailures_per_name_per_hour = 2",
-                root.join("names.txt").display()
-            )
+            &format!("{names}\nretry_min = \"4s\"\nfailures_per_name_per_hour = 2")
         ),
         admin_section(),
     );
@@ -486,14 +471,12 @@ async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_sharing_the_directories_order_each_name_once() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
+    let (dir, store) = test_root();
+    let root = dir.path();
     let (a_port, b_port) = (free_port(), free_port());
     // The CA validates at instance B only: B answers what A ordered.
-    let pebble = Pebble::start(
-        &root.join("pebble"),
+    let pebble = pebble_at(
+        root,
         Ports {
             http: free_port(),
             tls: b_port,
@@ -552,10 +535,8 @@ async fn two_instances_sharing_the_directories_order_each_name_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_account_binding_and_the_account_kept_across_restarts() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
+    let (dir, store) = test_root();
+    let root = dir.path();
     let https = free_port();
     let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
     let pebble = Pebble::start_with(
@@ -570,7 +551,7 @@ async fn external_account_binding_and_the_account_kept_across_restarts() {
     .await;
     std::fs::write(root.join("eab.key"), format!("{key}\n")).unwrap();
     let web = Backend::http().await;
-    std::fs::write(root.join("names.txt"), "eab.example.com\n").unwrap();
+    names_file(root, "names.txt", &["eab.example.com"]);
     let state = root.join("state");
     let config = |names: &str| {
         format!(
@@ -627,35 +608,17 @@ async fn external_account_binding_and_the_account_kept_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_renewal_leaves_the_certificate_serving() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
-    let https = free_port();
-    let pebble = Pebble::start(
-        &root.join("pebble"),
-        Ports {
-            http: free_port(),
-            tls: https,
-        },
+    let (dir, store) = test_root();
+    let root = dir.path();
+    let names = names_file(root, "names.txt", &["renew.example.com"]);
+    let (pebble, _web, https, config) = https_with_pebble(
+        root,
+        &store,
         30,
+        &root.join("state"),
+        &format!("{names}\nretry_min = \"1h\""),
     )
     .await;
-    let web = Backend::http().await;
-    std::fs::write(root.join("names.txt"), "renew.example.com\n").unwrap();
-    let config = format!(
-        "{}{}{}{}",
-        head(root, &store, ""),
-        listener_at("https", "https", https, Some(web.addr)),
-        pebble.acme_section(
-            &root.join("state"),
-            &format!(
-                "names_file = \"{}\"\nretry_min = \"1h\"",
-                root.join("names.txt").display()
-            )
-        ),
-        admin_section(),
-    );
     let proxy = Proxy::start(root, &config);
     let at = addr(https);
     let issued = wait_issued(at, "renew.example.com", Duration::from_secs(60), &pebble).await;
@@ -690,13 +653,11 @@ async fn a_failed_renewal_leaves_the_certificate_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_port_80_listener_relays_to_its_backend_and_still_answers_challenges() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    let _pki = Pki::new(root);
-    let store = common::store_dir(root);
+    let (dir, store) = test_root();
+    let root = dir.path();
     let (http, imaps) = (free_port(), free_port());
-    let pebble = Pebble::start(
-        &root.join("pebble"),
+    let pebble = pebble_at(
+        root,
         Ports {
             http,
             tls: free_port(),
@@ -706,7 +667,7 @@ async fn the_port_80_listener_relays_to_its_backend_and_still_answers_challenges
     .await;
     let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
     let web = Backend::http().await;
-    std::fs::write(root.join("names.txt"), "relay.example.com\n").unwrap();
+    let names = names_file(root, "names.txt", &["relay.example.com"]);
     let web80 = format!(
         "[[listener]]\nname = \"web80\"\nbind = [\"127.0.0.1:{http}\"]\nprotocol = \"http\"\nbackend = \"{}\"\n",
         web.addr
@@ -715,10 +676,7 @@ async fn the_port_80_listener_relays_to_its_backend_and_still_answers_challenges
         "{}{}{web80}{}",
         head(root, &store, ""),
         listener_at("imaps", "imaps", imaps, Some(imap.addr)),
-        pebble.acme_section(
-            &root.join("state"),
-            &format!("names_file = \"{}\"", root.join("names.txt").display())
-        ),
+        pebble.acme_section(&root.join("state"), &names),
     );
     let _proxy = Proxy::start(root, &config);
     wait_issued(
