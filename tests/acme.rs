@@ -704,3 +704,47 @@ async fn the_port_80_listener_relays_to_its_backend_and_still_answers_challenges
         out.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_per_hour_holds_back_the_names_beyond_it() {
+    let (dir, store) = test_root();
+    let root = dir.path();
+    let names = names_file(
+        root,
+        "names.txt",
+        &["first.example.com", "second.example.com"],
+    );
+    let (pebble, _web, https, config) = https_with_pebble(
+        root,
+        &store,
+        3600,
+        &root.join("state"),
+        &format!("{names}\norders_per_hour = 1"),
+    )
+    .await;
+    let proxy = Proxy::start(root, &config);
+    let valid = "mailfront_acme_orders_total{result=\"valid\"}";
+    let mut one = false;
+    for _ in 0..600 {
+        if metric(&proxy, valid).await == 1 {
+            one = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(one, "no order: {}", pebble.log_text());
+    // Handshakes for the other name do not start a second order within the hour.
+    for _ in 0..20 {
+        for name in ["first.example.com", "second.example.com"] {
+            let _ = served_der(addr(https), name).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&proxy, valid).await, 1);
+    assert_eq!(pebble.issued(), 1, "{}", pebble.log_text());
+    let served: Vec<bool> = ["first.example.com", "second.example.com"]
+        .iter()
+        .map(|n| store.join("acme").join(n).exists())
+        .collect();
+    assert_eq!(served.iter().filter(|s| **s).count(), 1, "{served:?}");
+}
