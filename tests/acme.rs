@@ -196,6 +196,27 @@ async fn a_listed_name_is_issued_over_tls_alpn_and_nothing_else_is_ordered() {
     );
     assert_eq!(served_der(at, "mail.example.com").await.unwrap(), der);
 
+    // A client offering acme-tls/1 for a name with no challenge pending is refused with
+    // unrecognized_name, and is never relayed.
+    let connect = at.to_string();
+    let out = run(
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            "nothing.example.com",
+            "-alpn",
+            "acme-tls/1",
+            "-brief",
+        ],
+    )
+    .await;
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("unrecognized name"), "{all}");
+    openssl_verifies(at, "mail.example.com", &pebble).await;
+
     // The report says where it comes from and when it renews.
     let config_path = root.join("mailfront.toml");
     let out = run(

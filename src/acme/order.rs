@@ -55,6 +55,9 @@ pub struct Answers {
     pub http: bool,
 }
 
+/// The lock taken to create the account: not a host name, so no name's lock is it.
+const ACCOUNT_LOCK: &str = ".account";
+
 /// The account, created once and kept in `state_dir/accounts/HOST.json` (0600).
 pub async fn account(settings: &AcmeSettings) -> Result<Account, OrderError> {
     let local = |what: &str, e: &dyn std::fmt::Display| OrderError::Local(format!("{what}: {e}"));
@@ -76,7 +79,7 @@ pub async fn account(settings: &AcmeSettings) -> Result<Account, OrderError> {
     let locks = settings.state_dir.join("locks");
     let mut waited = Duration::ZERO;
     let lease = loop {
-        if let Some(lease) = lease::acquire(&locks, "account")
+        if let Some(lease) = lease::acquire(&locks, ACCOUNT_LOCK)
             .await
             .map_err(|e| local(&format!("{}", locks.display()), &e))?
         {
