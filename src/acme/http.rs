@@ -4,7 +4,8 @@
 //!
 //! One request head is read (at most [`HEAD_MAX`] bytes, within `handshake_timeout`) and
 //! parsed with httparse; an answer or a redirect closes the connection, a relay hands the
-//! bytes read and the rest of the connection to the backend as they are.
+//! bytes read and the rest of the connection to the backend as they are. Each connection
+//! ends with one log line and its outcome (`redirected`, `acme-challenge`, `relayed`...).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -141,7 +142,21 @@ fn redirect_host(value: &str) -> Option<String> {
     }
 }
 
-async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Shared) {
+/// Serves one connection and logs its one line.
+async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Shared) {
+    let started = std::time::Instant::now();
+    let outcome = answer(tcp, peer, ctx, shared).await;
+    let ms = started.elapsed().as_millis() as u64;
+    info!(listener = %ctx.name, %peer, ms, outcome, "connection closed");
+}
+
+/// Answers one connection; its outcome.
+async fn answer(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &HttpCtx,
+    shared: &Shared,
+) -> &'static str {
     let mut buf = Vec::with_capacity(1024);
     let limit = shared.settings.handshake_timeout;
     let asked = tokio::time::timeout(limit, async {
@@ -174,11 +189,11 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Sha
                 None,
             )
             .await;
-            return;
+            return "bad-request";
         }
         Err(_) => {
             debug!(listener = %ctx.name, %peer, "no request head within {limit:?}");
-            return;
+            return "head-timeout";
         }
     };
     match asked {
@@ -189,7 +204,7 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Sha
             };
             match answer {
                 Some(answer) => {
-                    info!(listener = %ctx.name, %peer, token, "ACME http-01 challenge answered");
+                    debug!(listener = %ctx.name, %peer, token, "ACME http-01 challenge answered");
                     let _ = respond(
                         &mut tcp,
                         "200 OK",
@@ -199,6 +214,7 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Sha
                         None,
                     )
                     .await;
+                    "acme-challenge"
                 }
                 None => {
                     let _ = respond(
@@ -210,6 +226,7 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Sha
                         None,
                     )
                     .await;
+                    "acme-challenge-unknown"
                 }
             }
         }
@@ -227,6 +244,7 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Sha
                         Some(&location),
                     )
                     .await;
+                    "redirected"
                 }
                 None => {
                     let _ = respond(
@@ -238,6 +256,7 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, ctx: &HttpCtx, shared: &Sha
                         None,
                     )
                     .await;
+                    "no-host"
                 }
             },
         },
@@ -275,7 +294,7 @@ async fn relay(
     backend: &Backend,
     ctx: &HttpCtx,
     shared: &Shared,
-) {
+) -> &'static str {
     let mut upstream = match crate::relay::connect(backend, shared.settings.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
@@ -289,7 +308,7 @@ async fn relay(
                 None,
             )
             .await;
-            return;
+            return "backend-unavailable";
         }
     };
     let local = tcp.local_addr().unwrap_or(peer);
@@ -303,12 +322,16 @@ async fn relay(
     let mut first = proxy_header::header(ctx.proxy_protocol, &facts).unwrap_or_default();
     first.extend_from_slice(&read);
     if upstream.write_all(&first).await.is_err() {
-        return;
+        return "backend-error";
     }
     let cut = shared.shutdown.cut.clone();
     tokio::select! {
-        _ = tokio::time::timeout(RELAY_LIMIT, tokio::io::copy_bidirectional(&mut tcp, &mut upstream)) => {}
-        () = cut.cancelled() => {}
+        done = tokio::time::timeout(RELAY_LIMIT, tokio::io::copy_bidirectional(&mut tcp, &mut upstream)) => match done {
+            Ok(Ok(_)) => "relayed",
+            Ok(Err(_)) => "relay-error",
+            Err(_) => "relay-limit",
+        },
+        () = cut.cancelled() => "drain-timeout",
     }
 }
 
