@@ -135,6 +135,37 @@ async fn https_with_pebble(
     (pebble, web, https, config)
 }
 
+/// pebble validating http-01 at a new `http` listener's port (relaying to `backend80`
+/// when given, else redirecting), an `imaps` listener in front of an IMAP backend, and the
+/// config of a proxy with both and `[acme]` (with `acme`'s lines); the ports are
+/// `[imaps, http]`.
+async fn http_with_pebble(
+    root: &Path,
+    store: &Path,
+    backend80: Option<SocketAddr>,
+    acme: &str,
+) -> (Pebble, Backend, [u16; 2], String) {
+    let (http, imaps) = (free_port(), free_port());
+    let pebble = pebble_at(
+        root,
+        Ports {
+            http,
+            tls: free_port(),
+        },
+        3600,
+    )
+    .await;
+    let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
+    let config = format!(
+        "{}{}{}{}",
+        head(root, store, ""),
+        listener_at("imaps", "imaps", imaps, Some(imap.addr)),
+        listener_at("web80", "http", http, backend80),
+        pebble.acme_section(&root.join("state"), acme),
+    );
+    (pebble, imap, [imaps, http], config)
+}
+
 fn admin_section() -> &'static str {
     "[admin]\nbind = \"127.0.0.1:0\"\n"
 }
@@ -250,25 +281,8 @@ async fn a_listed_name_is_issued_over_tls_alpn_and_nothing_else_is_ordered() {
 async fn http01_on_the_port_80_listener_which_redirects_everything_else() {
     let (dir, store) = test_root();
     let root = dir.path();
-    let (http, imaps) = (free_port(), free_port());
-    let pebble = pebble_at(
-        root,
-        Ports {
-            http,
-            tls: free_port(),
-        },
-        3600,
-    )
-    .await;
-    let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
     let names = names_file(root, "names.txt", &["imap.example.com"]);
-    let config = format!(
-        "{}{}{}{}",
-        head(root, &store, ""),
-        listener_at("imaps", "imaps", imaps, Some(imap.addr)),
-        listener_at("web80", "http", http, None),
-        pebble.acme_section(&root.join("state"), &names),
-    );
+    let (pebble, _imap, [imaps, http], config) = http_with_pebble(root, &store, None, &names).await;
     let _proxy = Proxy::start(root, &config);
     wait_issued(
         addr(imaps),
@@ -676,29 +690,10 @@ async fn a_failed_renewal_leaves_the_certificate_serving() {
 async fn the_port_80_listener_relays_to_its_backend_and_still_answers_challenges() {
     let (dir, store) = test_root();
     let root = dir.path();
-    let (http, imaps) = (free_port(), free_port());
-    let pebble = pebble_at(
-        root,
-        Ports {
-            http,
-            tls: free_port(),
-        },
-        3600,
-    )
-    .await;
-    let imap = Backend::start("* OK", common::backend::Expect::Plain).await;
     let web = Backend::http().await;
     let names = names_file(root, "names.txt", &["relay.example.com"]);
-    let web80 = format!(
-        "[[listener]]\nname = \"web80\"\nbind = [\"127.0.0.1:{http}\"]\nprotocol = \"http\"\nbackend = \"{}\"\n",
-        web.addr
-    );
-    let config = format!(
-        "{}{}{web80}{}",
-        head(root, &store, ""),
-        listener_at("imaps", "imaps", imaps, Some(imap.addr)),
-        pebble.acme_section(&root.join("state"), &names),
-    );
+    let (pebble, _imap, [imaps, http], config) =
+        http_with_pebble(root, &store, Some(web.addr), &names).await;
     let _proxy = Proxy::start(root, &config);
     wait_issued(
         addr(imaps),
