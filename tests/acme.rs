@@ -461,14 +461,10 @@ async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
     );
     let proxy = Proxy::start(root, &config);
     let failed = "mailfront_acme_orders_total{result=\"failed\"}";
-    let mut one = false;
-    for _ in 0..600 {
-        if metric(&proxy, failed).await >= 1 {
-            one = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let one = common::wait_for_async(Duration::from_secs(60), || async {
+        metric(&proxy, failed).await >= 1
+    })
+    .await;
     assert!(one, "the order did not fail: {}", pebble.log_text());
     let t1 = std::time::Instant::now();
     // Not again before retry_min, even when handshakes ask for it.
@@ -479,14 +475,10 @@ async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
     assert!(t1.elapsed() < Duration::from_secs(4) || metric(&proxy, failed).await == 1);
     assert_eq!(metric(&proxy, failed).await, 1);
     // Then once more after it, and then not for the rest of the hour.
-    let mut two = false;
-    for _ in 0..300 {
-        if metric(&proxy, failed).await >= 2 {
-            two = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let two = common::wait_for_async(Duration::from_secs(30), || async {
+        metric(&proxy, failed).await >= 2
+    })
+    .await;
     assert!(two, "no second attempt after retry_min");
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
@@ -740,14 +732,10 @@ async fn orders_per_hour_holds_back_the_names_beyond_it() {
     .await;
     let proxy = Proxy::start(root, &config);
     let valid = "mailfront_acme_orders_total{result=\"valid\"}";
-    let mut one = false;
-    for _ in 0..600 {
-        if metric(&proxy, valid).await == 1 {
-            one = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let one = common::wait_for_async(Duration::from_secs(60), || async {
+        metric(&proxy, valid).await == 1
+    })
+    .await;
     assert!(one, "no order: {}", pebble.log_text());
     // Handshakes for the other name do not start a second order within the hour.
     for _ in 0..20 {
