@@ -11,6 +11,7 @@
 //! - [`connection`]: one connection from handshake to its closing log line.
 //! - [`starttls`]: the plain-text start of SMTP, IMAP and POP3 sessions on STARTTLS
 //!   listeners, and the backend greeting the client must not see twice.
+//! - [`tickets`]: session ticket keys shared by a fleet (`server.ticket_keys`).
 //! - [`tls`]: the TLS policy and the handshake that picks a certificate by SNI.
 //! - [`read_ahead`]: the client socket under TLS, read in large batches.
 //! - [`routes`]: backend per SNI (`[[route]]`).
@@ -42,6 +43,7 @@ pub mod server;
 pub mod shared;
 pub mod shutdown;
 pub mod starttls;
+pub mod tickets;
 pub mod tls;
 
 pub use config::Config;

@@ -2,6 +2,7 @@
 //! into the library. Signals: SIGTERM and SIGINT drain open connections for
 //! `drain_timeout`; a second one cuts them at once.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -209,9 +210,24 @@ fn certs_view(path: &std::path::Path, format: inspect::Format) -> anyhow::Result
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
+    // `run` refuses to start without usable ticket keys, so the check does too.
+    let keys = config
+        .server
+        .ticket_keys
+        .as_deref()
+        .map(mailfront::tickets::read)
+        .transpose()?;
     let mut out = std::io::stdout().lock();
     // A closed stdout (`| head`) ends the listing, not the check: the exit status judges.
     let _ = inspect::config::print_config(path, &config, &mut out);
+    if let (Some(path), Some(keys)) = (&config.server.ticket_keys, keys) {
+        let _ = writeln!(
+            out,
+            "  ticket keys {}: ok, encrypting with key {}",
+            path.display(),
+            keys.encrypting_name()
+        );
+    }
     // The store's own report: what `run` would load, by the same catalog.
     let report = certs::inspect(&config.certs, &config.server.name, &tls::provider())?;
     let _ = inspect::config::print_store(&config, &report, &mut out);

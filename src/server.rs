@@ -22,6 +22,7 @@ use crate::routes::Backends;
 use crate::routes::RouteTable;
 use crate::shared::{ListenerCtx, Shared};
 use crate::shutdown::{DrainReport, Shutdown};
+use crate::tickets::{TicketKeys, TicketKeysError};
 use crate::tls;
 
 /// Why the proxy cannot start.
@@ -37,6 +38,9 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    /// `server.ticket_keys` cannot be used.
+    #[error(transparent)]
+    TicketKeys(#[from] TicketKeysError),
     /// The process cannot become `server.user`.
     #[error(transparent)]
     Privilege(#[from] PrivilegeError),
@@ -66,6 +70,8 @@ pub struct Server {
     http: Vec<(Arc<HttpCtx>, Vec<std::net::TcpListener>)>,
     /// The ACME manager, with `[acme]`.
     acme: Option<acme::Started>,
+    /// `server.ticket_keys`, watched while serving.
+    ticket_keys: Option<Arc<TicketKeys>>,
 }
 
 /// What the admin interface is given besides its socket.
@@ -90,26 +96,9 @@ impl Server {
             tracing::warn!("{warning}");
         }
         let provider = tls::provider();
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        let mut backends = Backends::default();
+        let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let tls = tls::server_config(Arc::clone(&provider), &l.alpn).map_err(|error| {
-                StartError::Tls {
-                    listener: l.name.clone(),
-                    error,
-                }
-            })?;
-            let ctx = Arc::new(ListenerCtx {
-                name: l.name.as_str().into(),
-                protocol: l.protocol,
-                tls,
-                strict_sni: l.strict_sni,
-                routes: RouteTable::new(l, &mut backends),
-                greeting_name: l.greeting_name.as_str().into(),
-                idle_timeout: l.idle_timeout,
-                stats: Arc::new(ListenerStats::new(l.name.as_str().into())),
-            });
-            listeners.push((ctx, bind_all(&l.name, &l.bind)?));
+            bound.push((l, bind_all(&l.name, &l.bind)?));
         }
         let mut http_sockets = Vec::with_capacity(config.http.len());
         for h in &config.http {
@@ -125,6 +114,36 @@ impl Server {
         if let Some(account) = &account {
             privilege::become_user(account)?;
             info!(user = %account.name, uid = account.uid, gid = account.gid, "running as server.user");
+        }
+        // Read as the user that reads it again at each rotation.
+        let ticket_keys = config
+            .server
+            .ticket_keys
+            .as_deref()
+            .map(TicketKeys::open)
+            .transpose()?;
+        let mut listeners = Vec::with_capacity(bound.len());
+        let mut backends = Backends::default();
+        for (l, sockets) in bound {
+            let tickets = ticket_keys.as_ref().map(|k| k.for_listener(&l.name));
+            let tls =
+                tls::server_config(Arc::clone(&provider), &l.alpn, tickets).map_err(|error| {
+                    StartError::Tls {
+                        listener: l.name.clone(),
+                        error,
+                    }
+                })?;
+            let ctx = Arc::new(ListenerCtx {
+                name: l.name.as_str().into(),
+                protocol: l.protocol,
+                tls,
+                strict_sni: l.strict_sni,
+                routes: RouteTable::new(l, &mut backends),
+                greeting_name: l.greeting_name.as_str().into(),
+                idle_timeout: l.idle_timeout,
+                stats: Arc::new(ListenerStats::new(l.name.as_str().into())),
+            });
+            listeners.push((ctx, sockets));
         }
         let (store, reloader) = certs::open(&config.certs, &config.server.name, &provider)?;
         let per_entry = config
@@ -151,6 +170,7 @@ impl Server {
                 store: Arc::clone(&store),
                 per_certificate: per_entry,
                 acme: handle.clone(),
+                ticket_keys: ticket_keys.clone(),
             });
             let (recorder, rx) = Recorder::new();
             let parts = AdminParts {
@@ -177,6 +197,7 @@ impl Server {
             ready: Arc::new(AtomicBool::new(false)),
             http,
             acme,
+            ticket_keys,
         })
     }
 
@@ -239,6 +260,9 @@ impl Server {
         }
         stop.tracker
             .spawn(self.reloader.run(stop.stop_accepting.clone()));
+        if let Some(keys) = self.ticket_keys {
+            tokio::spawn(keys.watch(stop.stop_accepting.clone()));
+        }
         if let Some(acme) = self.acme {
             // Not tracked: an order under way is dropped at shutdown (its lock is
             // released, and the next start orders again).

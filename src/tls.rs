@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::server::{
-    Acceptor, ClientHello, ResolvesServerCert, ServerConfig, ServerSessionMemoryCache,
+    Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, ServerConfig,
+    ServerSessionMemoryCache,
 };
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
@@ -43,12 +44,15 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// The base configuration of one listener; each connection gets a copy carrying the
 /// certificate chosen for it.
 ///
-/// TLS 1.2 and 1.3 only; session tickets (keys rotated by rustls) and a session cache for
-/// resumption, each private to the listener so that a session never crosses protocols;
-/// rustls never renegotiates.
+/// TLS 1.2 and 1.3 only; session tickets (keys rotated by rustls, or the fleet's) and a
+/// session cache for resumption, each private to the listener so that a session never
+/// crosses protocols; rustls never renegotiates.
+/// `tickets`, when `server.ticket_keys` is set, replaces rustls' own keys with the
+/// fleet's ([`crate::tickets`]).
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     alpn: &[String],
+    tickets: Option<Arc<dyn ProducesTickets>>,
 ) -> Result<ServerConfig, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -59,7 +63,10 @@ pub fn server_config(
     // ARMv8 server has it in hardware), then ChaCha20-Poly1305. Scanners (testssl.sh) rate
     // a server without an order of its own as a finding.
     config.ignore_client_order = true;
-    config.ticketer = aws_lc_rs::Ticketer::new()?;
+    config.ticketer = match tickets {
+        Some(tickets) => tickets,
+        None => aws_lc_rs::Ticketer::new()?,
+    };
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     Ok(config)
 }

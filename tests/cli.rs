@@ -364,3 +364,44 @@ async fn server_user_is_who_serves_and_reloads() {
         "the new entry is served after a reload as nobody"
     );
 }
+
+/// `server.ticket_keys`: `check-config` and `run` refuse a key file HAProxy would refuse,
+/// naming the file and the line; a good one is listed with the key that encrypts.
+#[test]
+fn a_bad_ticket_key_file_fails_check_config_and_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(tmp.path());
+    let store = store_dir(tmp.path());
+    let keys = tmp.path().join("ticket.keys");
+    let config = format!(
+        "{}{}",
+        head(tmp.path(), &store, "ticket_keys = \"ticket.keys\""),
+        listener("imaps", "imaps", "127.0.0.1:143".parse().unwrap(), "")
+    );
+    let path = tmp.path().join("m.toml");
+    std::fs::write(&path, config).unwrap();
+    let key = |seed: u8| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode([seed; 80])
+    };
+    std::fs::write(&keys, format!("{}\n{}\n\n", key(1), key(2))).unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "server.ticket_keys {}: line 3: empty",
+            keys.display()
+        )),
+        "{stderr}"
+    );
+    let (code, stderr) = run_to_exit(&path);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("line 3: empty"), "{stderr}");
+    std::fs::write(&keys, format!("{}\n{}\n{}\n", key(1), key(2), key(3))).unwrap();
+    let (code, stdout, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("encrypting with key 02020202020202020202020202020202"),
+        "{stdout}"
+    );
+}

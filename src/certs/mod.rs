@@ -105,7 +105,8 @@ pub fn open(
         "certificate store loaded"
     );
     let store = Arc::new(Store::new(index));
-    let reloader = Reloader::new(catalog, Arc::clone(&store), settings.rescan_interval);
+    let reloader = Reloader::new(catalog, Arc::clone(&store), settings.rescan_interval)
+        .watching(settings.watch);
     Ok((store, reloader))
 }
 

@@ -115,6 +115,9 @@ pub struct ServerSettings {
     pub threads: Option<usize>,
     /// The user to run as once the listeners are bound; `None`: stay who started it.
     pub user: Option<String>,
+    /// Session ticket keys shared by a fleet (HAProxy's `tls-ticket-keys` file); `None`:
+    /// keys of this process's own, rotated by rustls.
+    pub ticket_keys: Option<PathBuf>,
 }
 
 /// `[certs]`: the watched store and the server-wide certificate.
@@ -134,6 +137,9 @@ pub struct CertSettings {
     pub crl_dir: Option<PathBuf>,
     /// Full rescan of the store as a safety net against missed events.
     pub rescan_interval: Duration,
+    /// Whether inotify watches the store; `false` leaves it to `rescan_interval` (a network
+    /// file system, where inotify sees only this host's own changes).
+    pub watch: bool,
 }
 
 /// One `[[listener]]`.
@@ -253,7 +259,7 @@ impl Config {
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
         let base = base.as_path();
         let cx = Context { path, text };
-        let server = server_settings(&cx, raw.server)?;
+        let server = server_settings(&cx, base, raw.server)?;
         let certs = cert_settings(&cx, base, raw.certs)?;
         let acme_span = raw.acme.as_ref().map(|a| a.directory.span());
         let (mut listeners, http) = listeners(&cx, raw.listeners, &server)?;
@@ -381,7 +387,11 @@ impl Context<'_> {
     }
 }
 
-fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettings, ConfigError> {
+fn server_settings(
+    cx: &Context<'_>,
+    base: &Path,
+    raw: raw::RawServer,
+) -> Result<ServerSettings, ConfigError> {
     let name = match Pattern::parse(raw.name.get_ref()) {
         Ok(Pattern::Exact(name)) => name.into(),
         Ok(Pattern::Wildcard(_)) => {
@@ -424,6 +434,7 @@ fn server_settings(cx: &Context<'_>, raw: raw::RawServer) -> Result<ServerSettin
         max_connections,
         threads,
         user,
+        ticket_keys: raw.ticket_keys.map(|p| base.join(p)),
     })
 }
 
@@ -446,6 +457,7 @@ fn cert_settings(
         issuers_dir: at(raw.issuers_dir),
         crl_dir: at(raw.crl_dir),
         rescan_interval: rescan_interval.unwrap_or(Duration::from_secs(60)),
+        watch: raw.watch.unwrap_or(true),
         dir,
     })
 }

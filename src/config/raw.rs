@@ -69,6 +69,7 @@ pub(super) struct RawServer {
     pub max_connections: Option<Spanned<u32>>,
     pub threads: Option<Spanned<u32>>,
     pub user: Option<Spanned<String>>,
+    pub ticket_keys: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +82,7 @@ pub(super) struct RawCerts {
     pub issuers_dir: Option<String>,
     pub crl_dir: Option<String>,
     pub rescan_interval: Option<Spanned<HumanDuration>>,
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

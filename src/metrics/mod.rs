@@ -237,6 +237,8 @@ pub struct Exposition {
     pub per_certificate: bool,
     /// `[acme]`'s order counters, when set.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// `server.ticket_keys`, when set.
+    pub ticket_keys: Option<Arc<crate::tickets::TicketKeys>>,
 }
 
 impl Exposition {
@@ -402,6 +404,28 @@ impl Exposition {
                 let metric = family.encode_family(&labels)?;
                 ConstCounter::new(count).encode(metric)?;
             }
+        }
+        if let Some(keys) = &self.ticket_keys {
+            let (loaded, refused, at) = keys.stats();
+            let mut family = encoder.encode_descriptor(
+                "ticket_keys_reloads",
+                "Reads of server.ticket_keys by result: loaded (new keys in use, the start \
+                 included) or refused (the keys in use stay)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, count) in [("loaded", loaded), ("refused", refused)] {
+                let labels = [("result", result)];
+                let metric = family.encode_family(&labels)?;
+                ConstCounter::new(count).encode(metric)?;
+            }
+            let family = encoder.encode_descriptor(
+                "ticket_keys_loaded_timestamp_seconds",
+                "When the ticket keys in use were loaded (Unix time)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(at as i64).encode(family)?;
         }
         if self.per_certificate {
             let mut family = encoder.encode_descriptor(

@@ -212,6 +212,16 @@ pub(super) struct Watch {
 }
 
 impl Watch {
+    /// No watch at all (`certs.watch = false`): no event ever comes.
+    pub(super) fn none() -> Self {
+        let (_, events) = mpsc::channel(1);
+        Self {
+            watcher: None,
+            events,
+            overflowed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Watches what `watched` names. Failure to watch is logged; the periodic rescan still
     /// works. Blocks while notify walks the store to watch its subdirectories.
     pub(super) fn start(watched: &Watched) -> Self {

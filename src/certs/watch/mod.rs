@@ -29,6 +29,8 @@ pub struct Reloader {
     store: Arc<Store>,
     rescan: Duration,
     per_entry: bool,
+    /// `certs.watch`: inotify, or only the rescan.
+    watching: bool,
     requests: (mpsc::Sender<Ask>, mpsc::Receiver<Ask>),
 }
 
@@ -57,6 +59,7 @@ impl Reloader {
             store,
             rescan,
             per_entry: false,
+            watching: true,
             requests: mpsc::channel(64),
         }
     }
@@ -64,6 +67,13 @@ impl Reloader {
     /// A handle that asks for the report while the reloader runs.
     pub fn reports(&self) -> Reports {
         Reports(self.requests.0.clone())
+    }
+
+    /// Whether inotify watches the store (`certs.watch`); without it, only the rescan
+    /// every `rescan_interval` sees changes.
+    pub fn watching(mut self, on: bool) -> Self {
+        self.watching = on;
+        self
     }
 
     /// Publishes each serving entry's notAfter in the store's summary, for the per-entry
@@ -97,13 +107,17 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
         store,
         rescan,
         per_entry,
+        watching,
         requests: (_, mut requests),
     } = reloader;
     let mut reloads = Reloads::default();
     let watched = Watched::of(&catalog);
-    let start = {
+    let start = if watching {
         let watched = watched.clone();
         tokio::task::spawn_blocking(move || Watch::start(&watched)).await
+    } else {
+        info!(rescan = ?rescan, "certs.watch is off: the store is read again every rescan_interval");
+        Ok(Watch::none())
     };
     let Ok(Watch {
         mut watcher,
