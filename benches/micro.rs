@@ -132,6 +132,7 @@ fn write_entries(dir: &Path) -> Vec<(&'static str, Source)> {
             key: None,
             extra: Box::default(),
             layout: Layout::Single,
+            ocsp: None,
         };
         (kind, source)
     })

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         key: split.then(|| PathBuf::from("/nonexistent/fuzz.example.com.key")),
         extra: Box::default(),
         layout: if split { Layout::Pair } else { Layout::Single },
+        ocsp: None,
     };
     let contents = if split {
         let at = data.len() / 2;
@@ -36,12 +37,14 @@ fuzz_target!(|data: &[u8]| {
             cert: data[..at].to_vec(),
             key: Some(data[at..].to_vec()),
             extra: Vec::new(),
+            ocsp: None,
         }
     } else {
         Contents {
             cert: data.to_vec(),
             key: None,
             extra: Vec::new(),
+            ocsp: None,
         }
     };
     for role in [Role::Entry, Role::ServerWide, Role::Check(None)] {

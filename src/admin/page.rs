@@ -328,7 +328,10 @@ fn row_html(row: &Row, highlight: Option<&str>) -> Markup {
             td { (row.issuer.as_deref().unwrap_or("-")) }
             td { (row.key.as_deref().unwrap_or("-")) }
             td { (row.not_after.as_deref().unwrap_or("-"))
-                @if let Some(renews) = &row.renews { br; small { "ACME, renews " (renews) } } }
+                @if let Some(renews) = &row.renews { br; small { "ACME, renews " (renews) } }
+                @if let Some(ocsp) = &row.ocsp { br; small {
+                    @if ocsp.stapled { "OCSP stapled until " (ocsp.until.as_deref().unwrap_or("-")) }
+                    @else { "OCSP not stapled: " (ocsp.reason.as_deref().unwrap_or("-")) } } } }
             td.num.soon[soon] { @if let Some(d) = row.days_left { (d) @if soon { " (soon)" } } @else { "-" } }
         }
     }

@@ -9,7 +9,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::check::{Code, Domain, Finding, Severity, Trust};
-use super::discover::{Held, Layout, Source};
+use super::discover::{Held, Layout, Source, OCSP_SUFFIX};
 use super::load::{self, Contents, Context, Leaf, LoadError, Role};
 
 /// What the loader made of the files.
@@ -193,7 +193,18 @@ fn as_entry(
     read: Vec<(PathBuf, Vec<u8>)>,
     findings: &mut Vec<Finding>,
 ) -> Option<(Source, Contents)> {
-    let kinds: Vec<Holds> = read.iter().map(|(_, bytes)| Holds::of(bytes)).collect();
+    // An OCSP response is named so (`CERTFILE.ocsp`, `NAME.ocsp`), as in the store.
+    let ocsp = read
+        .iter()
+        .position(|(path, _)| path.to_string_lossy().ends_with(OCSP_SUFFIX));
+    let kinds: Vec<Holds> = read
+        .iter()
+        .enumerate()
+        .map(|(i, (_, bytes))| match Some(i) == ocsp {
+            true => Holds::Ocsp,
+            false => Holds::of(bytes),
+        })
+        .collect();
     let first = |holds: Holds| kinds.iter().position(|k| *k == holds);
     let cert = (first(Holds::Leaf))
         .or_else(|| first(Holds::CaOnly))
@@ -201,7 +212,7 @@ fn as_entry(
     let key = kinds.iter().position(|k| *k == Holds::KeyOnly);
     let mut extra = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
-        if i == cert || Some(i) == key {
+        if i == cert || Some(i) == key || Some(i) == ocsp {
             continue;
         }
         match kind {
@@ -216,11 +227,13 @@ fn as_entry(
         key: key.map(file),
         extra: extra.iter().map(|&i| file(i)).collect(),
         layout: Layout::Content,
+        ocsp: ocsp.map(|i| file(i).into_boxed_path()),
     };
     let contents = Contents {
         cert: read[cert].1.clone(),
         key: key.map(|i| read[i].1.clone()),
         extra: extra.iter().map(|&i| read[i].1.clone()).collect(),
+        ocsp: ocsp.map(|i| Ok(read[i].1.clone())),
     };
     Some((source, contents))
 }
@@ -238,6 +251,8 @@ enum Holds {
     Nothing,
     /// Something that cannot be used as it is (the loader says what).
     Unusable,
+    /// The OCSP response to staple (by its name).
+    Ocsp,
 }
 
 impl Holds {

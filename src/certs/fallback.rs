@@ -44,6 +44,7 @@ pub fn load_or_generate(
             cert: cert_pem.into_bytes(),
             key: Some(key_pem.into_bytes()),
             extra: Vec::new(),
+            ocsp: None,
         };
         let loaded = parse(&source(cert, key), &contents, ctx, Role::ServerWide)
             .map_err(CertError::Fallback)?;
@@ -73,6 +74,7 @@ fn source(cert: &Path, key: &Path) -> Source {
         cert: cert.to_owned(),
         key: Some(key.to_owned()),
         layout: Layout::Pair,
+        ocsp: None,
     }
 }
 

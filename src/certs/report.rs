@@ -75,6 +75,8 @@ pub struct Row {
     /// When an ACME entry is renewed (two thirds into its lifetime, or earlier when the
     /// CA's renewal information says so).
     pub renews: Option<String>,
+    /// Its OCSP response file's fate, when it has one.
+    pub ocsp: Option<OcspRow>,
     pub files: Vec<PathBuf>,
     /// The codes of what the checks found: the errors and warnings of the version that
     /// serves, or the errors of a refused one.
@@ -87,6 +89,17 @@ pub struct Row {
     pub reason: Option<String>,
     /// A newer version refused while this one serves.
     pub refused_version: Option<Refusal>,
+}
+
+/// An entry's OCSP response, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OcspRow {
+    /// Whether handshakes get it stapled.
+    pub stapled: bool,
+    /// Its nextUpdate, while stapled.
+    pub until: Option<String>,
+    /// Why it is not stapled: the finding's code and message.
+    pub reason: Option<String>,
 }
 
 /// Why a version was refused.

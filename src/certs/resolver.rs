@@ -86,6 +86,34 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
+/// Hands rustls a certificate with its stapled OCSP response while the response is
+/// current (before its nextUpdate), and the same certificate without it after: a stale
+/// response is never stapled, even before the store has loaded the entry again. Only
+/// entries with a response pay the reading of the clock.
+#[derive(Debug)]
+pub struct Stapled {
+    /// The certificate with the response.
+    pub with: Arc<CertifiedKey>,
+    /// The same without it.
+    pub without: Arc<CertifiedKey>,
+    /// The response's nextUpdate, in seconds since the epoch.
+    pub until: i64,
+}
+
+impl ResolvesServerCert for Stapled {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| d.as_secs() as i64);
+        let chosen = if now < self.until {
+            &self.with
+        } else {
+            &self.without
+        };
+        Some(Arc::clone(chosen))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

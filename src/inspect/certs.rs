@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{bracketed, print_unused, Format};
-use crate::certs::{self, Report, Row, State};
+use crate::certs::{self, OcspRow, Report, Row, State};
 use crate::config::Config;
 use crate::names::Pattern;
 
@@ -137,6 +137,21 @@ fn print_row(out: &mut dyn Write, report: &Report, row: &Row, entry: &str) -> st
     tail.extend(bracketed(&row.codes));
     if let Some(renews) = &row.renews {
         tail.push(format!("[acme: renews {renews}]"));
+    }
+    match &row.ocsp {
+        Some(OcspRow {
+            stapled: true,
+            until,
+            ..
+        }) => tail.push(format!(
+            "[OCSP stapled until {}]",
+            until.as_deref().unwrap_or("-")
+        )),
+        Some(OcspRow {
+            reason: Some(reason),
+            ..
+        }) => tail.push(format!("[OCSP not stapled: {reason}]")),
+        _ => {}
     }
     if let Some(reason) = &row.reason {
         tail.push(format!("[{reason}]"));

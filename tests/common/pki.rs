@@ -121,6 +121,31 @@ impl Pki {
         .unwrap();
     }
 
+    /// The CA's key as a PEM file, for `openssl ocsp` answering as the CA's responder.
+    #[allow(dead_code)]
+    pub fn ca_key_file(&self) -> PathBuf {
+        let path = self.dir.join("ca.key");
+        std::fs::write(&path, self.ca_key.serialize_pem()).unwrap();
+        path
+    }
+
+    /// A certificate for an OCSP responder the CA delegates to (extended key usage
+    /// OCSPSigning), chain = responder + CA.
+    #[allow(dead_code)]
+    pub fn ocsp_responder(&self) -> Leaf {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "mailfront test OCSP responder");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::OcspSigning];
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        Leaf {
+            chain_pem: format!("{}{}", cert.pem(), self.ca_pem),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// The CA certificate file.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")

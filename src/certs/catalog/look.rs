@@ -39,6 +39,8 @@ pub(super) struct Stamp {
     cert: Option<FileStamp>,
     key: Option<FileStamp>,
     extra: Box<[Option<FileStamp>]>,
+    /// The OCSP response file's, boxed: most entries have none.
+    ocsp: Option<Box<FileStamp>>,
 }
 
 pub(super) fn stamp_of(source: &Source) -> Stamp {
@@ -46,6 +48,7 @@ pub(super) fn stamp_of(source: &Source) -> Stamp {
         cert: FileStamp::of(&source.cert),
         key: source.key.as_deref().and_then(FileStamp::of),
         extra: source.extra.iter().map(|p| FileStamp::of(p)).collect(),
+        ocsp: source.ocsp.as_deref().and_then(FileStamp::of).map(Box::new),
     }
 }
 

@@ -12,6 +12,7 @@ mod changes;
 mod look;
 mod report;
 mod rule;
+mod staples;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use crate::certs::check::{self, date, CertFacts, Severity};
 use crate::certs::discover::{self, Layout};
 use crate::certs::index::rank;
 use crate::certs::load::{Loaded, Summary};
-use crate::certs::report::{NameRow, NotEntry, Refusal, Report, Row, State};
+use crate::certs::report::{NameRow, NotEntry, OcspRow, Refusal, Report, Row, State};
 
 impl Catalog {
     /// Records the files found not to be entries: each is reported once, and a full scan
@@ -166,7 +166,7 @@ impl Catalog {
 /// The row of `entry`; `state` overrides the state of a version that serves.
 fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
     let source = &entry.source;
-    let files: Vec<PathBuf> = source.files().cloned().collect();
+    let files: Vec<PathBuf> = source.all_files().map(Path::to_owned).collect();
     let layout = match source.layout {
         Layout::Single => "single",
         Layout::Pair => "pair",
@@ -185,6 +185,7 @@ fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
         days_left: None,
         source: "files",
         renews: None,
+        ocsp: None,
         files,
         codes: Vec::new(),
         findings: Vec::new(),
@@ -225,6 +226,11 @@ fn serving_row(row: &mut Row, entry: &Entry, loaded: &Loaded, now: i64, state: O
         }
     }
     row.codes = codes;
+    row.ocsp = loaded.ocsp.as_deref().map(|note| OcspRow {
+        stapled: note.stapled,
+        until: note.until.map(date),
+        reason: note.reason.clone(),
+    });
     row.findings.clone_from(&loaded.findings);
     row.refused_version = entry.refused.as_deref().map(refusal);
 }

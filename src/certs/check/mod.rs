@@ -82,6 +82,17 @@ pub enum Code {
     RootInChain,
     /// A file given to `mailfront check` holds nothing the certificate uses.
     UnusedFile,
+    /// An OCSP response file that cannot be stapled: not a successful basic response, the
+    /// status unknown, or no issuer in the chain to check it against.
+    OcspUnusable,
+    /// An OCSP response for another certificate (issuer or serial).
+    OcspForeign,
+    /// An OCSP response signed by neither the issuer nor a responder it certified.
+    OcspBadSignature,
+    /// An OCSP response past its nextUpdate.
+    OcspExpired,
+    /// An OCSP response whose thisUpdate is still ahead.
+    OcspNotYetValid,
 }
 
 impl Code {
@@ -109,6 +120,11 @@ impl Code {
             Self::PemRepaired => "pem-repaired",
             Self::RootInChain => "root-in-chain",
             Self::UnusedFile => "unused-file",
+            Self::OcspUnusable => "ocsp-unusable",
+            Self::OcspForeign => "ocsp-foreign",
+            Self::OcspBadSignature => "ocsp-bad-signature",
+            Self::OcspExpired => "ocsp-expired",
+            Self::OcspNotYetValid => "ocsp-not-yet-valid",
         }
     }
 }

@@ -176,6 +176,7 @@ pub fn pair(
                 key: None,
                 extra: Box::default(),
                 layout: Layout::Content,
+                ocsp: None,
             },
             held: Some(held),
             needs_key,

@@ -49,6 +49,9 @@ pub struct Source {
     pub extra: Box<[PathBuf]>,
     /// Which layout the files were found in.
     pub layout: Layout,
+    /// A DER OCSP response to staple: `CERTFILE.ocsp` or `NAME.ocsp` beside the
+    /// certificate file ([`OCSP_SUFFIX`]).
+    pub ocsp: Option<Box<Path>>,
 }
 
 impl Source {
@@ -57,6 +60,13 @@ impl Source {
         std::iter::once(&self.cert)
             .chain(self.extra.iter())
             .chain(self.key.iter())
+    }
+
+    /// Its files, the OCSP response included.
+    pub fn all_files(&self) -> impl Iterator<Item = &Path> {
+        self.files()
+            .map(PathBuf::as_path)
+            .chain(self.ocsp.as_deref())
     }
 }
 
@@ -170,6 +180,20 @@ pub fn discover_stem(root: &Path, stem: &str) -> Found {
     }
     let mut named = Vec::new();
     let loose = pair_names(root, &files, &mut named);
+    let mut responses = BTreeMap::new();
+    for name in named.iter().filter_map(|s| s.cert.file_name()) {
+        let name = name.to_string_lossy();
+        for candidate in [
+            format!("{name}{OCSP_SUFFIX}"),
+            format!("{stem}{OCSP_SUFFIX}"),
+        ] {
+            let path = root.join(&candidate);
+            if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                responses.insert(candidate, path);
+            }
+        }
+    }
+    attach_ocsp(&mut named, &responses);
     Found {
         widen: !loose.is_empty(),
         sources: if loose.is_empty() { named } else { Vec::new() },
@@ -198,6 +222,13 @@ const OTHER_EXTENSIONS: [&str; 6] = ["key", "ca-bundle", "p7b", "p7c", "pfx", "p
 /// The stem a top-level file name groups under (`example.com` for `example.com.crt`), or
 /// `None` for names that are never part of an entry.
 pub fn stem_of(name: &str) -> Option<&str> {
+    // `NAME.EXT.ocsp` and `NAME.ocsp` belong to `NAME`'s entry.
+    if let Some(base) = name.strip_suffix(OCSP_SUFFIX).filter(|b| !b.is_empty()) {
+        return match stem_of(base) {
+            Some(stem) => Some(stem),
+            None => (!is_ignored(name)).then_some(base),
+        };
+    }
     let (stem, ext) = name.rsplit_once('.')?;
     let ext = ext.to_ascii_lowercase();
     let known = CERT_EXTENSIONS
@@ -320,7 +351,11 @@ impl Walk {
         }
         if depth > 0 {
             if let Some(source) = directory_entry(&self.root, dir, &files) {
+                let mut one = [source];
+                let orphans = attach_ocsp(&mut one, &files);
+                let [source] = one;
                 self.found.sources.push(source);
+                self.orphan_ocsp(orphans);
                 return;
             }
         }
@@ -339,6 +374,8 @@ impl Walk {
                 &mut found.strays,
             );
         }
+        let orphans = attach_ocsp(&mut self.found.sources[start..], &files);
+        self.orphan_ocsp(orphans);
         if depth >= MAX_DEPTH || !self.recurse {
             return;
         }
@@ -356,6 +393,18 @@ impl Walk {
             }
         }
         self.inside.pop();
+    }
+
+    /// Reports OCSP response files that no entry of their directory took.
+    fn orphan_ocsp(&mut self, orphans: Vec<PathBuf>) {
+        for path in orphans {
+            self.found.strays.push(Stray {
+                path,
+                reason: "an OCSP response for no certificate here: name it after the \
+                         certificate file (CERTFILE.ocsp or NAME.ocsp)"
+                    .into(),
+            });
+        }
     }
 
     /// Reads the symlinked directory `link` if it is to be read ([`Walk::follow`]), and
@@ -411,6 +460,7 @@ fn directory_entry(root: &Path, dir: &Path, files: &BTreeMap<String, PathBuf>) -
         key: Some(files[key].clone()),
         extra: Box::default(),
         layout,
+        ocsp: None,
     })
 }
 
@@ -458,9 +508,42 @@ fn pair_names(
             key,
             extra: Box::default(),
             layout,
+            ocsp: None,
         });
     }
     loose
+}
+
+/// What an OCSP response file's name ends with.
+pub const OCSP_SUFFIX: &str = ".ocsp";
+
+/// Gives each of `sources`, found in one directory whose files are `files`, the OCSP
+/// response named after its certificate file: `CERTFILE.ocsp` (HAProxy's
+/// `example.com.pem.ocsp`, `fullchain.pem.ocsp`) or else `NAME.ocsp` for a certificate
+/// file `NAME.EXT`. Returns the response files no entry took.
+fn attach_ocsp(sources: &mut [Source], files: &BTreeMap<String, PathBuf>) -> Vec<PathBuf> {
+    let mut taken = HashSet::new();
+    for source in sources {
+        let Some(name) = source.cert.file_name().map(|n| n.to_string_lossy()) else {
+            continue;
+        };
+        let whole = format!("{name}{OCSP_SUFFIX}");
+        let by_stem = name
+            .rsplit_once('.')
+            .map(|(stem, _)| format!("{stem}{OCSP_SUFFIX}"));
+        let found = std::iter::once(whole)
+            .chain(by_stem)
+            .find(|n| files.contains_key(n));
+        if let Some(found) = found {
+            source.ocsp = Some(files[&found].clone().into_boxed_path());
+            taken.insert(found);
+        }
+    }
+    files
+        .iter()
+        .filter(|(name, _)| name.ends_with(OCSP_SUFFIX) && !taken.contains(*name))
+        .map(|(_, path)| path.clone())
+        .collect()
 }
 
 /// Why a listed file cannot be read, saying so plainly when it is a dangling symlink.

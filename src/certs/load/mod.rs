@@ -9,10 +9,12 @@ use super::check::{self, CertFacts, Code, Depth, Finding, Problems, Severity, Tr
 use super::discover::Source;
 use super::index::Served;
 use super::limits::ReadError;
-use super::resolver::{schemes_of, signing_key, Fixed};
+use super::ocsp;
+use super::resolver::{schemes_of, signing_key, Fixed, Stapled};
 use crate::names::Pattern;
 use gather::Gathered;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 
 mod gather;
@@ -35,6 +37,33 @@ pub struct Loaded {
     /// The chain and key served (shared with `served`): the report reads the leaf's
     /// issuer, key and dates from it when asked, rather than every entry keep them.
     pub certified: Arc<CertifiedKey>,
+    /// What became of its OCSP response file, when it has one.
+    pub ocsp: Option<Box<OcspNote>>,
+}
+
+/// An entry's OCSP response as the report shows it, and when to judge it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcspNote {
+    /// Whether handshakes get it stapled.
+    pub stapled: bool,
+    /// Until when it is stapled (its nextUpdate).
+    pub until: Option<i64>,
+    /// When the entry is to be loaded again for it: a stapled response's nextUpdate, a
+    /// future thisUpdate.
+    pub recheck: Option<i64>,
+    /// Why it is not stapled: the finding's code and message.
+    pub reason: Option<String>,
+}
+
+impl OcspNote {
+    fn refused(finding: &Finding, recheck: Option<i64>) -> Self {
+        Self {
+            stapled: false,
+            until: None,
+            recheck,
+            reason: Some(format!("{}: {}", finding.code.as_str(), finding.message)),
+        }
+    }
 }
 
 /// A certificate as the report shows it: its leaf's issuer, key and validity.
@@ -143,6 +172,9 @@ pub struct Contents {
     pub key: Option<Vec<u8>>,
     /// The further files holding CA certificates, in the source's order.
     pub extra: Vec<Vec<u8>>,
+    /// The OCSP response file: its bytes, or why they could not be read. Never a reason
+    /// to refuse the entry, which then serves unstapled.
+    pub ocsp: Option<Result<Vec<u8>, String>>,
 }
 
 impl Contents {
@@ -155,7 +187,13 @@ impl Contents {
             .iter()
             .map(|p| read(p))
             .collect::<Result<_, _>>()?;
-        Ok(Self { cert, key, extra })
+        let ocsp = source.ocsp.as_deref().and_then(read_ocsp);
+        Ok(Self {
+            cert,
+            key,
+            extra,
+            ocsp,
+        })
     }
 
     /// A hash of both files, to tell a real change from a touch.
@@ -165,6 +203,7 @@ impl Contents {
         self.cert.hash(&mut hasher);
         self.key.hash(&mut hasher);
         self.extra.hash(&mut hasher);
+        self.ocsp.hash(&mut hasher);
         hasher.finish()
     }
 }
@@ -259,10 +298,21 @@ fn parse_entry(
         Role::Check(_) => Depth::Full,
         _ => Depth::Load,
     };
-    let outcome = check::check(&subject, &ctx.trust, check::now(), depth);
+    let now = check::now();
+    let outcome = check::check(&subject, &ctx.trust, now, depth);
     let key_explained = files.key_explained();
     let mut findings = std::mem::take(&mut files.findings);
     findings.extend(outcome.findings);
+    let served_chain = outcome.chain.as_deref().unwrap_or(&files.certs);
+    let (staple, ocsp) = match (&source.ocsp, &contents.ocsp) {
+        (Some(path), Some(response)) if !served_chain.is_empty() => {
+            let chains = (served_chain, files.certs.as_slice());
+            let (staple, note, finding) = judge_ocsp(path, response, chains, ctx, now);
+            findings.extend(finding);
+            (staple, Some(Box::new(note)))
+        }
+        _ => (None, None),
+    };
     match &signing {
         None if !key_explained => findings.push(no_key(source)),
         Some(Err(e)) if !findings.iter().any(|f| f.code == Code::WeakKey) => {
@@ -307,6 +357,18 @@ fn parse_entry(
     let schemes = schemes_of(signing.as_ref());
     let algorithm = signing.algorithm();
     let certified = Arc::new(CertifiedKey::new(chain, signing));
+    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match staple {
+        Some((response, until)) => {
+            let mut with = CertifiedKey::clone(&certified);
+            with.ocsp = Some(response);
+            Arc::new(Stapled {
+                with: Arc::new(with),
+                without: Arc::clone(&certified),
+                until,
+            })
+        }
+        None => Arc::new(Fixed(Arc::clone(&certified))),
+    };
     let mut names = Vec::new();
     let mut skipped = Vec::new();
     for dns in &leaf.dns_names {
@@ -329,7 +391,7 @@ fn parse_entry(
     }
     let served = Arc::new(Served {
         id: Arc::clone(&source.id),
-        resolver: Arc::new(Fixed(Arc::clone(&certified))),
+        resolver,
         algorithm,
         schemes,
         not_before,
@@ -344,7 +406,50 @@ fn parse_entry(
         skipped_names: skipped,
         findings,
         certified,
+        ocsp,
     })
+}
+
+/// A response to staple, and until when (its nextUpdate, seconds since the epoch).
+type Staple = (Vec<u8>, i64);
+
+/// Judges an entry's OCSP response ([`super::ocsp`]): the bytes to staple, what the report
+/// says of it, and the finding when it is not stapled.
+fn judge_ocsp(
+    path: &Path,
+    response: &Result<Vec<u8>, String>,
+    (chain, files): (&[CertificateDer<'static>], &[CertificateDer<'static>]),
+    ctx: &Context,
+    now: i64,
+) -> (Option<Staple>, OcspNote, Option<Finding>) {
+    let bytes = match response {
+        Ok(bytes) => bytes,
+        Err(reason) => {
+            let finding = Finding {
+                code: Code::OcspUnusable,
+                severity: Severity::Warning,
+                file: path.to_owned(),
+                message: format!("the OCSP response {reason}"),
+                fix: "write a DER OCSP response of a few kilobytes, readable by mailfront".into(),
+            };
+            let note = OcspNote::refused(&finding, None);
+            return (None, note, Some(finding));
+        }
+    };
+    match ocsp::judge(path, bytes, chain, files, &ctx.provider, now) {
+        ocsp::Verdict::Staple { until } => {
+            let note = OcspNote {
+                stapled: true,
+                until: Some(until),
+                recheck: Some(until),
+                reason: None,
+            };
+            (Some((bytes.clone(), until)), note, None)
+        }
+        ocsp::Verdict::Refused { finding, recheck } => {
+            (None, OcspNote::refused(&finding, recheck), Some(finding))
+        }
+    }
 }
 
 fn no_certificate(path: &Path) -> Finding {
@@ -448,6 +553,19 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -
         .into_iter()
         .flat_map(|(_, results)| results)
         .collect()
+}
+
+/// Reads an OCSP response file: `None` when it is gone (removed since the listing), the
+/// reason when it cannot be read or is larger than any response.
+fn read_ocsp(path: &Path) -> Option<Result<Vec<u8>, String>> {
+    match super::limits::read(path, super::ocsp::MAX_RESPONSE) {
+        Ok(bytes) => Some(Ok(bytes)),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(ReadError::Io(e)) => Some(Err(format!("cannot be read: {e}"))),
+        Err(ReadError::TooLarge { size, limit }) => Some(Err(format!(
+            "{size} bytes, more than an OCSP response holds (at most {limit})"
+        ))),
+    }
 }
 
 /// Reads one of an entry's files, up to the bound of [`super::limits::ENTRY`].

@@ -133,6 +133,9 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
     ticker.tick().await;
     let mut catch_up = Some((HashSet::from([Scope::All]), false));
     let mut last_report: LastReport = None;
+    // When an entry's OCSP response is next to be judged again (it expires, or becomes
+    // current): known after each refresh.
+    let mut ocsp_at: Option<i64> = None;
     loop {
         // Not kept once stale: at 100,000 entries a report is tens of megabytes.
         if last_report
@@ -164,6 +167,11 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
                         None => std::future::pending().await,
                     }
                 } => continue,
+                () = until_unix(ocsp_at) => {
+                    let due = catalog.ocsp_due(super::check::now());
+                    ocsp_at = catalog.next_ocsp_check();
+                    (due, false)
+                }
                 () = stop.cancelled() => return,
             },
         };
@@ -213,6 +221,7 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
         match refreshed {
             Ok((c, w, stats, counted)) => {
                 catalog = c;
+                ocsp_at = catalog.next_ocsp_check();
                 watcher = w;
                 reloads = counted;
                 if let Some(stats) = stats {
@@ -235,6 +244,18 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
                 return;
             }
         }
+    }
+}
+
+/// Resolves at the time `at` (seconds since the epoch, so within a second after it), or
+/// at once when it is past; never without one.
+async fn until_unix(at: Option<i64>) {
+    match at {
+        Some(at) => {
+            let wait = (at - super::check::now()).clamp(0, i64::from(u32::MAX)) as u64;
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
