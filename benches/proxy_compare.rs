@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench proxy_compare -- [--rounds N] [--peers mailfront,nginx,...]
 //! [--cases full-ecdsa,bulk,...]`; a peer `mailfront=PATH` runs another build of mailfront
-//! beside this one, to measure a change; `--mailfront-protocol https` and `--acme` set
+//! beside this one, to measure a change; `--mailfront-protocol https`, `--acme` and `--ticket-keys` set
 //! up mailfront's listeners and ACME hooks (see [`MAILFRONT`]).
 //! (root: it installs nginx, libnginx-mod-stream, haproxy and hitch with apt-get if
 //! missing; the idle case needs an open-file hard limit above 11,000).
@@ -72,7 +72,11 @@ const CASES: [&str; 9] = [
 /// build under test only (an older build may not know it): its handshake hooks (the
 /// tls-alpn-01 check on https listeners, the on-demand hand-off of fallback names) then
 /// run on every handshake, with nothing allowed, so nothing is ever ordered.
-static MAILFRONT: std::sync::OnceLock<(String, bool)> = std::sync::OnceLock::new();
+///
+/// `--ticket-keys` gives the build under test `server.ticket_keys` (a file of three fresh
+/// keys, as a fleet shares), so that its tickets are sealed and opened by mailfront's own
+/// ticketer instead of rustls'.
+static MAILFRONT: std::sync::OnceLock<(String, bool, bool)> = std::sync::OnceLock::new();
 
 /// The SNI that makes each connection ask for a new name (a scanner's flood).
 const SCANNER: &str = "*";
@@ -85,7 +89,8 @@ fn main() {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let protocol = value("--mailfront-protocol").unwrap_or_else(|| "imaps".into());
-    let _ = MAILFRONT.set((protocol, args.iter().any(|a| a == "--acme")));
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let _ = MAILFRONT.set((protocol, flag("--acme"), flag("--ticket-keys")));
     let rounds: usize = value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
     let peers: Vec<String> = value("--peers")
         .unwrap_or_else(|| "mailfront,nginx,haproxy,hitch".into())
@@ -455,7 +460,7 @@ impl Proxy {
                 let binary = peer
                     .strip_prefix("mailfront=")
                     .unwrap_or(env!("CARGO_BIN_EXE_mailfront"));
-                let (protocol, acme) = MAILFRONT.get().cloned().unwrap_or_default();
+                let (protocol, acme, tickets) = MAILFRONT.get().cloned().unwrap_or_default();
                 let listener = |name: &str, addr: SocketAddr| {
                     format!("[[listener]]\nname = \"{name}\"\nbind = \"{addr}\"\nprotocol = \"{protocol}\"\nbackend = \"{backend}\"\n")
                 };
@@ -466,8 +471,21 @@ impl Proxy {
                     ),
                     false => String::new(),
                 };
+                let tickets = match tickets && peer == "mailfront" {
+                    true => {
+                        let keys = dir.join("ticket.keys");
+                        let make = format!(
+                            "(umask 077; for i in 1 2 3; do openssl rand 80 | base64 -w0; echo; done > {})",
+                            keys.display()
+                        );
+                        let made = Command::new("sh").args(["-c", &make]).status().unwrap();
+                        assert!(made.success(), "openssl rand for the ticket keys");
+                        format!("ticket_keys = \"{}\"\n", keys.display())
+                    }
+                    false => String::new(),
+                };
                 let config = format!(
-                    "[server]\nname = \"server.bench.test\"\nthreads = 1\nmax_connections = 30000\n\
+                    "[server]\nname = \"server.bench.test\"\nthreads = 1\nmax_connections = 30000\n{tickets}\
                      [certs]\ndir = \"{d}/store\"\ndefault_cert = \"{d}/ecdsa.chain\"\n\
                      default_key = \"{d}/ecdsa.key\"\nca_bundle = \"{d}/ca.pem\"\nrescan_interval = \"1h\"\n{}{}{acme}",
                     listener("ecdsa", ecdsa),

@@ -65,6 +65,9 @@ pub enum TicketKeysError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Every user of the host can read the file.
+    #[error("server.ticket_keys {}: readable by every user (mode {mode:04o}): whoever reads it can open the sessions' tickets; chmod 600 it (or 640, with server.user's group)", .path.display())]
+    Readable { path: PathBuf, mode: u32 },
     /// The file is larger than any key file.
     #[error("server.ticket_keys {}: {size} bytes, more than a key file holds (at most {MAX_FILE})", .path.display())]
     TooLarge { path: PathBuf, size: u64 },
@@ -242,8 +245,17 @@ pub fn read(path: &Path) -> Result<KeySet, TicketKeysError> {
         path: path.to_owned(),
         source,
     };
+    use std::os::unix::fs::PermissionsExt as _;
     let file = std::fs::File::open(path).map_err(read_error)?;
-    let size = file.metadata().map_err(read_error)?.len();
+    let metadata = file.metadata().map_err(read_error)?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o004 != 0 {
+        return Err(TicketKeysError::Readable {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let size = metadata.len();
     if size > MAX_FILE {
         return Err(TicketKeysError::TooLarge {
             path: path.to_owned(),
@@ -525,6 +537,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys");
         std::fs::write(&path, file(&[1, 2, 3], 80)).unwrap();
+        let private = |mode| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        private(0o644);
+        assert!(matches!(
+            TicketKeys::open(&path),
+            Err(TicketKeysError::Readable { mode: 0o644, .. })
+        ));
+        private(0o600);
         let keys = TicketKeys::open(&path).unwrap();
         let tickets = keys.for_listener("imaps");
         let ticket = tickets.encrypt(b"s").unwrap();

@@ -365,8 +365,9 @@ async fn server_user_is_who_serves_and_reloads() {
     );
 }
 
-/// `server.ticket_keys`: `check-config` and `run` refuse a key file HAProxy would refuse,
-/// naming the file and the line; a good one is listed with the key that encrypts.
+/// `server.ticket_keys`: `check-config` and `run` refuse a key file every user can read,
+/// or one HAProxy would refuse, naming the file and the line; a good one is listed with
+/// the key that encrypts.
 #[test]
 fn a_bad_ticket_key_file_fails_check_config_and_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -384,6 +385,14 @@ fn a_bad_ticket_key_file_fails_check_config_and_run() {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode([seed; 80])
     };
+    std::fs::write(&keys, format!("{}\n{}\n{}\n", key(1), key(2), key(3))).unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("readable by every user (mode 0644)"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     std::fs::write(&keys, format!("{}\n{}\n\n", key(1), key(2))).unwrap();
     let (code, _, stderr) = check_config(&path);
     assert_eq!(code, 1, "{stderr}");

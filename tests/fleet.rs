@@ -22,7 +22,7 @@ use common::{head, listener, KeyKind, Pki, Proxy};
 
 /// The operator's rotation, as a cron job runs it: the last two keys and a new one,
 /// written beside the file and renamed over it.
-const ROTATE: &str = "{ tail -n 2 \"$KEYS\"; openssl rand 80 | base64 -w0; echo; } > \"$KEYS.new\" && mv \"$KEYS.new\" \"$KEYS\"";
+const ROTATE: &str = "(umask 077; { tail -n 2 \"$KEYS\"; openssl rand 80 | base64 -w0; echo; } > \"$KEYS.new\") && mv \"$KEYS.new\" \"$KEYS\"";
 
 struct Fleet {
     _dir: tempfile::TempDir,
@@ -45,7 +45,7 @@ async fn fleet(shared: bool, certs_b: &str) -> Fleet {
     pki.write_pair(&store, "a", &["a.example.com"], KeyKind::Ecdsa);
     let keys = root.join("ticket.keys");
     let make = format!(
-        "for i in 1 2 3; do openssl rand 80 | base64 -w0; echo; done > {}",
+        "(umask 077; for i in 1 2 3; do openssl rand 80 | base64 -w0; echo; done > {})",
         keys.display()
     );
     assert_eq!(run("sh", &["-c", &make]).await.status, Some(0));
@@ -351,7 +351,7 @@ async fn haproxy_and_mailfront_agree_on_key_files() {
     ];
     for (i, (lines, valid)) in cases.iter().enumerate() {
         let keys = root.join(format!("keys{i}"));
-        let make = format!("printf '%s' \"{lines}\" > {}", keys.display());
+        let make = format!("(umask 077; printf '%s' \"{lines}\" > {})", keys.display());
         assert_eq!(run("sh", &["-c", &make]).await.status, Some(0));
         let cfg = root.join(format!("haproxy{i}.cfg"));
         std::fs::write(
