@@ -322,6 +322,43 @@ async fn a_good_response_is_stapled_and_verifies() {
     );
 }
 
+/// certbot's layout (`live/DOMAIN/fullchain.pem.ocsp`) and the server-wide certificate
+/// (`CERTFILE.ocsp` beside `default_cert`) are stapled too, each picked up when written.
+#[tokio::test(flavor = "multi_thread")]
+async fn certbot_and_server_wide_responses_are_stapled() {
+    let mut leaves = Vec::new();
+    let s = Setup::new(|work, pki, store| {
+        let live = store.join("live/c.example.com");
+        std::fs::create_dir_all(&live).unwrap();
+        let leaf = pki.leaf(&["c.example.com"], KeyKind::Ecdsa);
+        std::fs::write(live.join("fullchain.pem"), &leaf.chain_pem).unwrap();
+        std::fs::write(live.join("privkey.pem"), &leaf.key_pem).unwrap();
+        let first = leaf
+            .chain_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next();
+        let cert = work.join("c.example.com.leaf.pem");
+        std::fs::write(&cert, first.unwrap()).unwrap();
+        leaves.push(cert);
+    })
+    .await;
+    let made = s.respond(&leaves[0], &GOOD).await;
+    s.install(&made, "live/c.example.com/fullchain.pem.ocsp")
+        .await;
+    // The server-wide certificate: the test PKI's server.com, beside the store.
+    let server_wide = s.pki.ca_file().with_file_name("server.com.crt");
+    let made = s.respond(&server_wide, &GOOD).await;
+    let since = std::time::Instant::now();
+    std::fs::rename(&made, server_wide.with_file_name("server.com.crt.ocsp")).unwrap();
+    s.proxy.settled_since(since).await;
+    for name in ["c.example.com", "unknown.example.com"] {
+        let shown = s_client_status(s.addr(), name, &s.pki.ca_file()).await;
+        assert!(shown.contains("Cert Status: good"), "{name}: {shown}");
+    }
+    let report = s.report().await;
+    assert_eq!(report["server_wide"]["ocsp"]["stapled"], true, "{report}");
+}
+
 /// Responses that are stale (made two days ago for a day), for another certificate, dated
 /// ahead of this host's clock, or signed by a stranger are not stapled; each entry serves
 /// unstapled and the report says why with the catalogue's code.

@@ -66,6 +66,14 @@ pub fn load_or_generate(
     Ok((loaded, Origin::Generated))
 }
 
+/// The server-wide certificate's OCSP response file, `CERTFILE.ocsp`, when there is one.
+pub(super) fn ocsp_of(cert: &Path) -> Option<Box<Path>> {
+    let mut name = cert.file_name()?.to_os_string();
+    name.push(super::discover::OCSP_SUFFIX);
+    let path = cert.with_file_name(name);
+    path.is_file().then(|| path.into_boxed_path())
+}
+
 /// The server-wide certificate's entry.
 fn source(cert: &Path, key: &Path) -> Source {
     Source {
@@ -74,7 +82,7 @@ fn source(cert: &Path, key: &Path) -> Source {
         cert: cert.to_owned(),
         key: Some(key.to_owned()),
         layout: Layout::Pair,
-        ocsp: None,
+        ocsp: ocsp_of(cert),
     }
 }
 

@@ -210,4 +210,5 @@ fn release_free_memory() {
 pub mod testing {
     pub use super::discover::{Layout, Source};
     pub use super::load::{parse, Contents, Context, Role};
+    pub use super::ocsp::{judge as judge_ocsp, Verdict};
 }

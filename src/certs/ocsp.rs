@@ -351,3 +351,49 @@ fn time_of(secs: i64) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain() -> Vec<CertificateDer<'static>> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example.com".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        vec![cert.der().clone()]
+    }
+
+    /// Bytes that are not a response, or a response cut anywhere, are refused as
+    /// unusable with the reason, never a panic.
+    #[test]
+    fn garbage_is_unusable() {
+        let provider = crate::tls::provider();
+        let chain = chain();
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new(), b"not der".to_vec(), vec![0x30, 0x80]];
+        // A successful-status response cut at every length.
+        let whole = [
+            0x30, 0x0a, 0x0a, 0x01, 0x00, 0xa0, 0x05, 0x30, 0x03, 0x06, 0x01, 0x00,
+        ];
+        inputs.extend((0..whole.len()).map(|n| whole[..n].to_vec()));
+        for der in inputs {
+            match judge(Path::new("x.ocsp"), &der, &chain, &[], &provider, 0) {
+                Verdict::Refused { finding, recheck } => {
+                    assert_eq!(finding.code, Code::OcspUnusable, "{der:?}: {finding}");
+                    assert_eq!(finding.severity, Severity::Warning);
+                    assert!(recheck.is_none());
+                }
+                Verdict::Staple { .. } => panic!("{der:?} stapled"),
+            }
+        }
+        // A responder's refusal (tryLater) says so.
+        let try_later = [0x30, 0x03, 0x0a, 0x01, 0x03];
+        let Verdict::Refused { finding, .. } =
+            judge(Path::new("x.ocsp"), &try_later, &chain, &[], &provider, 0)
+        else {
+            panic!("stapled");
+        };
+        assert!(finding.message.contains("TryLater"), "{}", finding.message);
+    }
+}

@@ -79,6 +79,8 @@ impl Catalog {
     /// The server-wide certificate's files looked at again: a new version replaces the
     /// one serving unless it has every problem of that one and more.
     pub(super) fn refresh_fallback(&mut self, changes: &mut Changes) {
+        // Its OCSP response may have come or gone since.
+        self.fallback.source.ocsp = crate::certs::fallback::ocsp_of(&self.fallback.source.cert);
         let look = look(
             &self.fallback.source,
             Some(&self.fallback),

@@ -14,6 +14,7 @@ impl Catalog {
     pub fn next_ocsp_check(&self) -> Option<i64> {
         self.entries
             .values()
+            .chain([&self.fallback])
             .filter_map(|e| e.serving.as_ref()?.ocsp.as_ref()?.recheck)
             .min()
     }
@@ -23,7 +24,9 @@ impl Catalog {
     /// their files did not change.
     pub fn ocsp_due(&mut self, now: i64) -> HashSet<Scope> {
         let mut scopes = HashSet::new();
-        for (id, entry) in &mut self.entries {
+        let fallback = std::iter::once((None, &mut self.fallback));
+        let entries = self.entries.iter_mut().map(|(id, e)| (Some(id), e));
+        for (id, entry) in entries.chain(fallback) {
             let Some(note) = entry.serving.as_mut().and_then(|l| l.ocsp.as_mut()) else {
                 continue;
             };
@@ -34,7 +37,7 @@ impl Catalog {
             note.recheck = None;
             entry.stamp = Stamp::default();
             entry.digest = None;
-            scopes.insert(scope_of_entry(id));
+            scopes.insert(id.map_or(Scope::Fallback, |id| scope_of_entry(id)));
         }
         scopes
     }

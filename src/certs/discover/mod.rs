@@ -713,3 +713,67 @@ mod tests {
         assert!(discover(Path::new("/nonexistent/mailfront-test")).is_err());
     }
 }
+
+#[cfg(test)]
+mod ocsp_tests {
+    use super::*;
+
+    /// Responses go with the entry whose certificate file names them, in each layout,
+    /// by the whole file name first; one that names no certificate is reported.
+    #[test]
+    fn responses_go_with_their_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        for f in [
+            "a.pem",
+            "a.pem.ocsp",
+            "b.crt",
+            "b.key",
+            "b.ocsp",
+            "c.pem",
+            "c.ocsp",
+            "c.pem.ocsp",
+            "live/x.com/fullchain.pem",
+            "live/x.com/privkey.pem",
+            "live/x.com/fullchain.pem.ocsp",
+            "nobody.pem.ocsp",
+        ] {
+            let p = d.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let found = discover(d).unwrap();
+        let ocsp = |id: &str| {
+            let source = found.sources.iter().find(|s| &*s.id == id).unwrap();
+            let path = source.ocsp.as_deref().map(|p| p.strip_prefix(d).unwrap());
+            path.map(|p| p.display().to_string())
+        };
+        assert_eq!(ocsp("a.pem").as_deref(), Some("a.pem.ocsp"));
+        assert_eq!(ocsp("b.crt").as_deref(), Some("b.ocsp"));
+        assert_eq!(
+            ocsp("c.pem").as_deref(),
+            Some("c.pem.ocsp"),
+            "the whole name first"
+        );
+        assert_eq!(
+            ocsp("live/x.com/").as_deref(),
+            Some("live/x.com/fullchain.pem.ocsp")
+        );
+        let strays: Vec<_> = found
+            .strays
+            .iter()
+            .map(|s| s.path.strip_prefix(d).unwrap())
+            .collect();
+        assert!(strays.contains(&Path::new("nobody.pem.ocsp")), "{strays:?}");
+        assert!(strays.contains(&Path::new("c.ocsp")), "{strays:?}");
+        // A change to one stem's files finds its response too.
+        let one = discover_stem(d, "b");
+        assert_eq!(
+            one.sources[0].ocsp.as_deref(),
+            Some(d.join("b.ocsp").as_path())
+        );
+        assert_eq!(stem_of("a.pem.ocsp"), Some("a"));
+        assert_eq!(stem_of("b.ocsp"), Some("b"));
+        assert_eq!(stem_of(".b.ocsp"), None);
+    }
+}

@@ -82,7 +82,10 @@ impl Watched {
             } else if let Ok(rel) = path.strip_prefix(&self.root) {
                 scopes.extend(scope_of(&self.root, rel).map(|scope| (scope, false)));
             }
-            if is_or_beside(&path, &self.cert) || is_or_beside(&path, &self.key) {
+            if is_or_beside(&path, &self.cert)
+                || is_or_beside(&path, &self.key)
+                || is_ocsp_of(&path, &self.cert)
+            {
                 scopes.push((Scope::Fallback, false));
             }
             if self.trust.concerns(&path) {
@@ -461,6 +464,19 @@ fn relevant(event: &Event) -> bool {
     }
 }
 
+/// Whether `path` is `cert`'s OCSP response file (`CERTFILE.ocsp`).
+fn is_ocsp_of(path: &Path, cert: &Path) -> bool {
+    path.parent() == cert.parent()
+        && path
+            .file_name()
+            .zip(cert.file_name())
+            .is_some_and(|(p, c)| {
+                p.to_string_lossy()
+                    .strip_suffix(discover::OCSP_SUFFIX)
+                    .is_some_and(|stem| stem == c.to_string_lossy())
+            })
+}
+
 /// The part of the store a change at `rel` (relative to the store) can affect.
 fn scope_of(root: &Path, rel: &Path) -> Option<Scope> {
     let parts: Vec<String> = rel
@@ -642,5 +658,22 @@ mod tests {
             Some(Scope::Dir("k8s".into()))
         );
         assert_eq!(s("a.com.pem~"), Some(Scope::Dir("a.com.pem~".into())));
+        // OCSP responses belong to their certificate's entry.
+        assert_eq!(s("a.com.pem.ocsp"), Some(Scope::Stem("a.com".into())));
+        assert_eq!(s("a.com.ocsp"), Some(Scope::Stem("a.com".into())));
+        assert_eq!(
+            s("live/a.com/fullchain.pem.ocsp"),
+            Some(Scope::Dir("live/a.com".into()))
+        );
+        let cert = Path::new("/etc/mf/default/fullchain.pem");
+        assert!(is_ocsp_of(
+            Path::new("/etc/mf/default/fullchain.pem.ocsp"),
+            cert
+        ));
+        assert!(!is_ocsp_of(
+            Path::new("/etc/mf/default/other.pem.ocsp"),
+            cert
+        ));
+        assert!(!is_ocsp_of(Path::new("/etc/mf/fullchain.pem.ocsp"), cert));
     }
 }
