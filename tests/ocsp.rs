@@ -320,6 +320,15 @@ async fn a_good_response_is_stapled_and_verifies() {
         row["files"].to_string().contains("a.example.com.pem.ocsp"),
         "{row}"
     );
+    // `mailfront check` judges the files as the store does.
+    let out = std::process::Command::new(common::running::BIN)
+        .arg("check")
+        .arg(s.store.join("a.example.com.pem"))
+        .arg(s.store.join("a.example.com.pem.ocsp"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ocsp:      good, stapled until"), "{text}");
 }
 
 /// certbot's layout (`live/DOMAIN/fullchain.pem.ocsp`) and the server-wide certificate

@@ -404,6 +404,7 @@ fn check(
             findings: unopened,
             leaf: None,
             chain: Vec::new(),
+            stapled_until: None,
         };
         return Ok((examined, None));
     }
@@ -443,6 +444,7 @@ fn check(
                 findings: vec![finding],
                 leaf: None,
                 chain: Vec::new(),
+                stapled_until: None,
             }
         }
     };

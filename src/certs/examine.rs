@@ -22,6 +22,9 @@ pub struct Examined {
     /// The chain the store would serve (leaf first, completed from `issuers_dir`, without a
     /// root), when the loader took the files; empty when it refused them.
     pub chain: Vec<CertificateDer<'static>>,
+    /// Until when the OCSP response given would be stapled (its nextUpdate), when it
+    /// would be.
+    pub stapled_until: Option<i64>,
 }
 
 impl Examined {
@@ -142,6 +145,7 @@ pub fn examine(
             findings,
             leaf: None,
             chain: Vec::new(),
+            stapled_until: None,
         });
     };
     let ctx = Context {
@@ -153,9 +157,15 @@ pub fn examine(
         explicit: true,
     });
     let mut chain = Vec::new();
+    let mut stapled_until = None;
     let leaf = match load::parse(&source, &contents, &ctx, Role::Check(domain)) {
         Ok(loaded) => {
             chain = loaded.certified.cert.clone();
+            stapled_until = loaded
+                .ocsp
+                .as_ref()
+                .filter(|o| o.stapled)
+                .and_then(|o| o.until);
             let leaf = loaded.certified.cert.first().and_then(|der| {
                 let facts = super::check::CertFacts::parse(der).ok()?;
                 Some(Box::new(Leaf {
@@ -183,6 +193,7 @@ pub fn examine(
         findings,
         leaf,
         chain,
+        stapled_until,
     })
 }
 

@@ -53,6 +53,9 @@ struct Summary {
     key: String,
     not_after: String,
     days_left: i64,
+    /// The OCSP response given, when it would be stapled: until its nextUpdate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ocsp_stapled_until: Option<String>,
 }
 
 /// Runs the store's loader and checks on the files and prints the findings; `Ok(true)`
@@ -77,6 +80,7 @@ pub fn run(req: &Request, format: Format, out: &mut dyn Write) -> Result<bool, U
         key: leaf.summary.key.clone(),
         not_after: date(leaf.summary.not_after),
         days_left: (leaf.summary.not_after - now).div_euclid(86_400),
+        ocsp_stapled_until: examined.stapled_until.map(date),
     });
     let written = match format {
         Format::Json => {
@@ -110,6 +114,9 @@ fn text(
         writeln!(out, "  issuer:    {}", s.issuer)?;
         writeln!(out, "  key:       {}", s.key)?;
         writeln!(out, "  expires:   {} ({} days)", s.not_after, s.days_left)?;
+        if let Some(until) = &s.ocsp_stapled_until {
+            writeln!(out, "  ocsp:      good, stapled until {until}")?;
+        }
     }
     for f in findings {
         writeln!(out)?;
