@@ -92,6 +92,9 @@ pub async fn serve(
         Ok(Ok(hs)) => {
             let kind = HandshakeKind::of(hs.matched, hs.sni.as_deref());
             ctx.stats.handshake(kind, took);
+            if hs.stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                ctx.stats.resumed();
+            }
             if let (HandshakeKind::Fallback, Some(sni)) = (kind, &hs.sni) {
                 if let Some(names) = &shared.fallback_names {
                     names.record(&ctx.name, sni);

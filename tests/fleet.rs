@@ -238,6 +238,21 @@ async fn sessions_resume_across_instances() {
         !openssl_resumes(None, b, &before, "-tls1_3").await,
         "two rotations later the key of a session's ticket is gone: a full handshake"
     );
+    // Each instance counted the sessions it resumed.
+    for proxy in [&f.a, &f.b] {
+        assert!(resumed(proxy).await >= 3, "{}", resumed(proxy).await);
+    }
+}
+
+/// `mailfront_handshakes_resumed_total` of an instance's imaps listener.
+async fn resumed(proxy: &Proxy) -> u64 {
+    let url = format!("http://{}/metrics", proxy.admin.unwrap());
+    let out = run("curl", &["-sS", &url]).await;
+    let sample = "mailfront_handshakes_resumed_total{listener=\"imaps\"} ";
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A key file replaced by garbage, or removed, keeps the keys in use: sessions go on
@@ -290,6 +305,7 @@ async fn without_a_key_file_sessions_stay_on_their_instance() {
     let sess = f.root.join("sess.pem");
     assert!(!openssl_resumes(Some(a), b, &sess, "-tls1_3").await);
     assert!(openssl_resumes(Some(a), a, &sess, "-tls1_3").await);
+    assert_eq!((resumed(&f.b).await, resumed(&f.a).await), (0, 1));
 }
 
 /// An instance that inotify tells nothing (`certs.watch = false`, as on a network file

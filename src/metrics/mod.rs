@@ -106,6 +106,8 @@ pub struct ListenerStats {
     open: AtomicI64,
     outcomes: [AtomicU64; OUTCOMES.len()],
     handshakes: [AtomicU64; HandshakeKind::ALL.len()],
+    /// Completed handshakes that resumed a session (a ticket, or the session cache).
+    resumed: AtomicU64,
     duration: Histogram,
     up: AtomicU64,
     down: AtomicU64,
@@ -119,6 +121,7 @@ impl ListenerStats {
             open: AtomicI64::new(0),
             outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
             handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            resumed: AtomicU64::new(0),
             duration: Histogram::default(),
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
@@ -145,6 +148,11 @@ impl ListenerStats {
         if kind != HandshakeKind::Failed && kind != HandshakeKind::StrictRefused {
             self.duration.observe(took);
         }
+    }
+
+    /// The handshake just counted resumed a session.
+    pub fn resumed(&self) {
+        self.resumed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A session relayed `up` bytes from the client and `down` bytes to it.
@@ -297,6 +305,18 @@ impl Exposition {
                 let metric = family.encode_family(&labels)?;
                 ConstCounter::new(l.handshakes(kind)).encode(metric)?;
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "handshakes_resumed",
+            "Completed TLS handshakes that resumed a session (a ticket, or the session \
+             cache): with server.ticket_keys, sessions made on other instances too",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in &self.listeners {
+            let labels = [("listener", l.name())];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(l.resumed.load(Ordering::Relaxed)).encode(metric)?;
         }
         let mut family = encoder.encode_descriptor(
             "handshake_duration_seconds",
