@@ -88,14 +88,14 @@ impl ResolvesServerCert for Fixed {
 
 /// Hands rustls a certificate with its stapled OCSP response while the response is
 /// current (before its nextUpdate), and the same certificate without it after: a stale
-/// response is never stapled, even before the store has loaded the entry again. Only
-/// entries with a response pay the reading of the clock.
+/// response is never stapled, even before the store has loaded the entry again (which it
+/// does at that time). Only entries with a response pay the reading of the clock; the
+/// copy without the response is made only by handshakes after the nextUpdate and before
+/// that reload, so an entry keeps one copy of its chain.
 #[derive(Debug)]
 pub struct Stapled {
     /// The certificate with the response.
     pub with: Arc<CertifiedKey>,
-    /// The same without it.
-    pub without: Arc<CertifiedKey>,
     /// The response's nextUpdate, in seconds since the epoch.
     pub until: i64,
 }
@@ -105,12 +105,12 @@ impl ResolvesServerCert for Stapled {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(i64::MAX, |d| d.as_secs() as i64);
-        let chosen = if now < self.until {
-            &self.with
-        } else {
-            &self.without
-        };
-        Some(Arc::clone(chosen))
+        if now < self.until {
+            return Some(Arc::clone(&self.with));
+        }
+        let mut without = CertifiedKey::clone(&self.with);
+        without.ocsp = None;
+        Some(Arc::new(without))
     }
 }
 

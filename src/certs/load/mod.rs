@@ -356,17 +356,17 @@ fn parse_entry(
     chain.shrink_to_fit();
     let schemes = schemes_of(signing.as_ref());
     let algorithm = signing.algorithm();
-    let certified = Arc::new(CertifiedKey::new(chain, signing));
-    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match staple {
-        Some((response, until)) => {
-            let mut with = CertifiedKey::clone(&certified);
-            with.ocsp = Some(response);
-            Arc::new(Stapled {
-                with: Arc::new(with),
-                without: Arc::clone(&certified),
-                until,
-            })
-        }
+    let mut certified = CertifiedKey::new(chain, signing);
+    let until = staple.map(|(response, until)| {
+        certified.ocsp = Some(response);
+        until
+    });
+    let certified = Arc::new(certified);
+    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match until {
+        Some(until) => Arc::new(Stapled {
+            with: Arc::clone(&certified),
+            until,
+        }),
         None => Arc::new(Fixed(Arc::clone(&certified))),
     };
     let mut names = Vec::new();
