@@ -238,13 +238,13 @@ fn as_entry(
         key: key.map(file),
         extra: extra.iter().map(|&i| file(i)).collect(),
         layout: Layout::Content,
-        ocsp: ocsp.map(|i| file(i).into_boxed_path()),
+        ocsp: None,
     };
     let contents = Contents {
         cert: read[cert].1.clone(),
         key: key.map(|i| read[i].1.clone()),
         extra: extra.iter().map(|&i| read[i].1.clone()).collect(),
-        ocsp: ocsp.map(|i| Ok(read[i].1.clone())),
+        ocsp: ocsp.map(|i| (file(i), Ok(read[i].1.clone()))),
     };
     Some((source, contents))
 }

@@ -14,7 +14,7 @@ use tracing::warn;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::catalog::Origin;
-use super::discover::{Layout, Source};
+use super::discover::{Layout, OcspName, Source};
 use super::load::{load, parse, Contents, Context, LoadError, Loaded, Role};
 use super::CertError;
 
@@ -67,11 +67,9 @@ pub fn load_or_generate(
 }
 
 /// The server-wide certificate's OCSP response file, `CERTFILE.ocsp`, when there is one.
-pub(super) fn ocsp_of(cert: &Path) -> Option<Box<Path>> {
-    let mut name = cert.file_name()?.to_os_string();
-    name.push(super::discover::OCSP_SUFFIX);
-    let path = cert.with_file_name(name);
-    path.is_file().then(|| path.into_boxed_path())
+pub(super) fn ocsp_of(cert: &Path) -> Option<OcspName> {
+    let path = OcspName::Whole.path(cert)?;
+    path.is_file().then_some(OcspName::Whole)
 }
 
 /// The server-wide certificate's entry.

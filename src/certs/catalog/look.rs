@@ -48,7 +48,10 @@ pub(super) fn stamp_of(source: &Source) -> Stamp {
         cert: FileStamp::of(&source.cert),
         key: source.key.as_deref().and_then(FileStamp::of),
         extra: source.extra.iter().map(|p| FileStamp::of(p)).collect(),
-        ocsp: source.ocsp.as_deref().and_then(FileStamp::of).map(Box::new),
+        ocsp: source
+            .ocsp_path()
+            .and_then(|p| FileStamp::of(&p))
+            .map(Box::new),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The catalog's [`Report`]: built on demand from what serves, never from a second scan.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{Catalog, Changes, Entry, Origin, Refused, Scope};
@@ -166,7 +166,7 @@ impl Catalog {
 /// The row of `entry`; `state` overrides the state of a version that serves.
 fn row(entry: &Entry, now: i64, state: Option<State>) -> Row {
     let source = &entry.source;
-    let files: Vec<PathBuf> = source.all_files().map(Path::to_owned).collect();
+    let files = source.all_files();
     let layout = match source.layout {
         Layout::Single => "single",
         Layout::Pair => "pair",

@@ -49,9 +49,30 @@ pub struct Source {
     pub extra: Box<[PathBuf]>,
     /// Which layout the files were found in.
     pub layout: Layout,
-    /// A DER OCSP response to staple: `CERTFILE.ocsp` or `NAME.ocsp` beside the
-    /// certificate file ([`OCSP_SUFFIX`]).
-    pub ocsp: Option<Box<Path>>,
+    /// A DER OCSP response to staple beside the certificate file, and how it is named
+    /// ([`Source::ocsp_path`]); a byte, in what was padding.
+    pub ocsp: Option<OcspName>,
+}
+
+/// How an entry's OCSP response file is named after its certificate file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OcspName {
+    /// `CERTFILE.ocsp` (HAProxy's `example.com.pem.ocsp`, `fullchain.pem.ocsp`).
+    Whole,
+    /// `NAME.ocsp` for a certificate file `NAME.EXT`.
+    Stem,
+}
+
+impl OcspName {
+    /// The response file this name gives for the certificate file `cert`.
+    pub fn path(self, cert: &Path) -> Option<PathBuf> {
+        let name = cert.file_name()?.to_string_lossy();
+        let name = match self {
+            Self::Whole => format!("{name}{OCSP_SUFFIX}"),
+            Self::Stem => format!("{}{OCSP_SUFFIX}", name.rsplit_once('.')?.0),
+        };
+        Some(cert.with_file_name(name))
+    }
 }
 
 impl Source {
@@ -62,11 +83,16 @@ impl Source {
             .chain(self.key.iter())
     }
 
+    /// Its OCSP response file, when it has one.
+    pub fn ocsp_path(&self) -> Option<PathBuf> {
+        self.ocsp.and_then(|name| name.path(&self.cert))
+    }
+
     /// Its files, the OCSP response included.
-    pub fn all_files(&self) -> impl Iterator<Item = &Path> {
-        self.files()
-            .map(PathBuf::as_path)
-            .chain(self.ocsp.as_deref())
+    pub fn all_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.files().cloned().collect();
+        files.extend(self.ocsp_path());
+        files
     }
 }
 
@@ -522,20 +548,24 @@ pub const OCSP_SUFFIX: &str = ".ocsp";
 /// `example.com.pem.ocsp`, `fullchain.pem.ocsp`) or else `NAME.ocsp` for a certificate
 /// file `NAME.EXT`. Returns the response files no entry took.
 fn attach_ocsp(sources: &mut [Source], files: &BTreeMap<String, PathBuf>) -> Vec<PathBuf> {
+    // Most directories have none: no name is made for their entries.
+    if !files.keys().any(|n| n.ends_with(OCSP_SUFFIX)) {
+        return Vec::new();
+    }
     let mut taken = HashSet::new();
     for source in sources {
         let Some(name) = source.cert.file_name().map(|n| n.to_string_lossy()) else {
             continue;
         };
-        let whole = format!("{name}{OCSP_SUFFIX}");
+        let whole = (OcspName::Whole, format!("{name}{OCSP_SUFFIX}"));
         let by_stem = name
             .rsplit_once('.')
-            .map(|(stem, _)| format!("{stem}{OCSP_SUFFIX}"));
+            .map(|(stem, _)| (OcspName::Stem, format!("{stem}{OCSP_SUFFIX}")));
         let found = std::iter::once(whole)
             .chain(by_stem)
-            .find(|n| files.contains_key(n));
-        if let Some(found) = found {
-            source.ocsp = Some(files[&found].clone().into_boxed_path());
+            .find(|(_, n)| files.contains_key(n));
+        if let Some((how, found)) = found {
+            source.ocsp = Some(how);
             taken.insert(found);
         }
     }
@@ -745,8 +775,8 @@ mod ocsp_tests {
         let found = discover(d).unwrap();
         let ocsp = |id: &str| {
             let source = found.sources.iter().find(|s| &*s.id == id).unwrap();
-            let path = source.ocsp.as_deref().map(|p| p.strip_prefix(d).unwrap());
-            path.map(|p| p.display().to_string())
+            let path = source.ocsp_path();
+            path.map(|p| p.strip_prefix(d).unwrap().display().to_string())
         };
         assert_eq!(ocsp("a.pem").as_deref(), Some("a.pem.ocsp"));
         assert_eq!(ocsp("b.crt").as_deref(), Some("b.ocsp"));
@@ -768,10 +798,7 @@ mod ocsp_tests {
         assert!(strays.contains(&Path::new("c.ocsp")), "{strays:?}");
         // A change to one stem's files finds its response too.
         let one = discover_stem(d, "b");
-        assert_eq!(
-            one.sources[0].ocsp.as_deref(),
-            Some(d.join("b.ocsp").as_path())
-        );
+        assert_eq!(one.sources[0].ocsp_path(), Some(d.join("b.ocsp")));
         assert_eq!(stem_of("a.pem.ocsp"), Some("a"));
         assert_eq!(stem_of("b.ocsp"), Some("b"));
         assert_eq!(stem_of(".b.ocsp"), None);

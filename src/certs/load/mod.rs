@@ -172,9 +172,9 @@ pub struct Contents {
     pub key: Option<Vec<u8>>,
     /// The further files holding CA certificates, in the source's order.
     pub extra: Vec<Vec<u8>>,
-    /// The OCSP response file: its bytes, or why they could not be read. Never a reason
-    /// to refuse the entry, which then serves unstapled.
-    pub ocsp: Option<Result<Vec<u8>, String>>,
+    /// The OCSP response file and its bytes, or why they could not be read. Never a
+    /// reason to refuse the entry, which then serves unstapled.
+    pub ocsp: Option<(PathBuf, Result<Vec<u8>, String>)>,
 }
 
 impl Contents {
@@ -187,7 +187,9 @@ impl Contents {
             .iter()
             .map(|p| read(p))
             .collect::<Result<_, _>>()?;
-        let ocsp = source.ocsp.as_deref().and_then(read_ocsp);
+        let ocsp = source
+            .ocsp_path()
+            .and_then(|path| read_ocsp(&path).map(|read| (path, read)));
         Ok(Self {
             cert,
             key,
@@ -304,8 +306,8 @@ fn parse_entry(
     let mut findings = std::mem::take(&mut files.findings);
     findings.extend(outcome.findings);
     let served_chain = outcome.chain.as_deref().unwrap_or(&files.certs);
-    let (staple, ocsp) = match (&source.ocsp, &contents.ocsp) {
-        (Some(path), Some(response)) if !served_chain.is_empty() => {
+    let (staple, ocsp) = match &contents.ocsp {
+        Some((path, response)) if !served_chain.is_empty() => {
             let chains = (served_chain, files.certs.as_slice());
             let (staple, note, finding) = judge_ocsp(path, response, chains, ctx, now);
             findings.extend(finding);
