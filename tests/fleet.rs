@@ -8,7 +8,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -146,23 +145,11 @@ async fn openssl_resumes(
 
 /// A rustls client with its own session cache, trusting the test CA.
 fn rustls_client(pki: &Pki) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_file_iter(
-            pki.ca_file(),
-        )
-        .unwrap()
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    common::client::connector(&common::client::Opts {
+        ca: Some(pki.ca_file()),
+        sni: Some("a.example.com".into()),
+        ..Default::default()
+    })
 }
 
 /// One IMAP session through `at`: the greeting read (which also takes in the session

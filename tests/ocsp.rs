@@ -7,16 +7,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::net::TcpStream;
-
 use common::backend::{Backend, Expect};
-use common::client::run;
+use common::client::{run, stapled};
 use common::{head, listener, KeyKind, Pki, Proxy};
 
 /// A store with the test PKI, an imaps listener in front of an IMAP backend, and a
@@ -202,67 +196,6 @@ async fn s_client_status(at: SocketAddr, name: &str, ca: &Path) -> String {
     let out = run("sh", &["-c", &cmd]).await;
     assert!(out.stdout.contains("BYE"), "{}{}", out.stdout, out.stderr);
     out.stdout
-}
-
-/// Records the OCSP response a server staples, and accepts every certificate.
-#[derive(Debug, Default)]
-struct Capture(Mutex<Option<Vec<u8>>>);
-
-impl ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        ocsp: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(ocsp.to_vec());
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// The OCSP response stapled for `name` (empty when none), as a rustls client gets it.
-async fn stapled(at: SocketAddr, name: &str) -> Vec<u8> {
-    let capture = Arc::new(Capture::default());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(capture.clone())
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(at).await.unwrap();
-    let server = ServerName::try_from(name.to_owned()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), connector.connect(server, tcp))
-        .await
-        .unwrap()
-        .unwrap();
-    let got = capture.0.lock().unwrap().clone();
-    got.unwrap_or_default()
 }
 
 /// A good response made by `openssl ocsp` as the CA's responder is stapled: `openssl

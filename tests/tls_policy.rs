@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::backend::{Backend, Expect};
 use common::client::{self, read_line};
 use common::{head, store_dir, KeyKind, Pki, Proxy};
@@ -168,18 +166,11 @@ async fn renegotiation_is_refused_at_once() {
 async fn tls13_resumption_with_tickets() {
     let tmp = tempfile::tempdir().unwrap();
     let (pki, proxy, _b) = proxy(tmp.path()).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::pem::PemObject::pem_file_iter(pki.ca_file()).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = common::client::connector(&common::client::Opts {
+        ca: Some(pki.ca_file()),
+        sni: Some("mail.example.com".into()),
+        ..Default::default()
+    });
     let mut kinds = Vec::new();
     for _ in 0..2 {
         let tcp = TcpStream::connect(proxy.addr("imaps")).await.unwrap();

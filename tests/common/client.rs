@@ -28,9 +28,10 @@ pub struct Opts {
     pub alpn: Vec<Vec<u8>>,
 }
 
-/// Accepts any certificate (tests look at what was served), offering `schemes`.
+/// Accepts any certificate (tests look at what was served), offering `schemes`, and
+/// keeps the OCSP response stapled to it.
 #[derive(Debug)]
-struct Accepting(Vec<SignatureScheme>);
+struct Accepting(Vec<SignatureScheme>, std::sync::Mutex<Vec<u8>>);
 
 impl ServerCertVerifier for Accepting {
     fn verify_server_cert(
@@ -38,9 +39,10 @@ impl ServerCertVerifier for Accepting {
         _: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
-        _: &[u8],
+        ocsp: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.1.lock().unwrap() = ocsp.to_vec();
         Ok(ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -65,10 +67,16 @@ impl ServerCertVerifier for Accepting {
 }
 
 fn config(opts: &Opts) -> ClientConfig {
+    config_keeping(opts).0
+}
+
+/// A client for `opts`, and (when it verifies nothing) what it keeps of each handshake.
+fn config_keeping(opts: &Opts) -> (ClientConfig, Option<Arc<Accepting>>) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .unwrap();
+    let mut kept = None;
     let mut config = match &opts.ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
@@ -82,15 +90,44 @@ fn config(opts: &Opts) -> ClientConfig {
                 .signature_verification_algorithms
                 .supported_schemes();
             let schemes = opts.schemes.clone().unwrap_or(all);
+            let accepting = Arc::new(Accepting(schemes, Default::default()));
+            kept = Some(Arc::clone(&accepting));
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Accepting(schemes)))
+                .with_custom_certificate_verifier(accepting)
                 .with_no_client_auth()
         }
     };
     config.enable_sni = opts.sni.is_some();
     config.alpn_protocols = opts.alpn.clone();
-    config
+    (config, kept)
+}
+
+/// A connector for `opts` that keeps its sessions: connections through it to any server
+/// offer the tickets the earlier ones got (a client reconnecting to a fleet).
+#[allow(dead_code)]
+pub fn connector(opts: &Opts) -> TlsConnector {
+    TlsConnector::from(Arc::new(config(opts)))
+}
+
+/// The OCSP response stapled for `sni` at `addr` (empty when none).
+#[allow(dead_code)]
+pub async fn stapled(addr: SocketAddr, sni: &str) -> Vec<u8> {
+    let opts = Opts {
+        sni: Some(sni.to_owned()),
+        ..Opts::default()
+    };
+    let (config, kept) = config_keeping(&opts);
+    let connector = TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .expect("a handshake within 5 s")
+        .expect("a handshake");
+    let kept = kept.expect("a client that verifies nothing");
+    let stapled = kept.1.lock().unwrap().clone();
+    stapled
 }
 
 /// Connects and completes a TLS handshake.
