@@ -37,6 +37,9 @@ use base64::Engine as _;
 use rustls::server::ProducesTickets;
 use tokio_util::sync::CancellationToken;
 
+use crate::certs::check::now;
+use crate::certs::limits::{self, ReadError};
+
 /// Keys in use, the last ones of the file: HAProxy's `TLS_TICKETS_NO`.
 pub const KEPT: usize = 3;
 
@@ -240,32 +243,29 @@ fn digest(bytes: &[u8]) -> u64 {
 
 /// Reads and parses the key file.
 pub fn read(path: &Path) -> Result<KeySet, TicketKeysError> {
-    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
     let read_error = |source| TicketKeysError::Read {
         path: path.to_owned(),
         source,
     };
-    use std::os::unix::fs::PermissionsExt as _;
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let metadata = file.metadata().map_err(read_error)?;
-    let mode = metadata.permissions().mode() & 0o7777;
+    let mode = std::fs::metadata(path)
+        .map_err(read_error)?
+        .permissions()
+        .mode()
+        & 0o7777;
     if mode & 0o004 != 0 {
         return Err(TicketKeysError::Readable {
             path: path.to_owned(),
             mode,
         });
     }
-    let size = metadata.len();
-    if size > MAX_FILE {
-        return Err(TicketKeysError::TooLarge {
+    let text = limits::read(path, MAX_FILE).map_err(|e| match e {
+        ReadError::Io(source) => read_error(source),
+        ReadError::TooLarge { size, .. } => TicketKeysError::TooLarge {
             path: path.to_owned(),
             size,
-        });
-    }
-    let mut text = Vec::with_capacity(size as usize);
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut text)
-        .map_err(read_error)?;
+        },
+    })?;
     KeySet::parse(path, &text)
 }
 
@@ -298,7 +298,7 @@ impl TicketKeys {
             current: ArcSwap::from_pointee(keys),
             loaded: AtomicU64::new(1),
             refused: AtomicU64::new(0),
-            loaded_at: AtomicU64::new(unix_now()),
+            loaded_at: AtomicU64::new(now().max(0) as u64),
         }))
     }
 
@@ -349,7 +349,7 @@ impl TicketKeys {
         }
         self.current.store(Arc::new(keys));
         self.loaded.fetch_add(1, Ordering::Relaxed);
-        self.loaded_at.store(unix_now(), Ordering::Relaxed);
+        self.loaded_at.store(now().max(0) as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -406,12 +406,6 @@ async fn stamp(path: &Path) -> Stamp {
     .await
     .ok()
     .flatten()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// One listener's tickets: the shared keys, its name bound into each ticket.

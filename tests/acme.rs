@@ -61,16 +61,6 @@ fn listener_at(name: &str, protocol: &str, port: u16, backend: Option<SocketAddr
     )
 }
 
-/// The value of the sample `name` in the admin interface's metrics (0 when absent).
-async fn metric(proxy: &Proxy, name: &str) -> u64 {
-    let url = format!("http://{}/metrics", proxy.admin.unwrap());
-    let out = run("curl", &["-sS", &url]).await;
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// A test directory with the test PKI (the server-wide certificate) and a store in it.
 fn test_root() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -218,11 +208,15 @@ async fn a_listed_name_is_issued_over_tls_alpn_and_nothing_else_is_ordered() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(pebble.issued(), 1, "{}", pebble.log_text());
     assert_eq!(
-        metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await,
+        proxy
+            .metric("mailfront_acme_orders_total{result=\"valid\"}")
+            .await,
         1
     );
     assert_eq!(
-        metric(&proxy, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        proxy
+            .metric("mailfront_acme_orders_total{result=\"failed\"}")
+            .await,
         0
     );
     assert_eq!(served_der(at, "mail.example.com").await.unwrap(), der);
@@ -425,10 +419,17 @@ async fn on_demand_with_ask_and_short_lived_certificates_renewed_while_ask_is_do
     openssl_verifies(at, "shop.example.com", &pebble).await;
     assert!(!store.join("acme/new.example.com").exists());
     assert_eq!(
-        metric(&proxy, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        proxy
+            .metric("mailfront_acme_orders_total{result=\"failed\"}")
+            .await,
         0
     );
-    assert!(metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await >= 2);
+    assert!(
+        proxy
+            .metric("mailfront_acme_orders_total{result=\"valid\"}")
+            .await
+            >= 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +463,7 @@ async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
     let proxy = Proxy::start(root, &config);
     let failed = "mailfront_acme_orders_total{result=\"failed\"}";
     let one = common::wait_for_async(Duration::from_secs(60), || async {
-        metric(&proxy, failed).await >= 1
+        proxy.metric(failed).await >= 1
     })
     .await;
     assert!(one, "the order did not fail: {}", pebble.log_text());
@@ -472,22 +473,24 @@ async fn a_failed_order_backs_off_and_stops_for_the_hour_at_the_cap() {
         let _ = served_der(addr(https), "broken.example.com").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(t1.elapsed() < Duration::from_secs(4) || metric(&proxy, failed).await == 1);
-    assert_eq!(metric(&proxy, failed).await, 1);
+    assert!(t1.elapsed() < Duration::from_secs(4) || proxy.metric(failed).await == 1);
+    assert_eq!(proxy.metric(failed).await, 1);
     // Then once more after it, and then not for the rest of the hour.
     let two = common::wait_for_async(Duration::from_secs(30), || async {
-        metric(&proxy, failed).await >= 2
+        proxy.metric(failed).await >= 2
     })
     .await;
     assert!(two, "no second attempt after retry_min");
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
-        metric(&proxy, failed).await,
+        proxy.metric(failed).await,
         2,
         "a third attempt within the hour"
     );
     assert_eq!(
-        metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await,
+        proxy
+            .metric("mailfront_acme_orders_total{result=\"valid\"}")
+            .await,
         0
     );
     assert_eq!(
@@ -541,16 +544,18 @@ async fn two_instances_sharing_the_directories_order_each_name_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(pebble.issued(), 2, "{}", pebble.log_text());
     let valid = "mailfront_acme_orders_total{result=\"valid\"}";
-    let (va, vb) = (metric(&a, valid).await, metric(&b, valid).await);
+    let (va, vb) = (a.metric(valid).await, b.metric(valid).await);
     assert_eq!(va + vb, 2, "a: {va}, b: {vb}");
     // froma.example.com is listed at A only: A ordered it, and B answered the CA.
     assert!(va >= 1);
     assert_eq!(
-        metric(&a, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        a.metric("mailfront_acme_orders_total{result=\"failed\"}")
+            .await,
         0
     );
     assert_eq!(
-        metric(&b, "mailfront_acme_orders_total{result=\"failed\"}").await,
+        b.metric("mailfront_acme_orders_total{result=\"failed\"}")
+            .await,
         0
     );
     // One account for the fleet.
@@ -675,7 +680,7 @@ async fn a_failed_renewal_leaves_the_certificate_serving() {
             issued,
             "the certificate kept serving"
         );
-        if metric(&proxy, failed).await == 1 {
+        if proxy.metric(failed).await == 1 {
             seen = true;
             break;
         }
@@ -690,7 +695,9 @@ async fn a_failed_renewal_leaves_the_certificate_serving() {
         assert_eq!(served_der(at, "renew.example.com").await.unwrap(), issued);
     }
     assert_eq!(
-        metric(&proxy, "mailfront_acme_orders_total{result=\"valid\"}").await,
+        proxy
+            .metric("mailfront_acme_orders_total{result=\"valid\"}")
+            .await,
         1
     );
     // The files on disk are still the ones serving (nothing half-renewed).
@@ -754,7 +761,7 @@ async fn orders_per_hour_holds_back_the_names_beyond_it() {
     let proxy = Proxy::start(root, &config);
     let valid = "mailfront_acme_orders_total{result=\"valid\"}";
     let one = common::wait_for_async(Duration::from_secs(60), || async {
-        metric(&proxy, valid).await == 1
+        proxy.metric(valid).await == 1
     })
     .await;
     assert!(one, "no order: {}", pebble.log_text());
@@ -765,7 +772,7 @@ async fn orders_per_hour_holds_back_the_names_beyond_it() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(metric(&proxy, valid).await, 1);
+    assert_eq!(proxy.metric(valid).await, 1);
     assert_eq!(pebble.issued(), 1, "{}", pebble.log_text());
     let served: Vec<bool> = ["first.example.com", "second.example.com"]
         .iter()

@@ -102,13 +102,8 @@ impl Fleet {
 
 /// `mailfront_ticket_keys_reloads_total{result}` of an instance.
 async fn reloads(proxy: &Proxy, result: &str) -> u64 {
-    let url = format!("http://{}/metrics", proxy.admin.unwrap());
-    let out = run("curl", &["-sS", &url]).await;
-    let sample = format!("mailfront_ticket_keys_reloads_total{{result=\"{result}\"}} ");
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&sample)?.trim().parse().ok())
-        .unwrap_or(0)
+    let sample = format!("mailfront_ticket_keys_reloads_total{{result=\"{result}\"}}");
+    proxy.metric(&sample).await
 }
 
 async fn loaded(proxy: &Proxy) -> u64 {
@@ -233,13 +228,9 @@ async fn sessions_resume_across_instances() {
 
 /// `mailfront_handshakes_resumed_total` of an instance's imaps listener.
 async fn resumed(proxy: &Proxy) -> u64 {
-    let url = format!("http://{}/metrics", proxy.admin.unwrap());
-    let out = run("curl", &["-sS", &url]).await;
-    let sample = "mailfront_handshakes_resumed_total{listener=\"imaps\"} ";
-    out.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
+    proxy
+        .metric("mailfront_handshakes_resumed_total{listener=\"imaps\"}")
+        .await
 }
 
 /// A key file replaced by garbage, or removed, keeps the keys in use: sessions go on

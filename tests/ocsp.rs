@@ -101,12 +101,7 @@ fn entry(root: &Path, pki: &Pki, store: &Path, name: &str) -> PathBuf {
     let leaf = pki.leaf(&[name], KeyKind::Ecdsa);
     std::fs::write(store.join(format!("{name}.pem")), leaf.combined()).unwrap();
     let cert = root.join(format!("{name}.leaf.pem"));
-    let first = leaf
-        .chain_pem
-        .split_inclusive("-----END CERTIFICATE-----\n")
-        .next()
-        .unwrap();
-    std::fs::write(&cert, first).unwrap();
+    std::fs::write(&cert, leaf.cert_pem()).unwrap();
     cert
 }
 
@@ -275,12 +270,8 @@ async fn certbot_and_server_wide_responses_are_stapled() {
         let leaf = pki.leaf(&["c.example.com"], KeyKind::Ecdsa);
         std::fs::write(live.join("fullchain.pem"), &leaf.chain_pem).unwrap();
         std::fs::write(live.join("privkey.pem"), &leaf.key_pem).unwrap();
-        let first = leaf
-            .chain_pem
-            .split_inclusive("-----END CERTIFICATE-----\n")
-            .next();
         let cert = work.join("c.example.com.leaf.pem");
-        std::fs::write(&cert, first.unwrap()).unwrap();
+        std::fs::write(&cert, leaf.cert_pem()).unwrap();
         leaves.push(cert);
     })
     .await;

@@ -102,10 +102,7 @@ pub struct Stapled {
 
 impl ResolvesServerCert for Stapled {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX, |d| d.as_secs() as i64);
-        if now < self.until {
+        if super::check::now() < self.until {
             return Some(Arc::clone(&self.with));
         }
         let mut without = CertifiedKey::clone(&self.with);

@@ -100,6 +100,18 @@ impl Proxy {
             .expect("a refresh of the store within 5 s");
     }
 
+    /// The value of the sample `sample` (name and labels) in the admin interface's
+    /// metrics, 0 when absent.
+    #[allow(dead_code)]
+    pub async fn metric(&self, sample: &str) -> u64 {
+        let url = format!("http://{}/metrics", self.admin.expect("[admin] on TCP"));
+        let out = client::run("curl", &["-sS", &url]).await;
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The address of listener `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.addrs[name]

@@ -33,6 +33,14 @@ impl Leaf {
         first_der(self.chain_pem.as_bytes())
     }
 
+    /// The leaf certificate alone, as PEM (for `openssl ... -cert`).
+    #[allow(dead_code)]
+    pub fn cert_pem(&self) -> &str {
+        let end = "-----END CERTIFICATE-----\n";
+        let at = self.chain_pem.find(end).expect("a certificate") + end.len();
+        &self.chain_pem[..at]
+    }
+
     /// Chain and key in one PEM text.
     pub fn combined(&self) -> String {
         format!("{}{}", self.chain_pem, self.key_pem)

@@ -64,13 +64,20 @@ pub enum OcspName {
 }
 
 impl OcspName {
+    /// Every naming, in the order a response is looked for.
+    const ALL: [Self; 2] = [Self::Whole, Self::Stem];
+
+    /// The response file's name this gives for a certificate file named `cert`.
+    fn file_name(self, cert: &str) -> Option<String> {
+        match self {
+            Self::Whole => Some(format!("{cert}{OCSP_SUFFIX}")),
+            Self::Stem => Some(format!("{}{OCSP_SUFFIX}", cert.rsplit_once('.')?.0)),
+        }
+    }
+
     /// The response file this name gives for the certificate file `cert`.
     pub fn path(self, cert: &Path) -> Option<PathBuf> {
-        let name = cert.file_name()?.to_string_lossy();
-        let name = match self {
-            Self::Whole => format!("{name}{OCSP_SUFFIX}"),
-            Self::Stem => format!("{}{OCSP_SUFFIX}", name.rsplit_once('.')?.0),
-        };
+        let name = self.file_name(&cert.file_name()?.to_string_lossy())?;
         Some(cert.with_file_name(name))
     }
 }
@@ -206,20 +213,10 @@ pub fn discover_stem(root: &Path, stem: &str) -> Found {
     }
     let mut named = Vec::new();
     let loose = pair_names(root, &files, &mut named);
-    let mut responses = BTreeMap::new();
-    for name in named.iter().filter_map(|s| s.cert.file_name()) {
-        let name = name.to_string_lossy();
-        for candidate in [
-            format!("{name}{OCSP_SUFFIX}"),
-            format!("{stem}{OCSP_SUFFIX}"),
-        ] {
-            let path = root.join(&candidate);
-            if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-                responses.insert(candidate, path);
-            }
-        }
+    for source in &mut named {
+        source.ocsp = (OcspName::ALL.into_iter())
+            .find(|how| how.path(&source.cert).is_some_and(|p| p.is_file()));
     }
-    attach_ocsp(&mut named, &responses);
     Found {
         widen: !loose.is_empty(),
         sources: if loose.is_empty() { named } else { Vec::new() },
@@ -557,13 +554,10 @@ fn attach_ocsp(sources: &mut [Source], files: &BTreeMap<String, PathBuf>) -> Vec
         let Some(name) = source.cert.file_name().map(|n| n.to_string_lossy()) else {
             continue;
         };
-        let whole = (OcspName::Whole, format!("{name}{OCSP_SUFFIX}"));
-        let by_stem = name
-            .rsplit_once('.')
-            .map(|(stem, _)| (OcspName::Stem, format!("{stem}{OCSP_SUFFIX}")));
-        let found = std::iter::once(whole)
-            .chain(by_stem)
-            .find(|(_, n)| files.contains_key(n));
+        let found = OcspName::ALL.into_iter().find_map(|how| {
+            let file = how.file_name(&name)?;
+            files.contains_key(&file).then_some((how, file))
+        });
         if let Some((how, found)) = found {
             source.ocsp = Some(how);
             taken.insert(found);

@@ -74,7 +74,7 @@ impl Watched {
     /// is the store directory itself (removed, moved or recreated). A path below a
     /// symlinked directory is looked at under each name it has: through the store's links
     /// and as its real path (inotify reports a directory watched twice under one name).
-    fn scopes(&self, path: &Path, scopes: &mut Vec<(Scope, bool)>) {
+    pub(super) fn scopes(&self, path: &Path, scopes: &mut Vec<(Scope, bool)>) {
         let links = self.links.load();
         for path in links.aliases(path) {
             if path == self.root {
@@ -466,15 +466,9 @@ fn relevant(event: &Event) -> bool {
 
 /// Whether `path` is `cert`'s OCSP response file (`CERTFILE.ocsp`).
 fn is_ocsp_of(path: &Path, cert: &Path) -> bool {
-    path.parent() == cert.parent()
-        && path
-            .file_name()
-            .zip(cert.file_name())
-            .is_some_and(|(p, c)| {
-                p.to_string_lossy()
-                    .strip_suffix(discover::OCSP_SUFFIX)
-                    .is_some_and(|stem| stem == c.to_string_lossy())
-            })
+    discover::OcspName::Whole
+        .path(cert)
+        .is_some_and(|p| p == path)
 }
 
 /// The part of the store a change at `rel` (relative to the store) can affect.

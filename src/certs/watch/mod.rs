@@ -168,9 +168,13 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
                     }
                 } => continue,
                 () = until_unix(ocsp_at) => {
-                    let due = catalog.ocsp_due(super::check::now());
+                    // As if their certificate files had changed.
+                    let mut due = Vec::new();
+                    for cert in catalog.ocsp_due(super::check::now()) {
+                        watched.scopes(&cert, &mut due);
+                    }
                     ocsp_at = catalog.next_ocsp_check();
-                    (due, false)
+                    (due.into_iter().map(|(scope, _)| scope).collect(), false)
                 }
                 () = stop.cancelled() => return,
             },
