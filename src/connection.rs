@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::{Protocol, ProxyProtocol};
 use crate::metrics::{BackendError, BackendStats, HandshakeKind, ListenerStats};
+use crate::onboarding::{self, http::Routed};
 use crate::proxy_header::{self, ConnectionFacts};
 use crate::relay;
 use crate::shared::{ListenerCtx, Shared};
@@ -137,7 +138,19 @@ pub async fn serve(
             return;
         }
     };
-    let session = match Box::pin(connect_backend(hs, peer, &ctx, &shared, started)).await {
+    // With [onboarding], an https connection to a setup host (or asking for a setup path)
+    // is answered here; the others go on with what was read of them.
+    let (hs, first) = match (&shared.onboarding, ctx.protocol) {
+        (Some(onboarding), Protocol::Https) => {
+            match Box::pin(onboarding::http::route(hs, peer, &ctx, &shared, onboarding)).await {
+                Routed::Done(outcome) => return counted.ended(outcome),
+                Routed::Relay(hs, first) => (hs, first),
+            }
+        }
+        _ => (hs, Vec::new()),
+    };
+    let connecting = connect_backend(hs, first, peer, &ctx, &shared, started);
+    let session = match Box::pin(connecting).await {
         Ok(session) => session,
         Err(outcome) => return counted.ended(outcome),
     };
@@ -238,6 +251,7 @@ impl Session {
 /// listeners the backend's greeting; the outcome (logged, client told) when that fails.
 async fn connect_backend(
     hs: Handshake,
+    first: Vec<u8>,
     peer: SocketAddr,
     ctx: &ListenerCtx,
     shared: &Shared,
@@ -308,6 +322,19 @@ async fn connect_backend(
                 "connection closed: PROXY header not sent"
             );
             target.stats.error(BackendError::ProxyHeader);
+            return Err("backend-error");
+        }
+    }
+    if !first.is_empty() {
+        // What the client sent while its first request was looked at: the backend's now.
+        let sent = timeout(settings.connect_timeout, backend.write_all(&first)).await;
+        if let Err(e) = sent.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
+            warn!(
+                listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
+                backend = %target.backend, reason = %e, outcome = "backend-error",
+                "connection closed: the request was not passed on"
+            );
+            target.stats.error(BackendError::Relay);
             return Err("backend-error");
         }
     }

@@ -24,6 +24,7 @@
 //! - [`metrics`]: the counters connections keep, and their Prometheus exposition.
 //! - [`admin`]: the operator's HTTP interface (health, metrics, the report).
 //! - [`acme`]: certificates ordered from an ACME CA, the challenges, the port 80 listener.
+//! - [`onboarding`]: client-setup documents on the https listeners, DNS readiness of domains.
 
 pub mod acme;
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod inspect;
 pub mod listener;
 pub mod metrics;
 pub mod names;
+pub mod onboarding;
 pub mod privilege;
 pub mod proxy_header;
 pub mod read_ahead;

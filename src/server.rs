@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::listener;
 use crate::metrics::fallback::{self, Recorder, TopNames};
 use crate::metrics::{Exposition, ListenerStats};
+use crate::onboarding::Onboarding;
 use crate::privilege::{self, Account, PrivilegeError};
 use crate::routes::Backends;
 use crate::routes::RouteTable;
@@ -160,6 +161,16 @@ impl Server {
                 (Arc::new(HttpCtx::new(h, challenges)), sockets)
             })
             .collect();
+        // The ports the setup documents list: where each listener is bound (port 0 in a
+        // config is the kernel's choice).
+        let ports: Vec<_> = listeners
+            .iter()
+            .filter_map(|(ctx, sockets)| {
+                let port = sockets.first()?.local_addr().ok()?.port();
+                Some((ctx.protocol, port))
+            })
+            .collect();
+        let onboarding = Onboarding::new(config, &ports);
         let admin = admin.map(|admin| {
             let exposition = Arc::new(Exposition {
                 listeners: listeners
@@ -171,6 +182,7 @@ impl Server {
                 per_certificate: per_entry,
                 acme: handle.clone(),
                 ticket_keys: ticket_keys.clone(),
+                onboarding: onboarding.clone(),
             });
             let (recorder, rx) = Recorder::new();
             let parts = AdminParts {
@@ -187,6 +199,7 @@ impl Server {
             shutdown: Shutdown::default(),
             fallback_names: admin.as_ref().map(|(_, p)| Arc::clone(&p.names.0)),
             acme: handle,
+            onboarding,
         });
         Ok(Self {
             listeners,

@@ -51,4 +51,6 @@ pub struct Shared {
     pub fallback_names: Option<Arc<Recorder>>,
     /// `[acme]`: challenge answers and on-demand orders.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// `[onboarding]`: the setup documents the https listeners answer.
+    pub onboarding: Option<Arc<crate::onboarding::Onboarding>>,
 }

@@ -91,3 +91,16 @@ pub(super) const RETRY_MAX: Range = Range {
     min: Duration::from_secs(1),
     max: Duration::from_secs(7 * 24 * 3600),
 };
+pub(super) const MTA_STS_MAX_AGE: Range = Range {
+    key: "onboarding.mta_sts_max_age",
+    // RFC 8461 §3.2: at most 31557600 seconds (a year); a day at least, or senders keep
+    // asking for the policy all the time.
+    min: Duration::from_secs(24 * 3600),
+    max: Duration::from_secs(31_557_600),
+};
+/// Zero turns the running proxy's checks off.
+pub(super) const CHECK_INTERVAL: Range = Range {
+    key: "onboarding.check_interval",
+    min: Duration::ZERO,
+    max: Duration::from_secs(30 * 24 * 3600),
+};

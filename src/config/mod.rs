@@ -11,6 +11,7 @@
 
 mod acme;
 mod durations;
+mod onboarding;
 mod raw;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use toml::Spanned;
 use crate::names::Pattern;
 pub use acme::{AcmeSettings, KeyType};
 use durations::{duration, CONNECT, DRAIN, HANDSHAKE, IDLE, LISTENER_IDLE, RESCAN};
+pub use onboarding::{parse_resolver, MtaStsMode, OnboardingSettings, Username};
 pub use raw::{Mail, Protocol, ProxyProtocol};
 use raw::{RawConfig, RawListener, RawRoute};
 
@@ -44,6 +46,8 @@ pub struct Config {
     pub http: Vec<HttpListenerConfig>,
     /// `[acme]`, when set.
     pub acme: Option<AcmeSettings>,
+    /// `[onboarding]`, when set: the https listeners answer the client-setup hosts.
+    pub onboarding: Option<OnboardingSettings>,
 }
 
 /// A `protocol = "http"` listener.
@@ -118,6 +122,9 @@ pub struct ServerSettings {
     /// Session ticket keys shared by a fleet (HAProxy's `tls-ticket-keys` file); `None`:
     /// keys of this process's own, rotated by rustls.
     pub ticket_keys: Option<PathBuf>,
+    /// This host's public addresses, which customer domains' DNS should point at; empty:
+    /// whatever `name` resolves to.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// `[certs]`: the watched store and the server-wide certificate.
@@ -272,6 +279,10 @@ impl Config {
             .acme
             .map(|a| acme::acme_settings(&cx, base, a))
             .transpose()?;
+        let onboarding = raw
+            .onboarding
+            .map(|o| onboarding::onboarding_settings(&cx, o))
+            .transpose()?;
         let config = Self {
             path: path.to_owned(),
             server,
@@ -280,6 +291,7 @@ impl Config {
             admin,
             http,
             acme,
+            onboarding,
         };
         if let (Some(acme), Some(span)) = (&config.acme, acme_span) {
             let span = Spanned::new(span, ());
@@ -346,6 +358,15 @@ impl Config {
                 )
             })
             .collect();
+        if self.onboarding.is_some()
+            && !self.listeners.iter().any(|l| l.protocol == Protocol::Https)
+        {
+            warnings.push(
+                "[onboarding] is set but no protocol = \"https\" listener answers the \
+                 client-setup hosts (autoconfig, autodiscover, mta-sts)"
+                    .into(),
+            );
+        }
         if let Some(acme) = &self.acme {
             if let Some(file) = acme.names_file.as_deref().filter(|f| !f.exists()) {
                 warnings.push(format!(
@@ -435,6 +456,7 @@ fn server_settings(
         threads,
         user,
         ticket_keys: raw.ticket_keys.map(|p| base.join(p)),
+        addresses: onboarding::addresses(cx, &raw.addresses)?,
     })
 }
 

@@ -18,6 +18,21 @@ pub(super) struct RawConfig {
     pub routes: Vec<RawRoute>,
     pub admin: Option<RawAdmin>,
     pub acme: Option<RawAcme>,
+    pub onboarding: Option<RawOnboarding>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOnboarding {
+    pub mta_sts: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mta_sts_mx: Vec<Spanned<String>>,
+    pub mta_sts_max_age: Option<Spanned<HumanDuration>>,
+    pub username: Option<Spanned<String>>,
+    pub display_name: Option<Spanned<String>>,
+    pub check_interval: Option<Spanned<HumanDuration>>,
+    pub checks_per_second: Option<Spanned<u32>>,
+    pub resolver: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +85,8 @@ pub(super) struct RawServer {
     pub threads: Option<Spanned<u32>>,
     pub user: Option<Spanned<String>>,
     pub ticket_keys: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -247,6 +247,8 @@ pub struct Exposition {
     pub acme: Option<Arc<crate::acme::Acme>>,
     /// `server.ticket_keys`, when set.
     pub ticket_keys: Option<Arc<crate::tickets::TicketKeys>>,
+    /// `[onboarding]`, when set.
+    pub onboarding: Option<Arc<crate::onboarding::Onboarding>>,
 }
 
 impl Exposition {
@@ -446,6 +448,20 @@ impl Exposition {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(at as i64).encode(family)?;
+        }
+        if let Some(onboarding) = &self.onboarding {
+            let mut family = encoder.encode_descriptor(
+                "onboarding_requests",
+                "Requests for the client-setup documents by document (autoconfig, \
+                 autodiscover, mta-sts, other) and result (answered, refused, not-found)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (document, result, count) in onboarding.requests() {
+                let labels = [("document", document), ("result", result)];
+                let metric = family.encode_family(&labels)?;
+                ConstCounter::new(count).encode(metric)?;
+            }
         }
         if self.per_certificate {
             let mut family = encoder.encode_descriptor(
