@@ -48,6 +48,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
+    /// Whether each customer domain's DNS points at this host (MX; A/AAAA/CNAME of its
+    /// mail host names; SPF and MTA-STS records) and the store covers those names: state
+    /// resolved, invalid (with every reason and its fix) or unknown (the DNS server did not
+    /// answer). Exit 0 when all are resolved, 1 otherwise.
+    Domains {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+        /// The DNS server to ask (IP or IP:PORT) instead of the system's.
+        #[arg(long)]
+        resolver: Option<String>,
+        /// The domains (default: every domain the store and routes know).
+        domains: Vec<String>,
+    },
     /// Run the store's loader and certificate checks on files: the certificate, its chain
     /// and its key in any order and form (PEM, DER, PKCS#7), or one file holding them.
     /// Exit 0 without errors, 1 with errors, 2 on usage problems.
@@ -104,6 +121,12 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Certs { config, format } => certs_view(&config, format.into()),
+        Command::Domains {
+            config,
+            format,
+            resolver,
+            domains,
+        } => domains_view(&config, &domains, resolver.as_deref(), format.into()),
         Command::Check {
             domain,
             ca_bundle,
@@ -206,6 +229,34 @@ fn certs_view(path: &std::path::Path, format: inspect::Format) -> anyhow::Result
     // A closed stdout (`| head`) ends the listing, not in an error.
     let _ = inspect::certs::print(&view, format, &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)
+}
+
+fn domains_view(
+    path: &std::path::Path,
+    domains: &[String],
+    resolver: Option<&str>,
+    format: inspect::Format,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let resolver = resolver
+        .map(mailfront::config::parse_resolver)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--resolver: {e}"))?
+        .or(config.onboarding.as_ref().and_then(|o| o.resolver));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let reports = runtime.block_on(inspect::domains::check(&config, domains, resolver))?;
+    let _ = inspect::domains::print(&reports, format, &mut std::io::stdout());
+    let all_resolved = reports
+        .iter()
+        .all(|r| r.state == mailfront::onboarding::readiness::Readiness::Resolved);
+    Ok(if all_resolved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {

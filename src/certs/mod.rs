@@ -123,6 +123,19 @@ pub fn inspect(
     Ok(catalog.report())
 }
 
+/// [`inspect`]'s report, with the store `run` would serve from (the same catalog's index):
+/// for whoever asks which names it covers (`mailfront domains`).
+pub fn inspect_store(
+    settings: &CertSettings,
+    server_name: &str,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(Report, Arc<Store>), CertError> {
+    let (mut catalog, _) = load(settings, server_name, provider, false)?;
+    let report = catalog.report();
+    let (index, _) = catalog.next_index(None);
+    Ok((report, Arc::new(Store::new(index))))
+}
+
 /// The catalog of the store, loaded. `start`: for a start, which writes a server-wide
 /// certificate to be generated and logs what it generated and skipped; otherwise for a
 /// report, which writes and logs nothing (the report says it all).

@@ -3,10 +3,12 @@
 //! - [`check`]: `mailfront check FILE...`, the checks on files about to be installed.
 //! - [`certs`]: `mailfront certs --config FILE`, the certificate in use for each name.
 //! - [`config`]: `mailfront check-config --config FILE`, the config and the store judged.
+//! - [`domains`]: `mailfront domains --config FILE`, DNS readiness of customer domains.
 
 pub mod certs;
 pub mod check;
 pub mod config;
+pub mod domains;
 
 use std::io::Write;
 

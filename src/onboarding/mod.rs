@@ -12,6 +12,7 @@
 
 pub mod documents;
 pub mod http;
+pub mod readiness;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -103,15 +104,7 @@ impl Onboarding {
     /// The MTA-STS policy's `mx` lines for `domain`: `mta_sts_mx` when set, else
     /// `server.name` and `mail.DOMAIN` when the store covers it.
     pub fn mta_sts_mx(&self, domain: &str, store: &Store) -> Vec<String> {
-        if !self.settings.mta_sts_mx.is_empty() {
-            return self.settings.mta_sts_mx.clone();
-        }
-        let mut mx = vec![self.server_name.clone()];
-        let mail = self.mail_host(domain, store);
-        if mail != self.server_name {
-            mx.push(mail);
-        }
-        mx
+        policy_mx(&self.settings, &self.server_name, domain, store)
     }
 
     /// Counts one request.
@@ -133,6 +126,24 @@ impl Onboarding {
         }
         out
     }
+}
+
+/// The MTA-STS policy's `mx` lines for `domain` (see [`Onboarding::mta_sts_mx`]).
+pub fn policy_mx(
+    settings: &OnboardingSettings,
+    server_name: &str,
+    domain: &str,
+    store: &Store,
+) -> Vec<String> {
+    if !settings.mta_sts_mx.is_empty() {
+        return settings.mta_sts_mx.clone();
+    }
+    let mut mx = vec![server_name.to_owned()];
+    let mail = format!("mail.{}", normalize(domain));
+    if covers(store, &mail).is_some() && mail != server_name {
+        mx.push(mail);
+    }
+    mx
 }
 
 /// Whether a certificate of the store (not the server-wide one) covers `name`, and how.

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod chains;
 pub mod client;
+pub mod dns;
 pub mod pebble;
 pub mod pki;
 pub mod running;
