@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::listener;
 use crate::metrics::fallback::{self, Recorder, TopNames};
 use crate::metrics::{Exposition, ListenerStats};
+use crate::onboarding::periodic::{Checked, Periodic};
+use crate::onboarding::readiness::Checker;
 use crate::onboarding::Onboarding;
 use crate::privilege::{self, Account, PrivilegeError};
 use crate::routes::Backends;
@@ -73,6 +75,15 @@ pub struct Server {
     acme: Option<acme::Started>,
     /// `server.ticket_keys`, watched while serving.
     ticket_keys: Option<Arc<TicketKeys>>,
+    /// The domain readiness checks (`[onboarding]`), and the config they read routes from.
+    readiness: Option<Readiness>,
+}
+
+/// The running proxy's domain readiness checks, before they start.
+struct Readiness {
+    checker: Arc<Checker>,
+    checked: Arc<Checked>,
+    config: Config,
 }
 
 /// What the admin interface is given besides its socket.
@@ -171,6 +182,20 @@ impl Server {
             })
             .collect();
         let onboarding = Onboarding::new(config, &ports);
+        let readiness = config.onboarding.as_ref().and_then(|o| {
+            o.check_interval?;
+            match Checker::new(config, o.resolver) {
+                Ok(checker) => Some(Readiness {
+                    checker: Arc::new(checker),
+                    checked: Arc::default(),
+                    config: config.clone(),
+                }),
+                Err(e) => {
+                    tracing::warn!(reason = %e, "domain readiness checks are off");
+                    None
+                }
+            }
+        });
         let admin = admin.map(|admin| {
             let exposition = Arc::new(Exposition {
                 listeners: listeners
@@ -183,6 +208,7 @@ impl Server {
                 acme: handle.clone(),
                 ticket_keys: ticket_keys.clone(),
                 onboarding: onboarding.clone(),
+                domains: readiness.as_ref().map(|r| Arc::clone(&r.checked)),
             });
             let (recorder, rx) = Recorder::new();
             let parts = AdminParts {
@@ -211,6 +237,7 @@ impl Server {
             http,
             acme,
             ticket_keys,
+            readiness,
         })
     }
 
@@ -266,10 +293,27 @@ impl Server {
                 store: Arc::clone(&self.shared.store),
                 uploads: tokio::sync::Mutex::new(()),
                 tls: false,
+                domains: self.readiness.as_ref().map(|r| Arc::clone(&r.checked)),
             };
             // Not tracked: the admin interface does not hold up the drain.
             tokio::spawn(fallback::run(rx, names, stop.stop_accepting.clone()));
             tokio::spawn(admin.serve(state, stop.stop_accepting.clone()));
+        }
+        if let Some(r) = self.readiness {
+            let onboarding = r.config.onboarding.as_ref();
+            let periodic = Periodic {
+                interval: onboarding
+                    .and_then(|o| o.check_interval)
+                    .unwrap_or_default(),
+                per_second: onboarding.map_or(1, |o| o.checks_per_second),
+                checker: r.checker,
+                checked: r.checked,
+                reports: self.reloader.reports(),
+                store: Arc::clone(&self.shared.store),
+                config: r.config,
+            };
+            // Not tracked: a pass under way is dropped at shutdown.
+            tokio::spawn(periodic.run(stop.stop_accepting.clone()));
         }
         stop.tracker
             .spawn(self.reloader.run(stop.stop_accepting.clone()));

@@ -8,10 +8,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
+use common::client::run;
 use common::dns::Dnsmasq;
 use common::running::BIN;
-use common::{head, listener, KeyKind, Pki};
+use common::{head, listener, KeyKind, Pki, Proxy};
 
 /// This host: server.com at 127.0.0.7.
 const OURS: &str = "127.0.0.7";
@@ -70,6 +72,11 @@ fn zone() -> Vec<String> {
 /// this host's address, and a store covering every name of good.test and nomx.test, and
 /// bad.test's but imap.bad.test.
 fn setup(root: &Path) -> std::path::PathBuf {
+    setup_with(root, "")
+}
+
+/// [`setup`], with `onboarding` added to `[onboarding]` and `[admin]` on loopback.
+fn setup_with(root: &Path, onboarding: &str) -> std::path::PathBuf {
     let pki = Pki::new(root);
     let store = common::store_dir(root);
     pki.write_pair(
@@ -92,7 +99,7 @@ fn setup(root: &Path) -> std::path::PathBuf {
     pki.write_pair(&store, "bad", &bad, KeyKind::Ecdsa);
     let dead = "127.0.0.1:9".parse().unwrap();
     let config = format!(
-        "{}{}{}{}[onboarding]\nmta_sts = \"enforce\"\n",
+        "{}{}{}{}[onboarding]\nmta_sts = \"enforce\"\n{onboarding}\n[admin]\nbind = \"127.0.0.1:0\"\n",
         head(root, &store, &format!("addresses = [\"{OURS}\"]")),
         listener("https", "https", dead, ""),
         listener("imaps", "imaps", dead, ""),
@@ -277,4 +284,61 @@ fn silent_dns_server_is_unknown() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"not a domain\" is not a domain name"));
+}
+
+/// The running proxy checks every known domain the same way (asking `onboarding.resolver`
+/// at `checks_per_second`), and shows the result in its metrics (accepted by promtool),
+/// `/api/v1/domains` (the same JSON as the command) and the admin page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_proxy_checks_and_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = Dnsmasq::start(&zone());
+    let extra = format!(
+        "resolver = \"{}\"\ncheck_interval = \"1h\"\nchecks_per_second = 50",
+        dns.addr
+    );
+    let config = setup_with(dir.path(), &extra);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let proxy = Proxy::start(dir.path(), &text);
+    let sample = |state: &str| format!("mailfront_domains{{state=\"{state}\"}}");
+    let checked = common::wait_for_async(Duration::from_secs(20), || async {
+        proxy.metric(&sample("resolved")).await + proxy.metric(&sample("invalid")).await == 3
+    })
+    .await;
+    assert!(checked, "the three domains checked within 20 s");
+    assert_eq!(proxy.metric(&sample("resolved")).await, 1);
+    assert_eq!(proxy.metric(&sample("invalid")).await, 2);
+    assert!(
+        proxy
+            .metric("mailfront_domains_checked_timestamp_seconds")
+            .await
+            > 0
+    );
+    let admin = proxy.admin.unwrap();
+    let api = run("curl", &["-sS", &format!("http://{admin}/api/v1/domains")]).await;
+    let (_, cli) = domains(&config, &dns, &["--format", "json"]);
+    assert_eq!(codes(&api.stdout), codes(&cli), "{}", api.stdout);
+    let page = run("curl", &["-sS", &format!("http://{admin}/")])
+        .await
+        .stdout;
+    assert!(page.contains("Domain readiness (DNS)"), "{page}");
+    assert!(page.contains("1 resolved, 2 invalid, 0 unknown"), "{page}");
+    assert!(
+        page.contains("mx-elsewhere") && page.contains("bad.test. TXT"),
+        "{page}"
+    );
+    let metrics = dir.path().join("metrics.txt");
+    let text = run("curl", &["-sS", &format!("http://{admin}/metrics")])
+        .await
+        .stdout;
+    std::fs::write(&metrics, text).unwrap();
+    let lint = run(
+        "sh",
+        &[
+            "-c",
+            &format!("promtool check metrics < {}", metrics.display()),
+        ],
+    )
+    .await;
+    assert_eq!(lint.status, Some(0), "{}{}", lint.stdout, lint.stderr);
 }

@@ -86,6 +86,8 @@ pub(crate) struct State {
     pub uploads: tokio::sync::Mutex<()>,
     /// Whether it speaks HTTPS (the page's cookie is then `Secure`).
     pub tls: bool,
+    /// The domain readiness checks, when on.
+    pub domains: Option<Arc<crate::onboarding::periodic::Checked>>,
 }
 
 impl Admin {

@@ -24,6 +24,8 @@ use crate::certs::{Row, State as EntryState};
 const ROWS: usize = 500;
 /// Fallback names shown.
 const NAMES: usize = 50;
+/// Domains that are not resolved shown on the page (all of them: `/api/v1/domains`).
+const DOMAINS: usize = 100;
 
 #[derive(Debug, Deserialize)]
 pub struct Search {
@@ -265,9 +267,47 @@ async fn page(
                         }
                     }
                 }
+                @if let Some(domains) = &state.domains { (domains_html(domains)) }
             }
         }
     })
+}
+
+/// The domain readiness section: counts, then each domain that is not resolved with
+/// every reason and its fix.
+fn domains_html(domains: &crate::onboarding::periodic::Checked) -> Markup {
+    let [(_, resolved), (_, invalid), (_, unknown)] = domains.counts();
+    let (shown, total) = domains.not_resolved(DOMAINS);
+    let last = domains.last_pass();
+    html! {
+        section #domains {
+            h2 { "Domain readiness (DNS)" }
+            p {
+                (resolved) " resolved, " (invalid) " invalid, " (unknown) " unknown (DNS did not answer). "
+                @if last == 0 { "The first check is under way." } @else { "Last pass over every domain: " (date(last)) "." }
+            }
+            @if total > 0 {
+                p { "Domains whose DNS or certificates are not ready for mail"
+                    @if total > shown.len() { " (the first " (shown.len()) " of " (total) "; all in " code { "/api/v1/domains" } ")" } ":" }
+                table {
+                    thead { tr { th { "Domain" } th { "State" } th { "Problem" } th { "Found" } th { "Fix" } } }
+                    tbody {
+                        @for d in &shown {
+                            @for (i, r) in d.reasons.iter().enumerate() {
+                                tr {
+                                    td { @if i == 0 { (d.domain) } }
+                                    td { @if i == 0 { (d.state.as_str()) } }
+                                    td { code { (r.code) } " " (r.record) }
+                                    td { (r.found) }
+                                    td { (r.fix) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn outcome_block(name: &str, outcome: &Outcome) -> Markup {

@@ -32,6 +32,7 @@ pub fn router(state: Arc<super::State>) -> Router {
             put(super::upload::put).delete(super::upload::delete),
         )
         .route("/api/v1/fallback-names", get(fallback_names))
+        .route("/api/v1/domains", get(domains))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require,
@@ -136,6 +137,23 @@ async fn fallback_names(State(state): Shared) -> Response {
     match serde_json::to_vec_pretty(&body) {
         Ok(body) => json(body),
         Err(_) => internal("the names could not be encoded"),
+    }
+}
+
+/// Every domain's last readiness report, as `mailfront domains --format json` prints it.
+async fn domains(State(state): Shared) -> Response {
+    let Some(domains) = &state.domains else {
+        return (
+            StatusCode::NOT_FOUND,
+            "domain readiness checks are off: set [onboarding] (check_interval above 0)\n",
+        )
+            .into_response();
+    };
+    let domains = Arc::clone(domains);
+    let body = tokio::task::spawn_blocking(move || serde_json::to_vec_pretty(&domains.all())).await;
+    match body {
+        Ok(Ok(body)) => json(body),
+        _ => internal("the domain reports could not be encoded"),
     }
 }
 

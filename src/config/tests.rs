@@ -396,3 +396,75 @@ backend = "127.0.0.1:143"
     assert!(e.contains("needs a backend"), "{e}");
     assert!(parse(&format!("{imaps_only}{HTTP}{ACME}names_file = \"n\"\n")).is_ok());
 }
+
+/// `[onboarding]` gets its defaults; `server.addresses` are parsed once each.
+#[test]
+fn onboarding_defaults() {
+    let text = GOOD.replace(
+        "handshake_timeout = \"3s\"",
+        "handshake_timeout = \"3s\"\naddresses = [\"203.0.113.7\", \"2001:db8::7\", \"203.0.113.7\"]",
+    );
+    let c = parse(&format!("{text}\n[onboarding]\nmta_sts = \"enforce\"\n")).unwrap();
+    let o = c.onboarding.unwrap();
+    assert_eq!(o.mta_sts, Some(MtaStsMode::Enforce));
+    assert_eq!(o.mta_sts_max_age, Duration::from_secs(7 * 86_400));
+    assert_eq!(o.username, Username::Address);
+    assert_eq!(o.check_interval, Some(Duration::from_secs(6 * 3600)));
+    assert_eq!(o.checks_per_second, 5);
+    assert_eq!(c.server.addresses.len(), 2);
+    let off = parse(&format!(
+        "{GOOD}\n[onboarding]\ncheck_interval = \"0s\"\nresolver = \"127.0.0.1\"\n"
+    ))
+    .unwrap();
+    let off = off.onboarding.unwrap();
+    assert_eq!(off.check_interval, None);
+    assert_eq!(off.resolver, Some("127.0.0.1:53".parse().unwrap()));
+    assert_eq!(off.mta_sts, None);
+}
+
+/// Each wrong `[onboarding]` value is refused with its key and line.
+#[test]
+fn onboarding_values_are_checked() {
+    for (body, key, words) in [
+        (
+            "mta_sts = \"strict\"",
+            "onboarding.mta_sts",
+            "is not a mode",
+        ),
+        (
+            "mta_sts_max_age = \"1h\"",
+            "onboarding.mta_sts_max_age",
+            "out of range",
+        ),
+        ("mta_sts_mx = [\"bad name!\"]", "onboarding.mta_sts_mx", ""),
+        (
+            "username = \"uid\"",
+            "onboarding.username",
+            "is not a login form",
+        ),
+        (
+            "checks_per_second = 0",
+            "onboarding.checks_per_second",
+            "between 1 and 1000",
+        ),
+        (
+            "resolver = \"dns.example\"",
+            "onboarding.resolver",
+            "is not a DNS server address",
+        ),
+        ("colour = \"blue\"", "colour", "unknown field"),
+    ] {
+        let e = error_of(&format!("{GOOD}\n[onboarding]\n{body}\n"));
+        assert!(e.contains(key) && e.contains(words), "{body}: {e}");
+    }
+    let e = error_of(&GOOD.replace("handshake_timeout = \"3s\"", "addresses = [\"0.0.0.0\"]"));
+    assert!(
+        e.contains("server.addresses") && e.contains("cannot be this host"),
+        "{e}"
+    );
+    let e = error_of(&GOOD.replace("handshake_timeout = \"3s\"", "addresses = [\"mail\"]"));
+    assert!(
+        e.contains("server.addresses") && e.contains("is not an IP address"),
+        "{e}"
+    );
+}

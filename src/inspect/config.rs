@@ -69,6 +69,35 @@ pub fn print_config(path: &Path, config: &Config, out: &mut dyn Write) -> std::i
             acme.orders_per_hour,
         )?;
     }
+    if let Some(o) = &config.onboarding {
+        let mta_sts = match o.mta_sts {
+            Some(mode) => format!("mta-sts.DOMAIN (mode {})", mode.as_str()),
+            None => "no MTA-STS".into(),
+        };
+        let checks = match o.check_interval {
+            Some(every) => format!(
+                "DNS readiness checked every {} at {} domains a second",
+                humantime::format_duration(every),
+                o.checks_per_second
+            ),
+            None => "no DNS readiness checks".into(),
+        };
+        let addresses = match config.server.addresses.as_slice() {
+            [] => format!("this host is what {} resolves to", config.server.name),
+            a => format!(
+                "this host is {}",
+                a.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        writeln!(
+            out,
+            "  onboarding: autoconfig.DOMAIN, autodiscover.DOMAIN, {mta_sts} on the https \
+             listeners; {checks}; {addresses}"
+        )?;
+    }
     Ok(())
 }
 

@@ -249,6 +249,8 @@ pub struct Exposition {
     pub ticket_keys: Option<Arc<crate::tickets::TicketKeys>>,
     /// `[onboarding]`, when set.
     pub onboarding: Option<Arc<crate::onboarding::Onboarding>>,
+    /// The running proxy's domain readiness checks, when on.
+    pub domains: Option<Arc<crate::onboarding::periodic::Checked>>,
 }
 
 impl Exposition {
@@ -462,6 +464,27 @@ impl Exposition {
                 let metric = family.encode_family(&labels)?;
                 ConstCounter::new(count).encode(metric)?;
             }
+        }
+        if let Some(domains) = &self.domains {
+            let mut family = encoder.encode_descriptor(
+                "domains",
+                "Customer domains by DNS readiness at their last check: resolved, invalid \
+                 (a record or certificate is wrong or missing) or unknown (DNS did not answer)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (state, count) in domains.counts() {
+                let labels = [("state", state.as_str())];
+                let metric = family.encode_family(&labels)?;
+                ConstGauge::new(count as i64).encode(metric)?;
+            }
+            let family = encoder.encode_descriptor(
+                "domains_checked_timestamp_seconds",
+                "When the last pass over every domain ended (Unix time; 0 before the first)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(domains.last_pass()).encode(family)?;
         }
         if self.per_certificate {
             let mut family = encoder.encode_descriptor(

@@ -12,6 +12,7 @@
 
 pub mod documents;
 pub mod http;
+pub mod periodic;
 pub mod readiness;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,151 @@
+//! The running proxy's readiness checks: every domain the store and the routes know,
+//! checked by [`Checker`] at `checks_per_second` at most, again every `check_interval`; the
+//! last result of each is kept for the metrics, the admin API and the page. A DNS server
+//! that is down makes domains `unknown`, nothing more: serving never waits on it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::readiness::{known_domains, Checker, DomainReport, Readiness};
+use crate::certs::{Reports, Store};
+use crate::config::Config;
+
+/// Checks under way at once.
+const IN_FLIGHT: usize = 16;
+
+/// The last result for every known domain.
+#[derive(Debug, Default)]
+pub struct Checked {
+    reports: Mutex<BTreeMap<String, DomainReport>>,
+    /// When the last whole pass ended (Unix seconds); 0 before the first.
+    last_pass: AtomicI64,
+}
+
+impl Checked {
+    /// Domains by state: resolved, invalid, unknown.
+    pub fn counts(&self) -> [(Readiness, usize); 3] {
+        let mut counts = [
+            (Readiness::Resolved, 0),
+            (Readiness::Invalid, 0),
+            (Readiness::Unknown, 0),
+        ];
+        for r in self.lock().values() {
+            counts[r.state as usize].1 += 1;
+        }
+        counts
+    }
+
+    /// Every domain's last report, by name.
+    pub fn all(&self) -> Vec<DomainReport> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The first `limit` domains that are not resolved (invalid before unknown), and how
+    /// many there are.
+    pub fn not_resolved(&self, limit: usize) -> (Vec<DomainReport>, usize) {
+        let reports = self.lock();
+        let mut out: Vec<&DomainReport> = reports
+            .values()
+            .filter(|r| r.state != Readiness::Resolved)
+            .collect();
+        let total = out.len();
+        out.sort_by_key(|r| r.state);
+        (out.into_iter().take(limit).cloned().collect(), total)
+    }
+
+    /// When the last whole pass ended (Unix seconds), 0 before the first.
+    pub fn last_pass(&self) -> i64 {
+        self.last_pass.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, DomainReport>> {
+        self.reports.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What one pass needs besides the checker.
+pub struct Periodic {
+    pub checker: Arc<Checker>,
+    pub checked: Arc<Checked>,
+    /// The store's report, for the names it knows.
+    pub reports: Reports,
+    pub store: Arc<Store>,
+    /// For the routes' names.
+    pub config: Config,
+    pub interval: Duration,
+    pub per_second: u32,
+}
+
+impl Periodic {
+    /// Checks every known domain at once, then every `interval` (from the start of one
+    /// pass to the next), until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            let started = Instant::now();
+            tokio::select! {
+                () = self.pass(&self.checker) => {}
+                () = stop.cancelled() => return,
+            }
+            tokio::select! {
+                () = sleep_until(started + self.interval) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn pass(&self, checker: &Arc<Checker>) {
+        let Some(report) = self.reports.get().await else {
+            return;
+        };
+        let domains = known_domains(&report, &self.config);
+        drop(report);
+        self.checked
+            .lock()
+            .retain(|d, _| domains.binary_search(d).is_ok());
+        let ours: Arc<Result<Vec<IpAddr>, String>> = Arc::new(checker.addresses().await);
+        if let Err(e) = ours.as_ref() {
+            warn!(reason = %e, "domain readiness: this host's addresses are unknown");
+        }
+        let mut ticks = interval(Duration::from_secs(1) / self.per_second);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut running = JoinSet::new();
+        for domain in domains.iter() {
+            ticks.tick().await;
+            while running.len() >= IN_FLIGHT {
+                self.collect(running.join_next().await);
+            }
+            let (checker, ours, store) = (
+                Arc::clone(checker),
+                Arc::clone(&ours),
+                Arc::clone(&self.store),
+            );
+            let domain = domain.clone();
+            running.spawn(async move { checker.check(&domain, &ours, &store).await });
+        }
+        while let Some(done) = running.join_next().await {
+            self.collect(Some(done));
+        }
+        self.checked
+            .last_pass
+            .store(crate::certs::now(), Ordering::Relaxed);
+        let [(_, resolved), (_, invalid), (_, unknown)] = self.checked.counts();
+        info!(
+            domains = domains.len(),
+            resolved, invalid, unknown, "domain readiness checked"
+        );
+    }
+
+    fn collect(&self, done: Option<Result<DomainReport, tokio::task::JoinError>>) {
+        if let Some(Ok(report)) = done {
+            self.checked.lock().insert(report.domain.clone(), report);
+        }
+    }
+}
