@@ -4,8 +4,8 @@
 //!
 //! `cargo bench --bench proxy_compare -- [--rounds N] [--peers mailfront,nginx,...]
 //! [--cases full-ecdsa,bulk,...]`; a peer `mailfront=PATH` runs another build of mailfront
-//! beside this one, to measure a change; `--mailfront-protocol https`, `--acme` and `--ticket-keys` set
-//! up mailfront's listeners and ACME hooks (see [`MAILFRONT`]).
+//! beside this one, to measure a change; `--mailfront-protocol https`, `--acme`, `--ticket-keys`
+//! and `--onboarding` set up mailfront's listeners and ACME hooks (see [`MAILFRONT`]).
 //! (root: it installs nginx, libnginx-mod-stream, haproxy and hitch with apt-get if
 //! missing; the idle case needs an open-file hard limit above 11,000).
 //!
@@ -76,7 +76,15 @@ const CASES: [&str; 9] = [
 /// `--ticket-keys` gives the build under test `server.ticket_keys` (a file of three fresh
 /// keys, as a fleet shares), so that its tickets are sealed and opened by mailfront's own
 /// ticketer instead of rustls'.
+///
+/// `--onboarding` gives the build under test `[onboarding]` (no DNS checks): on https
+/// listeners every connection's first request line is then read before the backend is
+/// connected. Every client, whatever the peer, then speaks first: a request line right
+/// after the handshake (echoed by the backend after its greeting, and read back).
 static MAILFRONT: std::sync::OnceLock<(String, bool, bool)> = std::sync::OnceLock::new();
+
+/// `--onboarding`: clients send a request line before they read the greeting.
+static CLIENT_FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The SNI that makes each connection ask for a new name (a scanner's flood).
 const SCANNER: &str = "*";
@@ -91,6 +99,7 @@ fn main() {
     let protocol = value("--mailfront-protocol").unwrap_or_else(|| "imaps".into());
     let flag = |f: &str| args.iter().any(|a| a == f);
     let _ = MAILFRONT.set((protocol, flag("--acme"), flag("--ticket-keys")));
+    CLIENT_FIRST.store(flag("--onboarding"), std::sync::atomic::Ordering::Relaxed);
     let rounds: usize = value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
     let peers: Vec<String> = value("--peers")
         .unwrap_or_else(|| "mailfront,nginx,haproxy,hitch".into())
@@ -306,9 +315,25 @@ async fn open_now(
         .await
         .expect("the handshake completes");
     let mut reader = BufReader::new(tls);
+    let first = CLIENT_FIRST.load(std::sync::atomic::Ordering::Relaxed);
+    if first {
+        reader
+            .get_mut()
+            .write_all(b"GET / HTTP/1.0\r\n")
+            .await
+            .expect("the request line");
+    }
     let mut line = String::new();
     reader.read_line(&mut line).await.expect("the greeting");
     assert!(line.starts_with("* OK"), "greeting: {line:?}");
+    if first {
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .await
+            .expect("the echoed request line");
+        assert_eq!(line, "GET / HTTP/1.0\r\n");
+    }
     reader
 }
 
@@ -484,10 +509,16 @@ impl Proxy {
                     }
                     false => String::new(),
                 };
+                let onboarding = match CLIENT_FIRST.load(std::sync::atomic::Ordering::Relaxed)
+                    && peer == "mailfront"
+                {
+                    true => "[onboarding]\ncheck_interval = \"0s\"\n",
+                    false => "",
+                };
                 let config = format!(
                     "[server]\nname = \"server.bench.test\"\nthreads = 1\nmax_connections = 30000\n{tickets}\
                      [certs]\ndir = \"{d}/store\"\ndefault_cert = \"{d}/ecdsa.chain\"\n\
-                     default_key = \"{d}/ecdsa.key\"\nca_bundle = \"{d}/ca.pem\"\nrescan_interval = \"1h\"\n{}{}{acme}",
+                     default_key = \"{d}/ecdsa.key\"\nca_bundle = \"{d}/ca.pem\"\nrescan_interval = \"1h\"\n{}{}{acme}{onboarding}",
                     listener("ecdsa", ecdsa),
                     listener("rsa", rsa)
                 );
