@@ -239,6 +239,18 @@ fn each_mistake_is_reported() {
         text.starts_with("good.test") && text.contains("resolved"),
         "{text}"
     );
+    let check = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.contains(
+            "onboarding: autoconfig.DOMAIN, autodiscover.DOMAIN, mta-sts.DOMAIN (mode enforce)"
+        ) && check.contains("this host is 127.0.0.7"),
+        "{check}"
+    );
     let (_, text) = domains(&config, &dns, &["bad.test"]);
     assert!(
         text.contains("fix:      add `bad.test. TXT \"v=spf1 mx a:server.com ~all\"`"),
