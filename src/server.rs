@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::listener;
 use crate::metrics::fallback::{self, Recorder, TopNames};
 use crate::metrics::{Exposition, ListenerStats};
-use crate::onboarding::periodic::{Checked, Periodic};
+use crate::onboarding::periodic::Periodic;
 use crate::onboarding::readiness::Checker;
 use crate::onboarding::Onboarding;
 use crate::privilege::{self, Account, PrivilegeError};
@@ -75,15 +75,8 @@ pub struct Server {
     acme: Option<acme::Started>,
     /// `server.ticket_keys`, watched while serving.
     ticket_keys: Option<Arc<TicketKeys>>,
-    /// The domain readiness checks (`[onboarding]`), and the config they read routes from.
-    readiness: Option<Readiness>,
-}
-
-/// The running proxy's domain readiness checks, before they start.
-struct Readiness {
-    checker: Arc<Checker>,
-    checked: Arc<Checked>,
-    config: Config,
+    /// The domain readiness checks (`[onboarding]`), started with the server.
+    readiness: Option<Periodic>,
 }
 
 /// What the admin interface is given besides its socket.
@@ -183,12 +176,16 @@ impl Server {
             .collect();
         let onboarding = Onboarding::new(config, &ports);
         let readiness = config.onboarding.as_ref().and_then(|o| {
-            o.check_interval?;
+            let interval = o.check_interval?;
             match Checker::new(config, o.resolver) {
-                Ok(checker) => Some(Readiness {
+                Ok(checker) => Some(Periodic {
                     checker: Arc::new(checker),
                     checked: Arc::default(),
+                    reports: reloader.reports(),
+                    store: Arc::clone(&store),
                     config: config.clone(),
+                    interval,
+                    per_second: o.checks_per_second,
                 }),
                 Err(e) => {
                     tracing::warn!(reason = %e, "domain readiness checks are off");
@@ -299,19 +296,7 @@ impl Server {
             tokio::spawn(fallback::run(rx, names, stop.stop_accepting.clone()));
             tokio::spawn(admin.serve(state, stop.stop_accepting.clone()));
         }
-        if let Some(r) = self.readiness {
-            let onboarding = r.config.onboarding.as_ref();
-            let periodic = Periodic {
-                interval: onboarding
-                    .and_then(|o| o.check_interval)
-                    .unwrap_or_default(),
-                per_second: onboarding.map_or(1, |o| o.checks_per_second),
-                checker: r.checker,
-                checked: r.checked,
-                reports: self.reloader.reports(),
-                store: Arc::clone(&self.shared.store),
-                config: r.config,
-            };
+        if let Some(periodic) = self.readiness {
             // Not tracked: a pass under way is dropped at shutdown.
             tokio::spawn(periodic.run(stop.stop_accepting.clone()));
         }

@@ -15,6 +15,17 @@ use common::dns::Dnsmasq;
 use common::running::BIN;
 use common::{head, listener, KeyKind, Pki, Proxy};
 
+/// The host names checked with these listeners (https, imaps, smtps) and MTA-STS on.
+const HOSTS: [&str; 7] = [
+    "mail",
+    "webmail",
+    "imap",
+    "smtp",
+    "autoconfig",
+    "autodiscover",
+    "mta-sts",
+];
+
 /// This host: server.com at 127.0.0.7.
 const OURS: &str = "127.0.0.7";
 
@@ -35,15 +46,7 @@ fn zone() -> Vec<String> {
         "--txt-record=nomx.test,v=spf1 mx ~all".into(),
         "--txt-record=nomx.test,v=spf1 a ~all".into(),
     ];
-    for host in [
-        "mail",
-        "webmail",
-        "imap",
-        "smtp",
-        "autoconfig",
-        "autodiscover",
-        "mta-sts",
-    ] {
+    for host in HOSTS {
         // good.test: mail by address, the others by CNAME to server.com.
         if host == "mail" {
             args.push(format!("--host-record=mail.good.test,{OURS}"));
@@ -54,15 +57,7 @@ fn zone() -> Vec<String> {
     for host in ["mail", "smtp", "autoconfig", "autodiscover", "mta-sts"] {
         args.push(format!("--cname={host}.bad.test,server.com"));
     }
-    for host in [
-        "mail",
-        "webmail",
-        "imap",
-        "smtp",
-        "autoconfig",
-        "autodiscover",
-        "mta-sts",
-    ] {
+    for host in HOSTS {
         args.push(format!("--cname={host}.nomx.test,server.com"));
     }
     args

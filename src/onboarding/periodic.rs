@@ -71,16 +71,21 @@ impl Checked {
     }
 }
 
-/// What one pass needs besides the checker.
+/// The running proxy's checks, ready to run.
 pub struct Periodic {
+    /// Asks DNS and judges a domain (the command's checker).
     pub checker: Arc<Checker>,
+    /// Where the results go (shared with the metrics and the admin interface).
     pub checked: Arc<Checked>,
     /// The store's report, for the names it knows.
     pub reports: Reports,
+    /// The store serving, for which names its certificates cover.
     pub store: Arc<Store>,
     /// For the routes' names.
     pub config: Config,
+    /// From the start of one pass to the start of the next.
     pub interval: Duration,
+    /// Domains checked per second at most.
     pub per_second: u32,
 }
 

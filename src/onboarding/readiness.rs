@@ -221,11 +221,13 @@ impl Checker {
                     .await;
             }
         }
-        let state = match (reasons.iter().any(|r| r.code != "dns-error"), unanswered) {
-            (true, _) => Readiness::Invalid,
-            (false, true) => Readiness::Unknown,
-            _ if !reasons.is_empty() => Readiness::Unknown,
-            _ => Readiness::Resolved,
+        // Every unanswered question left a `dns-error` reason.
+        let state = if reasons.iter().any(|r| r.code != "dns-error") {
+            Readiness::Invalid
+        } else if !reasons.is_empty() {
+            Readiness::Unknown
+        } else {
+            Readiness::Resolved
         };
         DomainReport {
             domain,
@@ -247,23 +249,20 @@ impl Checker {
             "add `{domain}. MX 10 mail.{domain}.` or `{domain}. MX 10 {}.`",
             at.server_name
         );
-        let mut mx: Vec<(u16, String)> =
-            match self.resolver.lookup(fqdn(domain), RecordType::MX).await {
-                Ok(lookup) => lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(mx) => Some((mx.preference, bare(&mx.exchange.to_string()))),
-                        _ => None,
-                    })
-                    .collect(),
-                Err(e) if is_absent(&e) => Vec::new(),
-                Err(e) => {
-                    *unanswered = true;
-                    reasons.push(dns_error(record, &e));
-                    return Vec::new();
-                }
-            };
+        let found = self
+            .records(domain, RecordType::MX, |data| match data {
+                RData::MX(mx) => Some((mx.preference, bare(&mx.exchange.to_string()))),
+                _ => None,
+            })
+            .await;
+        let mut mx = match found {
+            Ok(mx) => mx,
+            Err(e) => {
+                *unanswered = true;
+                reasons.push(dns_error(record, &e));
+                return Vec::new();
+            }
+        };
         mx.sort();
         if mx.is_empty() {
             reasons.push(Reason {
@@ -279,7 +278,7 @@ impl Checker {
         let mut found = Vec::new();
         let mut preferred_ours = false;
         for (preference, target) in &mx {
-            let (addrs, _) = self.addresses_of(target).await;
+            let addrs = self.addresses_of(target).await;
             let is_ours = at.is_ours(target, &addrs);
             if *preference == best && is_ours {
                 preferred_ours = true;
@@ -453,30 +452,43 @@ impl Checker {
 
     /// The TXT records at `name`, each one string; none when the name has none.
     async fn txt(&self, name: &str) -> Result<Vec<String>, NetError> {
-        match self.resolver.lookup(fqdn(name), RecordType::TXT).await {
+        self.records(name, RecordType::TXT, |data| match data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .await
+    }
+
+    /// What `pick` takes of the records of `kind` at `name`; none when the name or the
+    /// records do not exist (an answer), an error when the DNS server did not answer.
+    async fn records<T>(
+        &self,
+        name: &str,
+        kind: RecordType,
+        pick: impl Fn(&RData) -> Option<T>,
+    ) -> Result<Vec<T>, NetError> {
+        match self.resolver.lookup(fqdn(name), kind).await {
             Ok(lookup) => Ok(lookup
                 .answers()
                 .iter()
-                .filter_map(|r| match &r.data {
-                    RData::TXT(t) => Some(
-                        t.txt_data
-                            .iter()
-                            .map(|s| String::from_utf8_lossy(s).into_owned())
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
+                .filter_map(|r| pick(&r.data))
                 .collect()),
             Err(e) if is_absent(&e) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }
 
-    /// A host's addresses, and whether the DNS server answered.
-    async fn addresses_of(&self, host: &str) -> (Vec<IpAddr>, bool) {
+    /// A host's addresses (through CNAMEs); none when it has none or the DNS server did
+    /// not answer (an MX host elsewhere is reported either way).
+    async fn addresses_of(&self, host: &str) -> Vec<IpAddr> {
         match self.resolver.lookup_ip(fqdn(host)).await {
-            Ok(ips) => (ips.iter().collect(), true),
-            Err(e) => (Vec::new(), is_absent(&e)),
+            Ok(ips) => ips.iter().collect(),
+            Err(_) => Vec::new(),
         }
     }
 }
