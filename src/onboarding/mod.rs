@@ -5,10 +5,13 @@
 //! and the two setup paths on any other name (`/.well-known/autoconfig/...` and
 //! `/autodiscover/autodiscover.xml`, which clients ask of the domain itself first). Each
 //! document lists mailfront's own mail listeners with a host name the customer's
-//! certificate covers.
+//! certificate covers. [`readiness`] checks whether a domain's DNS points at this host
+//! and the store covers its names, for `mailfront domains` and the running proxy.
 //!
 //! - [`documents`]: the documents, pure functions of the listeners and the domain.
 //! - [`http`]: serving them (hyper, bounded) on a connection the handshake chose.
+//! - [`readiness`]: the DNS checks of one domain (hickory-resolver).
+//! - [`periodic`]: the running proxy's checks at a bounded rate, for metrics and the page.
 
 pub mod documents;
 pub mod http;
