@@ -129,7 +129,14 @@ impl Server {
             .transpose()?;
         let mut listeners = Vec::with_capacity(bound.len());
         let mut backends = Backends::default();
+        // The ports the setup documents list: a listener's `public_port`, else where it is
+        // bound (port 0 in a config is the kernel's choice).
+        let mut ports = Vec::with_capacity(bound.len());
         for (l, sockets) in bound {
+            let bound_port = sockets.first().and_then(|s| s.local_addr().ok());
+            if let Some(port) = l.public_port.or(bound_port.map(|a| a.port())) {
+                ports.push((l.protocol, port));
+            }
             let tickets = ticket_keys.as_ref().map(|k| k.for_listener(&l.name));
             let tls =
                 tls::server_config(Arc::clone(&provider), &l.alpn, tickets).map_err(|error| {
@@ -163,15 +170,6 @@ impl Server {
             .map(|(h, sockets)| {
                 let challenges = handle.as_ref().map(|a| Arc::clone(&a.challenges));
                 (Arc::new(HttpCtx::new(h, challenges)), sockets)
-            })
-            .collect();
-        // The ports the setup documents list: where each listener is bound (port 0 in a
-        // config is the kernel's choice).
-        let ports: Vec<_> = listeners
-            .iter()
-            .filter_map(|(ctx, sockets)| {
-                let port = sockets.first()?.local_addr().ok()?.port();
-                Some((ctx.protocol, port))
             })
             .collect();
         let onboarding = Onboarding::new(config, &ports);

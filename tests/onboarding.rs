@@ -72,7 +72,8 @@ async fn site(onboarding: Option<&str>) -> Site {
         listener("smtps", "smtps", smtp.addr, ""),
         listener("imap", "imap-starttls", imap.addr, ""),
         listener("submission", "smtp-starttls", smtp.addr, ""),
-        listener("pop3s", "pop3s", pop.addr, ""),
+        // Behind a port mapping: clients reach it on 1995.
+        listener("pop3s", "pop3s", pop.addr, "public_port = 1995"),
     );
     let proxy = Proxy::start(&root, &config);
     Site {
@@ -143,23 +144,22 @@ async fn servers(root: &Path, xml: &str) -> Vec<String> {
 }
 
 /// Thunderbird's request to autoconfig.DOMAIN, and its fallback on the domain itself,
-/// get a document listing every mail listener on its bound port with mail.DOMAIN (which
+/// get a document listing every mail listener on its bound port (or its `public_port`) with mail.DOMAIN (which
 /// the store covers); the same request for a domain without a mail certificate names
 /// server.name. The domain's website is still the backend's.
 #[tokio::test]
 async fn thunderbird_autoconfig() {
     let s = site(Some("mta_sts = \"enforce\"")).await;
-    let (imaps, smtps, imap, submission, pop3s) = (
+    let (imaps, smtps, imap, submission) = (
         s.port("imaps"),
         s.port("smtps"),
         s.port("imap"),
         s.port("submission"),
-        s.port("pop3s"),
     );
     let expected = vec![
         format!("imap mail.example.com {imaps} SSL %EMAILADDRESS%"),
         format!("imap mail.example.com {imap} STARTTLS %EMAILADDRESS%"),
-        format!("pop3 mail.example.com {pop3s} SSL %EMAILADDRESS%"),
+        "pop3 mail.example.com 1995 SSL %EMAILADDRESS%".to_owned(),
         format!("smtp mail.example.com {smtps} SSL %EMAILADDRESS%"),
         format!("smtp mail.example.com {submission} STARTTLS %EMAILADDRESS%"),
     ];

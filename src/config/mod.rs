@@ -173,6 +173,9 @@ pub struct ListenerConfig {
     /// No byte either way for this long closes a session: the listener's `idle_timeout`,
     /// else `server.idle_timeout`, else the protocol's default (31 minutes for IMAP).
     pub idle_timeout: Duration,
+    /// The port clients reach it on, as the setup documents list it (`public_port`);
+    /// `None`: the port it is bound to.
+    pub public_port: Option<u16>,
 }
 
 /// A `[[route]]`, resolved to the listener it applies to.
@@ -573,6 +576,7 @@ fn listeners(
                 (l.alpn.is_some(), "alpn"),
                 (l.strict_sni, "strict_sni"),
                 (l.greeting_name.is_some(), "greeting_name"),
+                (l.public_port.is_some(), "public_port"),
             ] {
                 if set {
                     return Err(cx.invalid(
@@ -617,6 +621,13 @@ fn listeners(
                 name.to_owned()
             }
         };
+        let public_port = match &l.public_port {
+            Some(p) if *p.get_ref() == 0 => {
+                return Err(cx.invalid(p, "listener.public_port", "must be a port from 1 to 65535"))
+            }
+            Some(p) => Some(*p.get_ref()),
+            None => None,
+        };
         let idle_timeout = duration(cx, l.idle_timeout, &LISTENER_IDLE)?
             .or(server.idle_timeout)
             .unwrap_or_else(|| l.protocol.default_idle_timeout());
@@ -631,6 +642,7 @@ fn listeners(
             routes: Vec::new(),
             greeting_name,
             idle_timeout,
+            public_port,
         });
     }
     if out.is_empty() {

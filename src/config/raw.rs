@@ -121,6 +121,8 @@ pub(super) struct RawListener {
     /// This listener's idle bound; `server.idle_timeout` (or the protocol's default) when
     /// not set.
     pub idle_timeout: Option<Spanned<HumanDuration>>,
+    /// The port clients reach this listener on, when NAT or a container maps another one.
+    pub public_port: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Deserialize)]

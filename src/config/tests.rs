@@ -457,6 +457,20 @@ fn onboarding_values_are_checked() {
         let e = error_of(&format!("{GOOD}\n[onboarding]\n{body}\n"));
         assert!(e.contains(key) && e.contains(words), "{body}: {e}");
     }
+    let e = error_of(&GOOD.replace(
+        "proxy_protocol = \"v2\"",
+        "proxy_protocol = \"v2\"\npublic_port = 0",
+    ));
+    assert!(
+        e.contains("listener.public_port") && e.contains("from 1 to 65535"),
+        "{e}"
+    );
+    let c = parse(&GOOD.replace(
+        "proxy_protocol = \"v2\"",
+        "proxy_protocol = \"v2\"\npublic_port = 993",
+    ))
+    .unwrap();
+    assert_eq!(c.listeners[0].public_port, Some(993));
     let e = error_of(&GOOD.replace("handshake_timeout = \"3s\"", "addresses = [\"0.0.0.0\"]"));
     assert!(
         e.contains("server.addresses") && e.contains("cannot be this host"),
