@@ -307,15 +307,13 @@ async fn connect_backend(
             tls_version: facts.0,
         },
     ) {
-        if let Err(e) = timeout(settings.connect_timeout, backend.write_all(&header))
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "backend did not take the PROXY header",
-                ))
-            })
-        {
+        let sent = send(
+            &mut backend,
+            &header,
+            settings.connect_timeout,
+            "the PROXY header",
+        );
+        if let Err(e) = sent.await {
             warn!(
                 listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
                 backend = %target.backend, reason = %e, outcome = "backend-error",
@@ -327,8 +325,13 @@ async fn connect_backend(
     }
     if !first.is_empty() {
         // What the client sent while its first request was looked at: the backend's now.
-        let sent = timeout(settings.connect_timeout, backend.write_all(&first)).await;
-        if let Err(e) = sent.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
+        let sent = send(
+            &mut backend,
+            &first,
+            settings.connect_timeout,
+            "the request",
+        );
+        if let Err(e) = sent.await {
             warn!(
                 listener = %ctx.name, %peer, sni = sni_field, cert = %cert,
                 backend = %target.backend, reason = %e, outcome = "backend-error",
@@ -387,6 +390,24 @@ async fn connect_backend(
         sni,
         idle: ctx.idle_timeout,
     })
+}
+
+/// Writes `bytes` to the backend within `limit`; one that does not take them in time is
+/// an error naming `what` it did not take.
+async fn send(
+    backend: &mut TcpStream,
+    bytes: &[u8],
+    limit: std::time::Duration,
+    what: &str,
+) -> std::io::Result<()> {
+    timeout(limit, backend.write_all(bytes))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("backend did not take {what}"),
+            ))
+        })
 }
 
 /// Tells the client why its session ends, in its protocol, and closes; bounded, since a

@@ -6,16 +6,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
-
 use super::Format;
 use crate::certs::{self, CertError};
 use crate::config::Config;
 use crate::names::{normalize, Pattern};
 use crate::onboarding::readiness::{self, Checker, DomainReport, ReadinessError};
-
-/// Domains checked at once.
-const IN_FLIGHT: usize = 16;
 
 /// Why the domains cannot be checked.
 #[derive(Debug, thiserror::Error)]
@@ -54,21 +49,10 @@ pub async fn check(
     let checker = Arc::new(Checker::new(config, resolver)?);
     let ours = Arc::new(checker.addresses().await);
     let mut reports: Vec<Option<DomainReport>> = vec![None; asked.len()];
-    let mut running = JoinSet::new();
-    let mut next = 0;
-    while next < asked.len() || !running.is_empty() {
-        while next < asked.len() && running.len() < IN_FLIGHT {
-            let (checker, ours, store) =
-                (Arc::clone(&checker), Arc::clone(&ours), Arc::clone(&store));
-            let domain = asked[next].clone();
-            let at = next;
-            running.spawn(async move { (at, checker.check(&domain, &ours, &store).await) });
-            next += 1;
-        }
-        if let Some(Ok((at, report))) = running.join_next().await {
-            reports[at] = Some(report);
-        }
-    }
+    readiness::check_all(&checker, &asked, ours, &store, None, |at, report| {
+        reports[at] = Some(report);
+    })
+    .await;
     Ok(reports.into_iter().flatten().collect())
 }
 

@@ -21,7 +21,7 @@ use tokio::time::timeout;
 use tracing::info;
 
 use super::documents::{self, Setup};
-use super::{Onboarding, SetupHost};
+use super::{Answer, Document, Onboarding, SetupHost};
 use crate::certs::Store;
 use crate::shared::{ListenerCtx, Shared};
 use crate::tls::Handshake;
@@ -255,17 +255,19 @@ impl Serve {
         response
     }
 
-    /// The answer to one request: `(document, result, response)` as indexes of
-    /// [`super::DOCUMENTS`] and [`super::RESULTS`].
-    async fn answer(&self, req: Request<Incoming>) -> (usize, usize, Response<Full<Bytes>>) {
-        const REFUSED: usize = 1;
+    /// The answer to one request, with what it asked for and what became of it.
+    async fn answer(&self, req: Request<Incoming>) -> (Document, Answer, Response<Full<Bytes>>) {
         let host = request_host(&req);
         if !host
             .as_deref()
             .is_some_and(|h| h.eq_ignore_ascii_case(&self.sni))
         {
             let text = format!("this connection is for {}\n", self.sni);
-            return (3, REFUSED, plain(StatusCode::MISDIRECTED_REQUEST, text));
+            return (
+                Document::Other,
+                Answer::Refused,
+                plain(StatusCode::MISDIRECTED_REQUEST, text),
+            );
         }
         let setup = self.onboarding.setup_host(&self.sni);
         let domain = setup.map_or(&*self.sni, |(_, d)| d).to_ascii_lowercase();
@@ -289,8 +291,8 @@ impl Serve {
                 .map_or(domain, |(_, d)| d);
             let xml = documents::autoconfig(&self.setup(&domain, &self.host(&domain)));
             return (
-                0,
-                0,
+                Document::Autoconfig,
+                Answer::Answered,
                 reply(StatusCode::OK, "application/xml; charset=utf-8", xml),
             );
         }
@@ -303,19 +305,20 @@ impl Serve {
             let mx = self.onboarding.mta_sts_mx(&domain, &self.store);
             let policy = documents::mta_sts_policy(mode, &mx, settings.mta_sts_max_age);
             return (
-                2,
-                0,
+                Document::MtaSts,
+                Answer::Answered,
                 reply(StatusCode::OK, "text/plain; charset=utf-8", policy),
             );
         }
         let document = if autoconfig {
-            0
+            Document::Autoconfig
         } else if autodiscover {
-            1
+            Document::Autodiscover
         } else if mta_sts {
-            2
+            Document::MtaSts
         } else {
-            return (3, 2, plain(StatusCode::NOT_FOUND, "not found\n".into()));
+            let response = plain(StatusCode::NOT_FOUND, "not found\n".into());
+            return (Document::Other, Answer::NotFound, response);
         };
         let allow = if autodiscover { "POST" } else { "GET, HEAD" };
         let mut response = plain(
@@ -326,7 +329,7 @@ impl Serve {
             hyper::header::ALLOW,
             hyper::header::HeaderValue::from_static(allow),
         );
-        (document, REFUSED, response)
+        (document, Answer::Refused, response)
     }
 
     /// Outlook's POST: the account of the address it carries.
@@ -334,11 +337,15 @@ impl Serve {
         &self,
         req: Request<Incoming>,
         host_domain: &str,
-    ) -> (usize, usize, Response<Full<Bytes>>) {
+    ) -> (Document, Answer, Response<Full<Bytes>>) {
         const XML: &str = "text/xml; charset=utf-8";
         let too_large = || {
             let text = format!("request body over {MAX_BODY} bytes or cut short\n");
-            (1, 1, plain(StatusCode::PAYLOAD_TOO_LARGE, text))
+            (
+                Document::Autodiscover,
+                Answer::Refused,
+                plain(StatusCode::PAYLOAD_TOO_LARGE, text),
+            )
         };
         // Refused before a byte of it is asked for (no `100 Continue`): a client that
         // waits for one sends nothing.
@@ -357,7 +364,11 @@ impl Serve {
             Ok(r) => r,
             Err(e) => {
                 let xml = documents::autodiscover_error(600, &e.to_string());
-                return (1, 1, reply(StatusCode::OK, XML, xml));
+                return (
+                    Document::Autodiscover,
+                    Answer::Refused,
+                    reply(StatusCode::OK, XML, xml),
+                );
             }
         };
         if request
@@ -366,17 +377,29 @@ impl Serve {
             .is_some_and(|s| s != documents::OUTLOOK_SCHEMA)
         {
             let xml = documents::autodiscover_error(601, "Provider is unavailable");
-            return (1, 1, reply(StatusCode::OK, XML, xml));
+            return (
+                Document::Autodiscover,
+                Answer::Refused,
+                reply(StatusCode::OK, XML, xml),
+            );
         }
         let Some(address) = request.address else {
             let xml = documents::autodiscover_error(600, "Invalid Request");
-            return (1, 1, reply(StatusCode::OK, XML, xml));
+            return (
+                Document::Autodiscover,
+                Answer::Refused,
+                reply(StatusCode::OK, XML, xml),
+            );
         };
         // The address's domain (an SRV record may have sent the client to another host).
         let domain =
             documents::checked_address(&address).map_or_else(|| host_domain.to_owned(), |(_, d)| d);
         let xml = documents::autodiscover(&self.setup(&domain, &self.host(&domain)), &address);
-        (1, 0, reply(StatusCode::OK, XML, xml))
+        (
+            Document::Autodiscover,
+            Answer::Answered,
+            reply(StatusCode::OK, XML, xml),
+        )
     }
 
     fn host(&self, domain: &str) -> String {

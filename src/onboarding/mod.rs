@@ -21,7 +21,7 @@ pub mod readiness;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::certs::{Match, Store};
+use crate::certs::{Match, Served, Store};
 use crate::config::{Config, Mail, OnboardingSettings, Protocol};
 use crate::names::normalize;
 use documents::Service;
@@ -48,10 +48,58 @@ impl SetupHost {
     }
 }
 
-/// The documents served, for `onboarding_requests_total{document}`.
-pub const DOCUMENTS: [&str; 4] = ["autoconfig", "autodiscover", "mta-sts", "other"];
-/// Their results, for `onboarding_requests_total{result}`.
-pub const RESULTS: [&str; 3] = ["answered", "refused", "not-found"];
+/// What a request asked for, for `onboarding_requests_total{document}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    Autoconfig,
+    Autodiscover,
+    MtaSts,
+    /// A path or host of no document.
+    Other,
+}
+
+impl Document {
+    const ALL: [Self; 4] = [
+        Self::Autoconfig,
+        Self::Autodiscover,
+        Self::MtaSts,
+        Self::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Autoconfig => "autoconfig",
+            Self::Autodiscover => "autodiscover",
+            Self::MtaSts => "mta-sts",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// What became of a request, for `onboarding_requests_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The document was sent.
+    Answered,
+    /// The request was refused (method, body, host, or Autodiscover's error answer).
+    Refused,
+    /// No such document.
+    NotFound,
+}
+
+impl Answer {
+    const ALL: [Self; 3] = [Self::Answered, Self::Refused, Self::NotFound];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Refused => "refused",
+            Self::NotFound => "not-found",
+        }
+    }
+}
 
 /// What the https listeners need to answer the setup hosts; shared by every connection.
 #[derive(Debug)]
@@ -98,11 +146,7 @@ impl Onboarding {
     /// The host name clients of `domain` are sent to: `mail.DOMAIN` when a certificate in
     /// the store covers it, else `server.name` (the server-wide certificate's).
     pub fn mail_host(&self, domain: &str, store: &Store) -> String {
-        let mail = format!("mail.{}", normalize(domain));
-        match covers(store, &mail) {
-            Some(_) => mail,
-            None => self.server_name.clone(),
-        }
+        mail_host(&self.server_name, domain, store)
     }
 
     /// The MTA-STS policy's `mx` lines for `domain`: `mta_sts_mx` when set, else
@@ -112,20 +156,18 @@ impl Onboarding {
     }
 
     /// Counts one request.
-    pub(crate) fn count(&self, document: usize, result: usize) {
-        self.requests[document.min(3)][result.min(2)].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count(&self, document: Document, answer: Answer) {
+        self.requests[document as usize][answer as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests so far: `(document, result, count)`.
     pub fn requests(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut out = Vec::with_capacity(12);
-        for (d, document) in DOCUMENTS.iter().enumerate() {
-            for (r, result) in RESULTS.iter().enumerate() {
-                out.push((
-                    *document,
-                    *result,
-                    self.requests[d][r].load(Ordering::Relaxed),
-                ));
+        for document in Document::ALL {
+            for answer in Answer::ALL {
+                let count =
+                    self.requests[document as usize][answer as usize].load(Ordering::Relaxed);
+                out.push((document.as_str(), answer.as_str(), count));
             }
         }
         out
@@ -143,18 +185,27 @@ pub fn policy_mx(
         return settings.mta_sts_mx.clone();
     }
     let mut mx = vec![server_name.to_owned()];
-    let mail = format!("mail.{}", normalize(domain));
-    if covers(store, &mail).is_some() && mail != server_name {
+    let mail = mail_host(server_name, domain, store);
+    if mail != server_name {
         mx.push(mail);
     }
     mx
 }
 
-/// Whether a certificate of the store (not the server-wide one) covers `name`, and how.
-pub fn covers(store: &Store, name: &str) -> Option<Match> {
-    match store.index().select(Some(name), &[]).1 {
-        Match::Fallback => None,
-        m => Some(m),
+/// `mail.DOMAIN` when a certificate in the store covers it, else `server_name`.
+fn mail_host(server_name: &str, domain: &str, store: &Store) -> String {
+    let mail = format!("mail.{}", normalize(domain));
+    match covering(store, &mail) {
+        Some(_) => mail,
+        None => server_name.to_owned(),
+    }
+}
+
+/// The entry of the store (not the server-wide certificate) that serves `name`, if any.
+pub fn covering(store: &Store, name: &str) -> Option<Arc<Served>> {
+    match store.index().select(Some(name), &[]) {
+        (_, Match::Fallback) => None,
+        (served, _) => Some(Arc::clone(served)),
     }
 }
 

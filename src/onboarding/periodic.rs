@@ -9,17 +9,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
-use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::readiness::{known_domains, Checker, DomainReport, Readiness};
+use super::readiness::{check_all, known_domains, Checker, DomainReport, Readiness};
 use crate::certs::{Reports, Store};
 use crate::config::Config;
-
-/// Checks under way at once.
-const IN_FLIGHT: usize = 16;
 
 /// The last result for every known domain.
 #[derive(Debug, Default)]
@@ -119,25 +115,18 @@ impl Periodic {
         if let Err(e) = ours.as_ref() {
             warn!(reason = %e, "domain readiness: this host's addresses are unknown");
         }
-        let mut ticks = interval(Duration::from_secs(1) / self.per_second);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut running = JoinSet::new();
-        for domain in domains.iter() {
-            ticks.tick().await;
-            while running.len() >= IN_FLIGHT {
-                self.collect(running.join_next().await);
-            }
-            let (checker, ours, store) = (
-                Arc::clone(checker),
-                Arc::clone(&ours),
-                Arc::clone(&self.store),
-            );
-            let domain = domain.clone();
-            running.spawn(async move { checker.check(&domain, &ours, &store).await });
-        }
-        while let Some(done) = running.join_next().await {
-            self.collect(Some(done));
-        }
+        let per_second = Some(self.per_second);
+        check_all(
+            checker,
+            &domains,
+            ours,
+            &self.store,
+            per_second,
+            |_, report| {
+                self.checked.lock().insert(report.domain.clone(), report);
+            },
+        )
+        .await;
         self.checked
             .last_pass
             .store(crate::certs::now(), Ordering::Relaxed);
@@ -146,11 +135,5 @@ impl Periodic {
             domains = domains.len(),
             resolved, invalid, unknown, "domain readiness checked"
         );
-    }
-
-    fn collect(&self, done: Option<Result<DomainReport, tokio::task::JoinError>>) {
-        if let Some(Ok(report)) = done {
-            self.checked.lock().insert(report.domain.clone(), report);
-        }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
@@ -13,6 +14,8 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::{interval, MissedTickBehavior};
 
 use super::policy_mx;
 use crate::certs::{Report, Store};
@@ -99,7 +102,9 @@ pub struct Checker {
     addresses: Vec<IpAddr>,
     /// The first labels checked: `mail`, and those the listeners and `[onboarding]` use.
     hosts: Vec<&'static str>,
-    onboarding: Option<OnboardingSettings>,
+    /// `[onboarding]` when it publishes an MTA-STS policy (testing or enforce): its TXT
+    /// record and MX hosts are checked.
+    mta_sts: Option<OnboardingSettings>,
 }
 
 impl Checker {
@@ -117,11 +122,10 @@ impl Checker {
             .listeners
             .iter()
             .any(|l| l.protocol == Protocol::Https);
-        let onboarding = config.onboarding.clone();
+        let onboarding = config.onboarding.as_ref();
         let mta_sts = onboarding
-            .as_ref()
-            .and_then(|o| o.mta_sts)
-            .is_some_and(|m| m != MtaStsMode::None);
+            .filter(|o| o.mta_sts.is_some_and(|m| m != MtaStsMode::None))
+            .cloned();
         let hosts = HOSTS
             .into_iter()
             .filter(|h| match *h {
@@ -131,7 +135,7 @@ impl Checker {
                 "pop3" => has(Mail::Pop3),
                 "webmail" => https,
                 "autoconfig" | "autodiscover" => https && onboarding.is_some(),
-                _ => https && mta_sts,
+                _ => https && mta_sts.is_some(),
             })
             .collect();
         Ok(Self {
@@ -139,13 +143,8 @@ impl Checker {
             server_name: config.server.name.clone(),
             addresses: config.server.addresses.clone(),
             hosts,
-            onboarding,
+            mta_sts,
         })
-    }
-
-    /// The first labels of the host names checked for each domain.
-    pub fn hosts(&self) -> &[&'static str] {
-        &self.hosts
     }
 
     /// This host's addresses: `server.addresses`, else what `server.name` resolves to.
@@ -212,11 +211,7 @@ impl Checker {
                 }
             }
             self.check_spf(&domain, &mut reasons, &mut unanswered).await;
-            if let Some(o) = self
-                .onboarding
-                .as_ref()
-                .filter(|o| !unanswered && o.mta_sts.is_some_and(|m| m != MtaStsMode::None))
-            {
+            if let Some(o) = self.mta_sts.as_ref().filter(|_| !unanswered) {
                 self.check_mta_sts(&domain, o, &mx, store, &mut reasons, &mut unanswered)
                     .await;
             }
@@ -522,10 +517,8 @@ impl Target<'_> {
 
 /// Whether a certificate of the store covers `name`, and has not expired.
 fn check_certificate(name: &str, store: &Store, reasons: &mut Vec<Reason>) {
-    let index = store.index();
-    let (served, matched) = index.select(Some(name), &[]);
     let record = format!("{name} certificate");
-    if matched == crate::certs::Match::Fallback {
+    let Some(served) = super::covering(store, name) else {
         reasons.push(Reason {
             code: "certificate-missing",
             record,
@@ -535,7 +528,9 @@ fn check_certificate(name: &str, store: &Store, reasons: &mut Vec<Reason>) {
                 "add {name} to the domain's certificate in the store (or to acme.names_file)"
             ),
         });
-    } else if served.not_after < crate::certs::now() {
+        return;
+    };
+    if served.not_after < crate::certs::now() {
         reasons.push(Reason {
             code: "certificate-expired",
             record,
@@ -543,6 +538,46 @@ fn check_certificate(name: &str, store: &Store, reasons: &mut Vec<Reason>) {
             expected: format!("a current certificate covering {name}"),
             fix: "renew the certificate".into(),
         });
+    }
+}
+
+/// Domains checked at once.
+const IN_FLIGHT: usize = 16;
+
+/// Checks `domains`, [`IN_FLIGHT`] at once and, with `per_second`, starting no more than
+/// that many a second; `done` gets each report with the domain's index in `domains`.
+/// `ours` is [`Checker::addresses`]' answer, asked once for all of them.
+pub async fn check_all(
+    checker: &Arc<Checker>,
+    domains: &[String],
+    ours: Arc<Result<Vec<IpAddr>, String>>,
+    store: &Arc<Store>,
+    per_second: Option<u32>,
+    mut done: impl FnMut(usize, DomainReport),
+) {
+    let mut ticks = per_second.map(|n| {
+        let mut ticks = interval(Duration::from_secs(1) / n.max(1));
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticks
+    });
+    let mut running = JoinSet::new();
+    for (at, domain) in domains.iter().enumerate() {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+        }
+        while running.len() >= IN_FLIGHT {
+            if let Some(Ok((i, report))) = running.join_next().await {
+                done(i, report);
+            }
+        }
+        let (checker, ours, store) = (Arc::clone(checker), Arc::clone(&ours), Arc::clone(store));
+        let domain = domain.clone();
+        running.spawn(async move { (at, checker.check(&domain, &ours, &store).await) });
+    }
+    while let Some(finished) = running.join_next().await {
+        if let Ok((i, report)) = finished {
+            done(i, report);
+        }
     }
 }
 
