@@ -12,11 +12,14 @@
 //! Every proxy gets the same ECDSA P-256 and RSA-2048 certificates, one worker (thread or
 //! process), logging off, and is pinned to core 0; this process (client and backend, one
 //! thread) runs on core 1. The client offers TLS 1.3 only, AES-128-GCM only and X25519
-//! only, so every proxy negotiates the same. Each round starts every proxy afresh, in a
-//! rotated order, and runs every case on it:
+//! only, so every proxy negotiates the same (but in `full-default` and `h2load`). Each
+//! round starts every proxy afresh, in a rotated order, and runs every case on it:
 //!
 //! - `full-ecdsa`, `full-rsa`: full handshakes, each on a new connection that reads the
 //!   backend's greeting and closes (16 at a time);
+//! - `full-default`: `full-ecdsa` from a client offering its library's default suites in
+//!   its default order (rustls: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305, as OpenSSL's
+//!   clients): each proxy's own choice of suite, and what it costs, shows;
 //! - `full-fallback`: the same (ECDSA) with a new name no certificate covers each time,
 //!   as a scanner sends: the server-wide certificate, and with `--acme` the on-demand
 //!   hand-off of every name;
@@ -24,6 +27,10 @@
 //! - `paced`, `paced-rate`: 2,000 ECDSA handshakes started at a fixed 500 per second:
 //!   the CPU per handshake when the proxy is not saturated, and the rate achieved, which
 //!   shows that every proxy keeps up;
+//! - `h2load`: the standard load generator as an operator runs it, on a fresh process
+//!   relaying to an HTTP backend: `h2load --h1 -c 16 -H 'Connection: close'` (nghttp2's
+//!   defaults otherwise: OpenSSL, X25519 first, AES-128-GCM first), so each request is a
+//!   new connection and a full TLS 1.3 ECDSA handshake; CPU per request;
 //! - `bulk`: one connection moving 256 MiB each way through the proxy (CPU per GB of the
 //!   512 MiB moved);
 //! - `idle`: resident memory growth per established TLS connection, with its backend
@@ -55,13 +62,17 @@ const IDLE: usize = 5000;
 /// The fixed rate of the `paced` case, handshakes per second: under half of what the
 /// slowest peer manages here, so every proxy should keep up with it.
 const PACED_RATE: u32 = 500;
-const CASES: [&str; 9] = [
+/// Requests (connections) of one `h2load` run.
+const H2LOAD: usize = 4000;
+const CASES: [&str; 11] = [
     "full-ecdsa",
+    "full-default",
     "full-rsa",
     "full-fallback",
     "resumed",
     "paced",
     "paced-rate",
+    "h2load",
     "bulk",
     "idle",
     "silent",
@@ -118,7 +129,7 @@ fn main() {
             .collect(),
         None => CASES.to_vec(),
     };
-    install_peers(&peers);
+    install_peers(&peers, &cases);
     raise_fd_limit();
     pin_to_core(1);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-peers");
@@ -130,6 +141,7 @@ fn main() {
         .build()
         .unwrap();
     let backend = runtime.block_on(backend());
+    let http = runtime.block_on(http_backend());
     // case -> peer -> one value per round
     let mut results: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     for round in 0..rounds {
@@ -137,7 +149,7 @@ fn main() {
         order.rotate_left(round % peers.len());
         for peer in &order {
             eprintln!("round {} of {rounds}: {peer}", round + 1);
-            let measured = runtime.block_on(measure(peer, &dir, backend, &cases));
+            let measured = runtime.block_on(measure(peer, &dir, [backend, http], &cases));
             for (case, v) in &measured {
                 eprintln!("  {case}: {v:.1}");
             }
@@ -155,10 +167,11 @@ fn main() {
 }
 
 /// What one proxy costs on every case, on a fresh process.
+/// `backends`: the IMAP-like echo, and the HTTP server of the `h2load` case.
 async fn measure(
     peer: &str,
     dir: &Path,
-    backend: SocketAddr,
+    [backend, http]: [SocketAddr; 2],
     cases: &[&str],
 ) -> Vec<(&'static str, f64)> {
     let mut out = Vec::new();
@@ -170,24 +183,32 @@ async fn measure(
         silent(&proxy, &mut out).await;
         proxy.stop();
     }
+    if cases.contains(&"h2load") {
+        let mut proxy = Proxy::start(peer, dir, http);
+        proxy.wait_ready().await;
+        h2load(&proxy, &mut out).await;
+        proxy.stop();
+    }
     let mut proxy = Proxy::start(peer, dir, backend);
     proxy.wait_ready().await;
-    let full = client(Resumption::disabled());
+    let full = client(Resumption::disabled(), Suites::Aes128);
     if cases.contains(&"idle") {
         idle(&proxy, &full, &mut out).await;
     }
-    for (case, addr, sni, n) in [
-        ("full-ecdsa", proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
-        ("full-rsa", proxy.rsa, "rsa.bench.test", HANDSHAKES / 2),
+    let default = client(Resumption::disabled(), Suites::Default);
+    for (case, client, addr, sni, n) in [
+        ("full-ecdsa", &full, proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
+        ("full-default", &default, proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
+        ("full-rsa", &full, proxy.rsa, "rsa.bench.test", HANDSHAKES / 2),
         // A new unknown name each time: the server-wide certificate (ECDSA) for each.
-        ("full-fallback", proxy.ecdsa, SCANNER, HANDSHAKES),
+        ("full-fallback", &full, proxy.ecdsa, SCANNER, HANDSHAKES),
     ] {
         if !cases.contains(&case) {
             continue;
         }
-        handshakes(&full, addr, sni, 100).await;
+        handshakes(client, addr, sni, 100).await;
         let cpu = proxy.cpu_ns();
-        handshakes(&full, addr, sni, n).await;
+        handshakes(client, addr, sni, n).await;
         out.push((case, (proxy.cpu_ns() - cpu) as f64 / n as f64 / 1000.0));
     }
     if cases.contains(&"resumed") {
@@ -249,9 +270,42 @@ async fn rss_per_connection<T, F: std::future::Future<Output = T>>(
     (after as f64 - before as f64) * 1024.0 / IDLE as f64
 }
 
+/// CPU per request of `h2load` over HTTP/1.1 with `Connection: close`: every request a new
+/// connection and a full handshake, as an operator measures a TLS proxy with a standard
+/// tool. The requests that failed are not counted; a run where a tenth failed panics.
+async fn h2load(proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) {
+    let run = |n: usize| async move {
+        let output = tokio::process::Command::new("h2load")
+            .args(["--h1", "-t", "1", "-c", &CONCURRENCY.to_string(), "-n", &n.to_string()])
+            .args(["-H", "Connection: close"])
+            .arg(format!("--connect-to={}", proxy.ecdsa))
+            .arg(format!("https://ecdsa.bench.test:{}/", proxy.ecdsa.port()))
+            .stdin(Stdio::null())
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(120), output)
+            .await
+            .expect("h2load ends within 120 s")
+            .expect("h2load runs (apt-get install nghttp2-client)");
+        let text = String::from_utf8_lossy(&output.stdout);
+        // "requests: 4000 total, 4000 started, 4000 done, 4000 succeeded, 0 failed, ..."
+        let succeeded = text
+            .lines()
+            .find_map(|l| l.strip_prefix("requests: "))
+            .and_then(|l| l.split(", ").find_map(|f| f.strip_suffix(" succeeded")))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no request count in h2load's output:\n{text}"));
+        assert!(succeeded * 10 >= n * 9, "h2load: {succeeded} of {n} succeeded:\n{text}");
+        succeeded
+    };
+    run(100).await;
+    let cpu = proxy.cpu_ns();
+    let done = run(H2LOAD).await;
+    out.push(("h2load", (proxy.cpu_ns() - cpu) as f64 / done as f64 / 1000.0));
+}
+
 /// CPU per resumed TLS 1.3 handshake (tickets), one at a time.
 async fn resumed(peer: &str, proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) {
-    let resuming = client(Resumption::in_memory_sessions(256));
+    let resuming = client(Resumption::in_memory_sessions(256), Suites::Aes128);
     handshakes(&resuming, proxy.ecdsa, "ecdsa.bench.test", 1).await;
     let cpu = proxy.cpu_ns();
     let resumed = handshakes_by(&resuming, proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES, 1).await;
@@ -265,10 +319,21 @@ async fn resumed(peer: &str, proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) 
 
 // --- the client ---------------------------------------------------------------------------
 
-fn client(resumption: Resumption) -> tokio_rustls::TlsConnector {
+/// The TLS 1.3 suites a client offers.
+#[derive(Clone, Copy)]
+enum Suites {
+    /// AES-128-GCM only: every proxy negotiates the same.
+    Aes128,
+    /// rustls' default list and order (AES-256-GCM first): the proxy chooses.
+    Default,
+}
+
+fn client(resumption: Resumption, suites: Suites) -> tokio_rustls::TlsConnector {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.cipher_suites =
-        vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    if let Suites::Aes128 = suites {
+        provider.cipher_suites =
+            vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    }
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let verifier = common::AcceptAny(vec![
         SignatureScheme::ECDSA_NISTP256_SHA256,
@@ -451,6 +516,33 @@ async fn backend() -> SocketAddr {
                 }
                 let (mut r, mut w) = s.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP/1.1 server for `h2load`: reads a request head, answers 200 with a short body
+/// and `Connection: close`, and closes.
+async fn http_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let mut head = Vec::with_capacity(1024);
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 << 10 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+                if s.write_all(answer).await.is_ok() {
+                    let _ = s.shutdown().await;
+                }
             });
         }
     });
@@ -670,7 +762,8 @@ fn process_cpu_ns(pid: u32) -> u64 {
 
 // --- set-up -------------------------------------------------------------------------------
 
-fn install_peers(peers: &[String]) {
+fn install_peers(peers: &[String], cases: &[&str]) {
+    let load = cases.contains(&"h2load").then_some("nghttp2-client");
     let wanted: Vec<&str> = peers
         .iter()
         .flat_map(|p| match p.as_str() {
@@ -679,6 +772,7 @@ fn install_peers(peers: &[String]) {
             "hitch" => vec!["hitch"],
             _ => vec![],
         })
+        .chain(load)
         .filter(|pkg| {
             !Command::new("dpkg")
                 .args(["-s", pkg])
@@ -775,6 +869,7 @@ fn report(results: &BTreeMap<&str, BTreeMap<String, Vec<f64>>>, peers: &[String]
         "paced-rate" => "handshakes per second achieved",
         "idle" => "bytes per connection",
         "silent" => "bytes per silent connection",
+        "h2load" => "us CPU per request (a full handshake each)",
         _ => "us CPU per handshake",
     };
     println!("Medians of {rounds} rounds (server CPU of the proxy; lower is better).\n");

@@ -72,8 +72,9 @@ async fn only_aead_ecdhe_suites() {
     }
 }
 
-/// The server's order of suites wins over the client's: a client listing ChaCha20 first
-/// still gets AES-GCM, in TLS 1.3 and 1.2 (scanners rate the opposite as a finding).
+/// The server's order of suites wins over the client's: a client listing AES-256-GCM and
+/// ChaCha20 first (OpenSSL's own default order) still gets Mozilla's first choice,
+/// AES-128-GCM, in TLS 1.3 and 1.2 (scanners rate the opposite as a finding).
 #[tokio::test(flavor = "multi_thread")]
 async fn server_chooses_the_suite_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -83,7 +84,7 @@ async fn server_chooses_the_suite_order() {
         &[
             "-tls1_3",
             "-ciphersuites",
-            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
         ],
     )
     .await;
@@ -97,7 +98,7 @@ async fn server_chooses_the_suite_order() {
         &[
             "-tls1_2",
             "-cipher",
-            "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256",
         ],
     )
     .await;
