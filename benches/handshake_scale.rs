@@ -149,7 +149,13 @@ fn child(n: usize) {
         .collect();
     let index = Index::empty(fallback.clone()).with_updates(fallback, n, updates);
     let store = Store::new(index);
-    let base = mailfront::tls::server_config(provider, &[], None).unwrap();
+    let base = mailfront::tls::server_config(
+        provider,
+        &[],
+        None,
+        mailfront::config::DEFAULT_SESSION_TICKETS,
+    )
+    .unwrap();
     let client = Arc::new(common::client_config());
     for i in 0..WARM_UP {
         handshake(&client, &base, &store, &name_of(i % n), false);

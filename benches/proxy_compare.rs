@@ -30,7 +30,14 @@
 //! - `h2load`: the standard load generator as an operator runs it, on a fresh process
 //!   relaying to an HTTP backend: `h2load --h1 -c 16 -H 'Connection: close'` (nghttp2's
 //!   defaults otherwise: OpenSSL, X25519 first, AES-128-GCM first), so each request is a
-//!   new connection and a full TLS 1.3 ECDSA handshake; CPU per request;
+//!   new connection and a TLS 1.3 handshake; CPU per request. h2load keeps the session
+//!   of each of its clients and offers it again, so with every proxy's default (tickets
+//!   on) each request is a resumed handshake (with X25519);
+//! - `h2load-full`: the same with session resumption off in every proxy (mailfront
+//!   `server.session_tickets = 0`, nginx `ssl_session_tickets off` and `ssl_session_cache
+//!   off`, HAProxy `no-tls-tickets` and `tune.ssl.cachesize 0`): a full ECDSA handshake
+//!   per request. Not measured for hitch, which has no switch for tickets, nor for a
+//!   `mailfront=PATH` build, which may not know the key;
 //! - `bulk`: one connection moving 256 MiB each way through the proxy (CPU per GB of the
 //!   512 MiB moved);
 //! - `idle`: resident memory growth per established TLS connection, with its backend
@@ -64,7 +71,7 @@ const IDLE: usize = 5000;
 const PACED_RATE: u32 = 500;
 /// Requests (connections) of one `h2load` run.
 const H2LOAD: usize = 4000;
-const CASES: [&str; 11] = [
+const CASES: [&str; 12] = [
     "full-ecdsa",
     "full-default",
     "full-rsa",
@@ -73,6 +80,7 @@ const CASES: [&str; 11] = [
     "paced",
     "paced-rate",
     "h2load",
+    "h2load-full",
     "bulk",
     "idle",
     "silent",
@@ -178,18 +186,23 @@ async fn measure(
     // Memory first, each on a fresh process: memory freed by one case would be reused
     // by the next without showing in its RSS.
     if cases.contains(&"silent") {
-        let mut proxy = Proxy::start(peer, dir, backend);
+        let mut proxy = Proxy::start(peer, dir, backend, true);
         proxy.wait_ready().await;
         silent(&proxy, &mut out).await;
         proxy.stop();
     }
-    if cases.contains(&"h2load") {
-        let mut proxy = Proxy::start(peer, dir, http);
+    for (case, resumption) in [("h2load", true), ("h2load-full", false)] {
+        let switch = peer == "mailfront" || peer == "nginx" || peer == "haproxy";
+        if !cases.contains(&case) || !(resumption || switch) {
+            continue;
+        }
+        let mut proxy = Proxy::start(peer, dir, http, resumption);
         proxy.wait_ready().await;
-        h2load(&proxy, &mut out).await;
+        let per = h2load(&proxy).await;
+        out.push((case, per));
         proxy.stop();
     }
-    let mut proxy = Proxy::start(peer, dir, backend);
+    let mut proxy = Proxy::start(peer, dir, backend, true);
     proxy.wait_ready().await;
     let full = client(Resumption::disabled(), Suites::Aes128);
     if cases.contains(&"idle") {
@@ -197,9 +210,27 @@ async fn measure(
     }
     let default = client(Resumption::disabled(), Suites::Default);
     for (case, client, addr, sni, n) in [
-        ("full-ecdsa", &full, proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
-        ("full-default", &default, proxy.ecdsa, "ecdsa.bench.test", HANDSHAKES),
-        ("full-rsa", &full, proxy.rsa, "rsa.bench.test", HANDSHAKES / 2),
+        (
+            "full-ecdsa",
+            &full,
+            proxy.ecdsa,
+            "ecdsa.bench.test",
+            HANDSHAKES,
+        ),
+        (
+            "full-default",
+            &default,
+            proxy.ecdsa,
+            "ecdsa.bench.test",
+            HANDSHAKES,
+        ),
+        (
+            "full-rsa",
+            &full,
+            proxy.rsa,
+            "rsa.bench.test",
+            HANDSHAKES / 2,
+        ),
         // A new unknown name each time: the server-wide certificate (ECDSA) for each.
         ("full-fallback", &full, proxy.ecdsa, SCANNER, HANDSHAKES),
     ] {
@@ -273,10 +304,18 @@ async fn rss_per_connection<T, F: std::future::Future<Output = T>>(
 /// CPU per request of `h2load` over HTTP/1.1 with `Connection: close`: every request a new
 /// connection and a full handshake, as an operator measures a TLS proxy with a standard
 /// tool. The requests that failed are not counted; a run where a tenth failed panics.
-async fn h2load(proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) {
+async fn h2load(proxy: &Proxy) -> f64 {
     let run = |n: usize| async move {
         let output = tokio::process::Command::new("h2load")
-            .args(["--h1", "-t", "1", "-c", &CONCURRENCY.to_string(), "-n", &n.to_string()])
+            .args([
+                "--h1",
+                "-t",
+                "1",
+                "-c",
+                &CONCURRENCY.to_string(),
+                "-n",
+                &n.to_string(),
+            ])
             .args(["-H", "Connection: close"])
             .arg(format!("--connect-to={}", proxy.ecdsa))
             .arg(format!("https://ecdsa.bench.test:{}/", proxy.ecdsa.port()))
@@ -294,13 +333,16 @@ async fn h2load(proxy: &Proxy, out: &mut Vec<(&'static str, f64)>) {
             .and_then(|l| l.split(", ").find_map(|f| f.strip_suffix(" succeeded")))
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or_else(|| panic!("no request count in h2load's output:\n{text}"));
-        assert!(succeeded * 10 >= n * 9, "h2load: {succeeded} of {n} succeeded:\n{text}");
+        assert!(
+            succeeded * 10 >= n * 9,
+            "h2load: {succeeded} of {n} succeeded:\n{text}"
+        );
         succeeded
     };
     run(100).await;
     let cpu = proxy.cpu_ns();
     let done = run(H2LOAD).await;
-    out.push(("h2load", (proxy.cpu_ns() - cpu) as f64 / done as f64 / 1000.0));
+    (proxy.cpu_ns() - cpu) as f64 / done as f64 / 1000.0
 }
 
 /// CPU per resumed TLS 1.3 handshake (tickets), one at a time.
@@ -539,7 +581,8 @@ async fn http_backend() -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+                let answer =
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
                 if s.write_all(answer).await.is_ok() {
                     let _ = s.shutdown().await;
                 }
@@ -565,7 +608,9 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(peer: &str, dir: &Path, backend: SocketAddr) -> Self {
+    /// `resumption: false` turns session resumption off (tickets and the session cache),
+    /// for mailfront, nginx and HAProxy.
+    fn start(peer: &str, dir: &Path, backend: SocketAddr, resumption: bool) -> Self {
         let ecdsa: SocketAddr = format!("127.0.0.1:{ECDSA_PORT}").parse().unwrap();
         let rsa: SocketAddr = format!("127.0.0.1:{RSA_PORT}").parse().unwrap();
         let d = dir.display();
@@ -607,6 +652,10 @@ impl Proxy {
                     true => "[onboarding]\ncheck_interval = \"0s\"\n",
                     false => "",
                 };
+                let tickets = match resumption {
+                    true => tickets,
+                    false => "session_tickets = 0\n".to_owned(),
+                };
                 let config = format!(
                     "[server]\nname = \"server.bench.test\"\nthreads = 1\nmax_connections = 30000\n{tickets}\
                      [certs]\ndir = \"{d}/store\"\ndefault_cert = \"{d}/ecdsa.chain\"\n\
@@ -622,12 +671,16 @@ impl Proxy {
                     .env("RUST_LOG", "error");
             }
             "nginx" => {
+                let resumption = match resumption {
+                    true => "",
+                    false => "  ssl_session_tickets off;\n  ssl_session_cache off;\n",
+                };
                 let config = format!(
                     "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
                      worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
                      error_log {d}/nginx.log crit;\nworker_rlimit_nofile 65536;\n\
                      events {{ worker_connections 30000; }}\n\
-                     stream {{\n  ssl_protocols TLSv1.3;\n  ssl_ecdh_curve X25519;\n\
+                     stream {{\n  ssl_protocols TLSv1.3;\n  ssl_ecdh_curve X25519;\n{resumption}\
                        upstream be {{ server {backend}; }}\n\
                        server {{ listen {ecdsa} ssl; ssl_certificate {d}/ecdsa.chain; ssl_certificate_key {d}/ecdsa.key; proxy_pass be; }}\n\
                        server {{ listen {rsa} ssl; ssl_certificate {d}/rsa.chain; ssl_certificate_key {d}/rsa.key; proxy_pass be; }}\n}}\n"
@@ -636,8 +689,12 @@ impl Proxy {
                 command.args(["nginx", "-c"]).arg(dir.join("nginx.conf"));
             }
             "haproxy" => {
+                let (cache, tickets) = match resumption {
+                    true => ("", ""),
+                    false => ("  tune.ssl.cachesize 0\n", " no-tls-tickets"),
+                };
                 let config = format!(
-                    "global\n  nbthread 1\n  maxconn 9000\n  ssl-default-bind-options ssl-min-ver TLSv1.3\n\
+                    "global\n  nbthread 1\n  maxconn 9000\n  ssl-default-bind-options ssl-min-ver TLSv1.3{tickets}\n{cache}\
                      defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 10m\n  timeout server 10m\n\
                      frontend fe_ecdsa\n  bind {ecdsa} ssl crt {d}/ecdsa.pem curves X25519\n  default_backend be\n\
                      frontend fe_rsa\n  bind {rsa} ssl crt {d}/rsa.pem curves X25519\n  default_backend be\n\
@@ -869,7 +926,8 @@ fn report(results: &BTreeMap<&str, BTreeMap<String, Vec<f64>>>, peers: &[String]
         "paced-rate" => "handshakes per second achieved",
         "idle" => "bytes per connection",
         "silent" => "bytes per silent connection",
-        "h2load" => "us CPU per request (a full handshake each)",
+        "h2load" => "us CPU per request (a resumed handshake each)",
+        "h2load-full" => "us CPU per request (a full handshake each)",
         _ => "us CPU per handshake",
     };
     println!("Medians of {rounds} rounds (server CPU of the proxy; lower is better).\n");

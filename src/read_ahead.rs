@@ -4,6 +4,11 @@
 //! or five `read` calls per record. This reads what the socket has, up to `AHEAD`, in one
 //! call and hands it to rustls from memory. The buffer exists only while it holds bytes
 //! or a read is under way: a connection waiting for its client holds none.
+//!
+//! Only a client that keeps rustls' reads full is read ahead: the handshake's messages and
+//! a mail client's commands are read straight into rustls' buffer, as they were without
+//! this layer, since taking a 64 KiB buffer from the allocator for a 100-byte record
+//! costs more than the read it saves (and its release can return heap to the kernel).
 
 use std::io;
 use std::pin::Pin;
@@ -25,6 +30,9 @@ pub struct ReadAhead {
     /// Read from the socket, not yet taken, from `at`.
     buf: Vec<u8>,
     at: usize,
+    /// The last read filled all the room it had: more is likely waiting, so the next read
+    /// goes ahead.
+    streaming: bool,
 }
 
 impl ReadAhead {
@@ -34,6 +42,7 @@ impl ReadAhead {
             io,
             buf: Vec::new(),
             at: 0,
+            streaming: false,
         }
     }
 
@@ -51,16 +60,25 @@ impl AsyncRead for ReadAhead {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.at == this.buf.len() {
-            if dst.remaining() >= AHEAD {
-                return Pin::new(&mut this.io).poll_read(cx, dst);
+            let room = dst.remaining();
+            if !this.streaming || room >= AHEAD {
+                let before = dst.filled().len();
+                ready!(Pin::new(&mut this.io).poll_read(cx, dst))?;
+                this.streaming = room > 0 && dst.filled().len() - before == room;
+                return Poll::Ready(Ok(()));
             }
             this.buf.clear();
             this.at = 0;
             this.buf.reserve_exact(AHEAD);
             match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
                 // End of stream: the other direction may go on for a while; hold nothing.
-                Poll::Ready(Ok(0)) => this.buf = Vec::new(),
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(0)) => {
+                    this.buf = Vec::new();
+                    this.streaming = false;
+                }
+                // No more than rustls had room for: the client has caught up, and reading
+                // ahead gains nothing; read straight again.
+                Poll::Ready(Ok(n)) => this.streaming = n > room,
                 Poll::Ready(Err(e)) => {
                     this.buf = Vec::new();
                     return Poll::Ready(Err(e));
@@ -116,8 +134,28 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// Small reads are served from one large read; the buffer is gone once drained and the
-    /// socket is quiet; end-of-stream comes through.
+    /// A short message (a handshake record, a command) is read straight into the reader's
+    /// buffer: no read-ahead buffer is taken for it.
+    #[tokio::test]
+    async fn short_messages_read_straight() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut ahead = ReadAhead::new(socket);
+        let mut chunk = [0u8; 4096];
+        for message in [&b"a1 NOOP\r\n"[..], &[0x17; 300][..]] {
+            peer.write_all(message).await.unwrap();
+            let n = ahead.read(&mut chunk).await.unwrap();
+            assert_eq!(&chunk[..n], message);
+            assert_eq!(ahead.buf.capacity(), 0);
+            assert!(!ahead.streaming);
+        }
+    }
+
+    /// Small reads are served from one large read once the reader's room runs full; the
+    /// buffer is gone once drained and the socket is quiet; end-of-stream comes through.
     #[tokio::test]
     async fn small_reads_from_one_large_read() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,12 +168,16 @@ mod tests {
         peer.write_all(&sent).await.unwrap();
         let mut got = Vec::new();
         let mut chunk = [0u8; 4096];
+        let mut ahead_reads = 0;
         while got.len() < sent.len() {
             let n = ahead.read(&mut chunk).await.unwrap();
             assert!(n > 0);
             got.extend_from_slice(&chunk[..n]);
+            ahead_reads += usize::from(ahead.buf.capacity() > 0);
         }
         assert_eq!(got, sent);
+        // The first read filled the room it had; every other came from the buffer.
+        assert!(ahead_reads >= 8, "{ahead_reads} reads from the buffer");
         // Drained and quiet: a read would wait, and the buffer is released.
         let waited =
             tokio::time::timeout(std::time::Duration::from_millis(50), ahead.read(&mut chunk))

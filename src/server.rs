@@ -138,13 +138,16 @@ impl Server {
                 ports.push((l.protocol, port));
             }
             let tickets = ticket_keys.as_ref().map(|k| k.for_listener(&l.name));
-            let tls =
-                tls::server_config(Arc::clone(&provider), &l.alpn, tickets).map_err(|error| {
-                    StartError::Tls {
-                        listener: l.name.clone(),
-                        error,
-                    }
-                })?;
+            let tls = tls::server_config(
+                Arc::clone(&provider),
+                &l.alpn,
+                tickets,
+                config.server.session_tickets,
+            )
+            .map_err(|error| StartError::Tls {
+                listener: l.name.clone(),
+                error,
+            })?;
             let ctx = Arc::new(ListenerCtx {
                 name: l.name.as_str().into(),
                 protocol: l.protocol,

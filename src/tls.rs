@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::server::{
-    Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, ServerConfig,
-    ServerSessionMemoryCache,
+    Acceptor, ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
+    ServerConfig, ServerSessionMemoryCache,
 };
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
@@ -65,11 +65,14 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// session cache for resumption, each private to the listener so that a session never
 /// crosses protocols; rustls never renegotiates.
 /// `tickets`, when `server.ticket_keys` is set, replaces rustls' own keys with the
-/// fleet's ([`crate::tickets`]).
+/// fleet's ([`crate::tickets`]). `session_tickets` (`server.session_tickets`) is the
+/// number of TLS 1.3 tickets sent after each handshake; 0 turns resumption off (no
+/// tickets, no session cache), as nginx's `ssl_session_tickets off` and no cache.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     alpn: &[String],
     tickets: Option<Arc<dyn ProducesTickets>>,
+    session_tickets: usize,
 ) -> Result<ServerConfig, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -80,6 +83,12 @@ pub fn server_config(
     // ARMv8 server has it in hardware), then ChaCha20-Poly1305. Scanners (testssl.sh) rate
     // a server without an order of its own as a finding.
     config.ignore_client_order = true;
+    config.send_tls13_tickets = session_tickets;
+    if session_tickets == 0 {
+        // The builder's ticketer never makes one; its session cache goes too.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        return Ok(config);
+    }
     config.ticketer = match tickets {
         Some(tickets) => tickets,
         None => aws_lc_rs::Ticketer::new()?,

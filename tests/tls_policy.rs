@@ -5,6 +5,8 @@ mod common;
 use common::backend::{Backend, Expect};
 use common::client::{self, read_line};
 use common::{head, store_dir, KeyKind, Pki, Proxy};
+use std::sync::Arc;
+
 use rustls::pki_types::ServerName;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
@@ -189,6 +191,103 @@ async fn tls13_resumption_with_tickets() {
             Some(rustls::HandshakeKind::Resumed)
         ]
     );
+}
+
+/// Counts the TLS 1.3 tickets a client is given, and keeps them in rustls' own store.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// `server.session_tickets`: one TLS 1.3 ticket per handshake by default (a mail client
+/// keeps one per server), as many as set, and none with 0, which turns resumption off.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_tickets_per_handshake() {
+    for (setting, tickets, second) in [
+        ("", 1, rustls::HandshakeKind::Resumed),
+        ("session_tickets = 3\n", 3, rustls::HandshakeKind::Resumed),
+        ("session_tickets = 0\n", 0, rustls::HandshakeKind::Full),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = Pki::new(tmp.path());
+        let store = store_dir(tmp.path());
+        pki.write_pair(&store, "mail", &["mail.example.com"], KeyKind::Ecdsa);
+        let backend = Backend::start("* OK", Expect::Plain).await;
+        let config = format!(
+            "{}[[listener]]\nname = \"imaps\"\nbind = \"127.0.0.1:0\"\nprotocol = \"imaps\"\nbackend = \"{}\"\n",
+            head(tmp.path(), &store, setting),
+            backend.addr
+        );
+        let proxy = Proxy::start(tmp.path(), &config);
+        let counted = Arc::new(CountingStore {
+            inner: rustls::client::ClientSessionMemoryCache::new(16),
+            tickets: Default::default(),
+        });
+        let mut config = common::client::config(&common::client::Opts {
+            ca: Some(pki.ca_file()),
+            sni: Some("mail.example.com".into()),
+            ..Default::default()
+        });
+        config.resumption = rustls::client::Resumption::store(counted.clone());
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(proxy.addr("imaps")).await.unwrap();
+            let name = ServerName::try_from("mail.example.com").unwrap();
+            let mut stream = BufReader::new(connector.connect(name, tcp).await.unwrap());
+            // The tickets come before the greeting.
+            assert_eq!(read_line(&mut stream).await, "* OK\r\n");
+            kinds.push(stream.get_ref().get_ref().1.handshake_kind().unwrap());
+        }
+        let given = counted.tickets.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            given,
+            2 * tickets,
+            "{setting:?}: tickets over two handshakes"
+        );
+        assert_eq!(kinds, [rustls::HandshakeKind::Full, second], "{setting:?}");
+    }
 }
 
 /// A listener bound to IPv4 and IPv6 serves both.

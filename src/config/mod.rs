@@ -122,6 +122,9 @@ pub struct ServerSettings {
     /// Session ticket keys shared by a fleet (HAProxy's `tls-ticket-keys` file); `None`:
     /// keys of this process's own, rotated by rustls.
     pub ticket_keys: Option<PathBuf>,
+    /// TLS 1.3 session tickets sent after each handshake (1 by default); 0 turns session
+    /// resumption off altogether: no tickets in TLS 1.3 or 1.2, no session cache.
+    pub session_tickets: usize,
     /// This host's public addresses, which customer domains' DNS should point at; empty:
     /// whatever `name` resolves to.
     pub addresses: Vec<std::net::IpAddr>,
@@ -411,6 +414,13 @@ impl Context<'_> {
     }
 }
 
+/// TLS 1.3 tickets per handshake by default: one, what a mail client keeps per server
+/// (BENCHMARKS.md, issue 19).
+pub const DEFAULT_SESSION_TICKETS: usize = 1;
+
+/// More tickets per handshake than any client uses at once (rustls' clients keep 8).
+const MAX_SESSION_TICKETS: u32 = 8;
+
 fn server_settings(
     cx: &Context<'_>,
     base: &Path,
@@ -448,6 +458,25 @@ fn server_settings(
         Some(u) => Some(u.into_inner()),
         None => None,
     };
+    let session_tickets = match raw.session_tickets {
+        Some(n) if *n.get_ref() > MAX_SESSION_TICKETS => {
+            return Err(cx.invalid(
+                &n,
+                "server.session_tickets",
+                format!("must be between 0 and {MAX_SESSION_TICKETS}"),
+            ))
+        }
+        Some(n) if *n.get_ref() == 0 && raw.ticket_keys.is_some() => {
+            return Err(cx.invalid(
+                &n,
+                "server.session_tickets",
+                "0 turns session resumption off, and server.ticket_keys is set: \
+                 remove one of the two",
+            ))
+        }
+        Some(n) => n.into_inner() as usize,
+        None => DEFAULT_SESSION_TICKETS,
+    };
     let secs = Duration::from_secs;
     Ok(ServerSettings {
         name,
@@ -459,6 +488,7 @@ fn server_settings(
         threads,
         user,
         ticket_keys: raw.ticket_keys.map(|p| base.join(p)),
+        session_tickets,
         addresses: onboarding::addresses(cx, &raw.addresses)?,
     })
 }

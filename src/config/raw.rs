@@ -85,6 +85,7 @@ pub(super) struct RawServer {
     pub threads: Option<Spanned<u32>>,
     pub user: Option<Spanned<String>>,
     pub ticket_keys: Option<String>,
+    pub session_tickets: Option<Spanned<u32>>,
     #[serde(default)]
     pub addresses: Vec<Spanned<String>>,
 }

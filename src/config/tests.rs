@@ -129,6 +129,26 @@ fn no_listener_is_refused() {
 }
 
 #[test]
+fn session_tickets_are_checked() {
+    let with = |extra: &str| GOOD.replace("handshake_timeout = \"3s\"", extra);
+    assert_eq!(parse(GOOD).unwrap().server.session_tickets, 1);
+    let c = parse(&with("handshake_timeout = \"3s\"\nsession_tickets = 0")).unwrap();
+    assert_eq!(c.server.session_tickets, 0);
+    let e = error_of(&with("handshake_timeout = \"3s\"\nsession_tickets = 9"));
+    assert!(
+        e.contains("`server.session_tickets`") && e.contains("between 0 and 8"),
+        "{e}"
+    );
+    let e = error_of(&with(
+        "handshake_timeout = \"3s\"\nsession_tickets = 0\nticket_keys = \"t.keys\"",
+    ));
+    assert!(
+        e.contains("`server.session_tickets`") && e.contains("ticket_keys"),
+        "{e}"
+    );
+}
+
+#[test]
 fn threads_and_greeting_names_are_checked() {
     let c = parse(GOOD).unwrap();
     assert_eq!(c.server.threads, None);

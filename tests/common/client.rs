@@ -66,7 +66,8 @@ impl ServerCertVerifier for Accepting {
     }
 }
 
-fn config(opts: &Opts) -> ClientConfig {
+/// A client for `opts`.
+pub fn config(opts: &Opts) -> ClientConfig {
     config_keeping(opts).0
 }
 
