@@ -139,6 +139,8 @@ impl Relay {
         idle: Duration,
         drain: &CancellationToken,
     ) -> Self {
+        let mut client = client;
+        client.get_mut().0.read_ahead();
         let last = Instant::now();
         Self {
             client,
