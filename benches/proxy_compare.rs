@@ -545,51 +545,53 @@ async fn bulk(client: &tokio_rustls::TlsConnector, addr: SocketAddr) {
 
 // --- the backend --------------------------------------------------------------------------
 
-/// Greets like an IMAP server, then echoes every byte until the client closes.
-async fn backend() -> SocketAddr {
+/// A loopback server running `serve` on each connection it accepts (with TCP_NODELAY).
+async fn serve_each<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                if s.write_all(b"* OK bench\r\n").await.is_err() {
-                    return;
-                }
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
+        while let Ok((s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(serve(s));
         }
     });
     addr
 }
 
+/// Greets like an IMAP server, then echoes every byte until the client closes.
+async fn backend() -> SocketAddr {
+    serve_each(|mut s| async move {
+        if s.write_all(b"* OK bench\r\n").await.is_err() {
+            return;
+        }
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await
+}
+
 /// An HTTP/1.1 server for `h2load`: reads a request head, answers 200 with a short body
 /// and `Connection: close`, and closes.
 async fn http_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let mut head = Vec::with_capacity(1024);
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 << 10 {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let answer =
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
-                if s.write_all(answer).await.is_ok() {
-                    let _ = s.shutdown().await;
-                }
-            });
+    serve_each(|mut s| async move {
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 << 10 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+        if s.write_all(answer).await.is_ok() {
+            let _ = s.shutdown().await;
+        }
+    })
+    .await
 }
 
 // --- the proxies --------------------------------------------------------------------------

@@ -129,16 +129,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    /// A connected peer, and the other end under a `ReadAhead`.
+    async fn pair() -> (TcpStream, ReadAhead) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        (peer, ReadAhead::new(socket))
+    }
+
     /// Before the relay (the handshake), reads go straight into the reader's buffer: no
     /// read-ahead buffer is taken.
     #[tokio::test]
     async fn handshake_reads_go_straight() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
-        let mut ahead = ReadAhead::new(socket);
+        let (mut peer, mut ahead) = pair().await;
         let mut chunk = [0u8; 4096];
         for message in [&b"a1 NOOP\r\n"[..], &[0x17; 300][..]] {
             peer.write_all(message).await.unwrap();
@@ -152,12 +157,7 @@ mod tests {
     /// drained and the socket is quiet; end-of-stream comes through.
     #[tokio::test]
     async fn small_reads_from_one_large_read() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (socket, _) = listener.accept().await.unwrap();
-        let mut ahead = ReadAhead::new(socket);
+        let (mut peer, mut ahead) = pair().await;
         ahead.read_ahead();
         let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         peer.write_all(&sent).await.unwrap();

@@ -134,12 +134,12 @@ struct Relay {
 
 impl Relay {
     fn new(
-        client: Box<ClientStream>,
+        mut client: Box<ClientStream>,
         backend: TcpStream,
         idle: Duration,
         drain: &CancellationToken,
     ) -> Self {
-        let mut client = client;
+        // The handshake is over: the client's socket is read ahead from now on.
         client.get_mut().0.read_ahead();
         let last = Instant::now();
         Self {

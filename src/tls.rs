@@ -35,7 +35,8 @@ const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x
 /// AES-128-GCM first is more than taste: a TLS 1.3 suite also picks the hash of the
 /// handshake's transcript and key schedule, and SHA-256 (AES-128's) has instructions of its
 /// own on current x86-64 and ARMv8 servers where SHA-384 (AES-256's) runs in plain code;
-/// with AES-256 first, a full handshake here cost 11 % more (BENCHMARKS.md, issue 19).
+/// with AES-256 first, a full handshake for a client that lists it first (as OpenSSL's
+/// do) cost a fifth more here (BENCHMARKS.md, issue 19).
 pub fn provider() -> Arc<CryptoProvider> {
     use aws_lc_rs::cipher_suite as suite;
     let mut provider = aws_lc_rs::default_provider();
@@ -79,9 +80,10 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Unchosen));
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    // The server's order of suites, not the client's: AES-GCM first (every x86-64 and
-    // ARMv8 server has it in hardware), then ChaCha20-Poly1305. Scanners (testssl.sh) rate
-    // a server without an order of its own as a finding.
+    // The server's order of suites ([`provider`]), not the client's: AES-GCM first (every
+    // x86-64 and ARMv8 server has it in hardware), AES-128 before AES-256, then
+    // ChaCha20-Poly1305. Scanners (testssl.sh) rate a server without an order of its own
+    // as a finding.
     config.ignore_client_order = true;
     config.send_tls13_tickets = session_tickets;
     if session_tickets == 0 {
