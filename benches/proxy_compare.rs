@@ -302,8 +302,9 @@ async fn rss_per_connection<T, F: std::future::Future<Output = T>>(
 }
 
 /// CPU per request of `h2load` over HTTP/1.1 with `Connection: close`: every request a new
-/// connection and a full handshake, as an operator measures a TLS proxy with a standard
-/// tool. The requests that failed are not counted; a run where a tenth failed panics.
+/// connection and a handshake (resumed where the proxy issues tickets, since h2load offers
+/// each client's session again), as an operator measures a TLS proxy with a standard tool.
+/// The requests that failed are not counted; a run where a tenth failed panics.
 async fn h2load(proxy: &Proxy) -> f64 {
     let run = |n: usize| async move {
         let output = tokio::process::Command::new("h2load")

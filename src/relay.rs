@@ -285,8 +285,6 @@ struct Pump {
     unflushed: bool,
     /// The reading side reached end-of-stream.
     eof: bool,
-    /// The writing side holds what it is given until the end (see [`Last`]).
-    held: bool,
     /// End-of-stream was passed on: this direction is over.
     done: bool,
     /// Bytes were written since the relay last looked.
@@ -307,10 +305,6 @@ impl Pump {
         W: Last,
     {
         loop {
-            if self.eof && !self.held {
-                to.hold_for_end();
-                self.held = true;
-            }
             while self.at < self.pending.len() {
                 let n = ready!(poll_write(cx, to, &self.pending[self.at..]))?;
                 self.at += n;
@@ -353,6 +347,11 @@ impl Pump {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(PumpError::Read(e))),
                     Poll::Pending => break,
                 }
+            }
+            if self.eof {
+                // Reached once: past end-of-stream nothing is read again. What is still
+                // to write goes out with the end (see [`Last`]).
+                to.hold_for_end();
             }
             let bytes = buf.filled();
             if bytes.is_empty() {
