@@ -137,6 +137,7 @@ fn child(n: usize) {
             not_after: 0,
             not_before: 0,
             problems: Default::default(),
+            trusted: true,
             certified: None,
         })
     };

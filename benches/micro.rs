@@ -56,6 +56,7 @@ fn store_of(n: usize) -> Store {
             not_after: 0,
             not_before: 0,
             problems: Default::default(),
+            trusted: true,
             certified: None,
         })
     };

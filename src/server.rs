@@ -166,7 +166,7 @@ impl Server {
             .as_ref()
             .is_some_and(|a| a.per_certificate_metrics);
         let reloader = reloader.per_entry_metrics(per_entry);
-        let acme = acme::start(config, Arc::clone(&store));
+        let acme = acme::start(config, Arc::clone(&store), reloader.installer());
         let handle = acme.as_ref().map(|a| Arc::clone(&a.handle));
         let http = http_sockets
             .into_iter()
@@ -289,7 +289,7 @@ impl Server {
                 recorder,
                 ready: Arc::clone(&self.ready),
                 store: Arc::clone(&self.shared.store),
-                uploads: tokio::sync::Mutex::new(()),
+                installer: self.reloader.installer(),
                 tls: false,
                 domains: self.readiness.as_ref().map(|r| Arc::clone(&r.checked)),
             };

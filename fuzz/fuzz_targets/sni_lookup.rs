@@ -25,6 +25,7 @@ fn store() -> &'static Store {
                 not_after: 0,
                 not_before: 0,
                 problems: Default::default(),
+                trusted: true,
                 certified: None,
             })
         };

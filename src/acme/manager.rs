@@ -21,7 +21,8 @@ use super::ari;
 use super::ask::{Ask, Verdict};
 use super::order::{self, Answers, Issued, OrderError};
 use super::{renewal_due, Acme, OrderStats};
-use crate::certs::{Match, Store};
+use crate::certs::check::Code;
+use crate::certs::{InstallError, Installer, Match, Parts, Store};
 use crate::config::AcmeSettings;
 use crate::names::Pattern;
 
@@ -36,6 +37,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often listed names without a certificate are looked for besides when the names
 /// file changes (a safety net: an `acme/NAME/` removed by hand is ordered again).
 const SWEEP: Duration = Duration::from_secs(300);
+/// When a name another entry serves better (the operator's own certificate) is looked at
+/// again for renewal.
+const OUTRANKED_RECHECK: Duration = Duration::from_secs(86_400);
 /// Wait before asking again for a name whose lock another instance holds.
 const BUSY_RETRY: Duration = Duration::from_secs(15);
 
@@ -97,6 +101,8 @@ pub struct Manager {
     settings: AcmeSettings,
     acme_dir: PathBuf,
     store: Arc<Store>,
+    /// The store's writer, which installs what the CA issues.
+    installer: Installer,
     handle: Arc<Acme>,
     answers: Answers,
     routes: Vec<String>,
@@ -134,7 +140,7 @@ impl Manager {
     pub fn new(
         settings: AcmeSettings,
         store_dir: &Path,
-        store: Arc<Store>,
+        (store, installer): (Arc<Store>, Installer),
         handle: Arc<Acme>,
         answers: Answers,
         routes: Vec<String>,
@@ -144,6 +150,7 @@ impl Manager {
         Self {
             acme_dir: store_dir.join("acme"),
             store,
+            installer,
             handle,
             answers,
             routes,
@@ -277,6 +284,16 @@ impl Manager {
                 .ask
                 .as_ref()
                 .is_some_and(|a| a.cached(name) == Some(Verdict::Allowed))
+    }
+
+    /// Whether entries other than ACME's own `acme/NAME/` serve `name` to every kind of
+    /// client.
+    fn served_by_other(&self, name: &str) -> bool {
+        let own = format!("acme/{name}/");
+        let served = self.store.served_for(name);
+        served
+            .iter()
+            .all(|s| s.as_ref().is_some_and(|(id, _)| *id != own))
     }
 
     /// Whether a certificate in the store covers `name`.
@@ -520,6 +537,16 @@ impl Manager {
                 }
                 continue;
             }
+            if why == Why::Renewal && self.served_by_other(&name) {
+                // A renewal would lose to what serves the name (the store would not
+                // install it): no order is spent on it; looked at again later.
+                if let Some(n) = self.names.get_mut(&name) {
+                    n.busy = false;
+                    n.due = Some(crate::certs::now() + OUTRANKED_RECHECK.as_secs() as i64);
+                }
+                info!(name = %name, "ACME: not renewed: another entry serves the name; looked at again in a day");
+                continue;
+            }
             self.started.push_back(Instant::now());
             let replaces = match (why, self.ari) {
                 (Why::Renewal, Some(true)) => self.names.get(&name).and_then(|n| n.id.clone()),
@@ -532,7 +559,7 @@ impl Manager {
                 answers: self.answers,
                 handle: Arc::clone(&self.handle),
                 acme_dir: self.acme_dir.clone(),
-                store: Arc::clone(&self.store),
+                installer: self.installer.clone(),
             };
             self.orders.spawn(async move {
                 let result = job.run(&name, why).await;
@@ -570,6 +597,18 @@ impl Manager {
                     state.id = ari::identifier(&issued.leaf);
                     state.ari_next = state.id.as_ref().map(|_| Instant::now());
                 }
+            }
+            Err(OrderError::Outranked(why)) => {
+                // The CA issued it, and another entry serves the name better (the
+                // operator's own certificate): nothing to retry; looked at again later.
+                stats.count("valid");
+                state.streak = 0;
+                state.not_before = None;
+                state.due = Some(crate::certs::now() + OUTRANKED_RECHECK.as_secs() as i64);
+                info!(
+                    name = %name, reason = %why,
+                    "ACME: certificate issued but not installed: another entry outranks it; renewal looked at again in a day"
+                );
             }
             Err(e) => {
                 stats.count("failed");
@@ -618,11 +657,8 @@ struct Job {
     answers: Answers,
     handle: Arc<Acme>,
     acme_dir: PathBuf,
-    store: Arc<Store>,
+    installer: Installer,
 }
-
-/// How long a written certificate may take to be served before the order counts as failed.
-const SERVED_WITHIN: Duration = Duration::from_secs(15);
 
 impl Job {
     /// `Ok(None)`: nothing to do here (another instance holds the name or just issued it).
@@ -656,41 +692,36 @@ impl Job {
             .account
             .get_or_try_init(|| order::account(&self.settings))
             .await?;
-        let mark = Instant::now();
-        let (issued, written) = tokio::time::timeout(
+        let (issued, chain, key) = tokio::time::timeout(
             super::lease::ORDER_LIMIT,
             order::issue(
                 account,
                 &self.settings,
                 self.answers,
                 &self.handle.challenges,
-                &self.acme_dir,
                 name,
                 self.replaces.clone(),
             ),
         )
         .await
         .map_err(|_| OrderError::Timeout(super::lease::ORDER_LIMIT))??;
-        drop(lease);
-        // Done when handshakes get it, not when it is written (or when another entry
-        // that outranks it serves the name: the operator's own certificate).
-        let (leaf, entry) = (&issued.leaf, format!("acme/{name}/"));
-        let served = self
-            .store
-            .served_when(name, mark, SERVED_WITHIN, |served| {
-                served.iter().flatten().any(|(_, der)| der == leaf)
-                    || served
-                        .iter()
-                        .all(|s| s.as_ref().is_some_and(|(id, _)| *id != entry))
-            })
+        // Installed through the store's one writer, which answers once handshakes get it,
+        // and writes nothing when it refuses.
+        let installed = self
+            .installer
+            .install(name, Parts::Acme { chain, key })
             .await;
-        if !served {
-            written.roll_back();
-            let entry = self.acme_dir.join(name);
-            return Err(OrderError::Unserved(entry.display().to_string()));
+        drop(lease);
+        match installed {
+            Ok(_) => Ok(Some(issued)),
+            Err(InstallError::Refused(findings))
+                if findings.iter().any(|f| f.code == Code::NotBetter) =>
+            {
+                let why = findings.iter().map(|f| f.message.as_str());
+                Err(OrderError::Outranked(why.collect::<Vec<_>>().join("; ")))
+            }
+            Err(e) => Err(OrderError::NotInstalled(e.to_string())),
         }
-        written.commit();
-        Ok(Some(issued))
     }
 }
 

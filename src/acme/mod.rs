@@ -32,9 +32,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use challenges::{Challenges, ACME_TLS_ALPN};
-pub use order::{write_entry, Written};
 
-use crate::certs::Store;
+use crate::certs::{Installer, Store};
 use crate::config::{Config, Protocol};
 
 /// What connections and the port 80 listener share with the ACME manager.
@@ -97,7 +96,7 @@ impl Started {
 }
 
 /// Sets up ACME for `config` (`None` without `[acme]`).
-pub fn start(config: &Config, store: Arc<Store>) -> Option<Started> {
+pub fn start(config: &Config, store: Arc<Store>, installer: Installer) -> Option<Started> {
     let settings = config.acme.clone()?;
     let answers = order::Answers {
         tls_alpn: config
@@ -115,7 +114,7 @@ pub fn start(config: &Config, store: Arc<Store>) -> Option<Started> {
     let manager = manager::Manager::new(
         settings,
         &config.certs.dir,
-        store,
+        (store, installer),
         Arc::clone(&handle),
         answers,
         config.route_names(),

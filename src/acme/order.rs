@@ -1,7 +1,7 @@
 //! One ACME order from start to the files in the store, and the account it is made with.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,10 +34,14 @@ pub enum OrderError {
     /// The order ran past its bound.
     #[error("no certificate within {0:?}")]
     Timeout(Duration),
-    /// Written to the store, but handshakes are not served it (the store's checks
-    /// refused it, or the store cannot be read): the version before keeps serving.
-    #[error("the certificate was written to {0} but is not served (`mailfront certs` says why); the version before keeps serving")]
-    Unserved(String),
+    /// The store did not install the certificate (its checks refused it, or `acme/NAME/`
+    /// is not ACME's): nothing was written, and the version before keeps serving.
+    #[error("the certificate issued was not installed: {0}; the version before keeps serving")]
+    NotInstalled(String),
+    /// What serves the name outranks the certificate issued (the operator's own, say):
+    /// not installed, and not a failure.
+    #[error("{0}")]
+    Outranked(String),
 }
 
 impl OrderError {
@@ -203,16 +207,16 @@ pub struct Issued {
     pub leaf: Vec<u8>,
 }
 
-/// Orders a certificate for `name` and writes it into `acme_dir/NAME/` (see [`Written`]).
+/// Orders a certificate for `name`: what the CA issued, its chain and the key (PEM),
+/// for the store to install.
 pub async fn issue(
     account: &Account,
     settings: &AcmeSettings,
     answers: Answers,
     challenges: &Challenges,
-    acme_dir: &Path,
     name: &str,
     replaces: Option<instant_acme::CertificateIdentifier<'static>>,
-) -> Result<(Issued, Written), OrderError> {
+) -> Result<(Issued, String, String), OrderError> {
     let identifiers = [Identifier::Dns(name.to_owned())];
     let mut new = NewOrder::new(&identifiers);
     if let Some(replaces) = replaces {
@@ -303,10 +307,7 @@ pub async fn issue(
     }
     let (key_pem, chain) = result?;
     let issued = validity(&chain)?;
-    let written = write_entry(acme_dir, name, &chain, &key_pem).map_err(|e| {
-        OrderError::Local(format!("writing {}: {e}", acme_dir.join(name).display()))
-    })?;
-    Ok((issued, written))
+    Ok((issued, chain, key_pem))
 }
 
 /// What the CA said of a failed validation.
@@ -366,102 +367,6 @@ pub(super) fn validity(chain: &str) -> Result<Issued, OrderError> {
     })
 }
 
-/// A version written into `dir/NAME/`, swapped in, with the one it replaced kept until
-/// the new one is known to serve.
-#[derive(Debug)]
-pub struct Written {
-    entry: PathBuf,
-    new: std::ffi::OsString,
-    old: Option<PathBuf>,
-}
-
-/// Writes `dir/NAME/` as certbot's names through a swapped link, as Kubernetes does:
-/// the files go into a new `..VERSION` directory, `..data` is re-pointed at it by one
-/// rename, and `fullchain.pem` and `privkey.pem` are links through `..data`. A reader
-/// sees the old pair or the new one, never one of each.
-pub fn write_entry(dir: &Path, name: &str, chain: &str, key_pem: &str) -> io::Result<Written> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let entry = dir.join(name);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&entry)?;
-    let version = tempfile::Builder::new()
-        .prefix(&format!("..{}.", crate::certs::now()))
-        .tempdir_in(&entry)?
-        .keep();
-    std::fs::set_permissions(&version, std::fs::Permissions::from_mode(0o755))?;
-    write_file(&version.join("fullchain.pem"), chain.as_bytes(), 0o644)?;
-    write_file(&version.join("privkey.pem"), key_pem.as_bytes(), 0o600)?;
-    sync_dir(&version)?;
-    let data = entry.join("..data");
-    let old = std::fs::read_link(&data).ok();
-    let new = version.file_name().expect("a directory name").to_owned();
-    swap_link(&entry, Path::new(&new), &data)?;
-    for file in ["fullchain.pem", "privkey.pem"] {
-        let link = entry.join(file);
-        let want = Path::new("..data").join(file);
-        if std::fs::read_link(&link).ok().as_deref() != Some(want.as_path()) {
-            swap_link(&entry, &want, &link)?;
-        }
-    }
-    sync_dir(&entry)?;
-    Ok(Written { entry, new, old })
-}
-
-impl Written {
-    /// The new version serves: the old one goes.
-    pub fn commit(self) {
-        if let Some(old) = self.old.as_deref().and_then(|o| self.version(o)) {
-            let _ = std::fs::remove_dir_all(old);
-        }
-    }
-
-    /// The new version does not serve: the old one is linked back (for the next start;
-    /// the running store kept serving it), and the new one goes.
-    pub fn roll_back(self) {
-        if let Some(old) = self.old.as_deref().filter(|o| self.version(o).is_some()) {
-            if swap_link(&self.entry, old, &self.entry.join("..data")).is_ok() {
-                let _ = std::fs::remove_dir_all(self.entry.join(&self.new));
-                let _ = sync_dir(&self.entry);
-            }
-        }
-    }
-
-    /// `..VERSION` inside the entry, for a link's target.
-    fn version(&self, target: &Path) -> Option<PathBuf> {
-        let name = target.file_name()?;
-        let ok = target.components().count() == 1
-            && name.to_string_lossy().starts_with("..")
-            && name != self.new.as_os_str();
-        ok.then(|| self.entry.join(name))
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Points `link` at `target` by making a link beside it and renaming it over.
-fn swap_link(dir: &Path, target: &Path, link: &Path) -> io::Result<()> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let temp = dir.join(format!("..tmp.{}.{nanos}", std::process::id()));
-    std::os::unix::fs::symlink(target, &temp)?;
-    std::fs::rename(&temp, link).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temp);
-    })
-}
-
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -484,60 +389,3 @@ fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Shared with the manager: the account, made at the first order.
 pub type SharedAccount = Arc<tokio::sync::OnceCell<Account>>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(entry: &Path, file: &str) -> String {
-        std::fs::read_to_string(entry.join(file)).unwrap()
-    }
-
-    fn versions(entry: &Path) -> usize {
-        std::fs::read_dir(entry)
-            .unwrap()
-            .filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                let name = name.to_string_lossy();
-                name.starts_with("..") && name != "..data"
-            })
-            .count()
-    }
-
-    #[test]
-    fn a_new_version_is_swapped_in_and_committed_or_rolled_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let entry = dir.path().join("mail.example.com");
-        write_entry(dir.path(), "mail.example.com", "chain1", "key1")
-            .unwrap()
-            .commit();
-        assert_eq!(read(&entry, "fullchain.pem"), "chain1");
-        assert_eq!(read(&entry, "privkey.pem"), "key1");
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(entry.join("privkey.pem"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-
-        let second = write_entry(dir.path(), "mail.example.com", "chain2", "key2").unwrap();
-        assert_eq!(read(&entry, "fullchain.pem"), "chain2");
-        assert_eq!(versions(&entry), 2);
-        second.commit();
-        assert_eq!(versions(&entry), 1);
-        assert_eq!(read(&entry, "privkey.pem"), "key2");
-
-        // Not served: the version before is linked back and the refused one removed.
-        let third = write_entry(dir.path(), "mail.example.com", "chain3", "key3").unwrap();
-        assert_eq!(read(&entry, "fullchain.pem"), "chain3");
-        third.roll_back();
-        assert_eq!(read(&entry, "fullchain.pem"), "chain2");
-        assert_eq!(read(&entry, "privkey.pem"), "key2");
-        assert_eq!(versions(&entry), 1);
-        assert!(!std::fs::read_dir(&entry).unwrap().any(|e| e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with("..tmp")));
-    }
-}

@@ -82,8 +82,8 @@ pub(crate) struct State {
     pub recorder: Arc<Recorder>,
     pub ready: Arc<AtomicBool>,
     pub store: Arc<Store>,
-    /// Uploads and removals, one at a time.
-    pub uploads: tokio::sync::Mutex<()>,
+    /// Installs and removes entries: the store's one writer.
+    pub installer: crate::certs::Installer,
     /// Whether it speaks HTTPS (the page's cookie is then `Secure`).
     pub tls: bool,
     /// The domain readiness checks, when on.

@@ -136,10 +136,33 @@ pub fn examine(
             Err(other) => findings.push(failed(path, &other)),
         }
     }
+    if read.is_empty() && findings.is_empty() {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        return Err(ExamineError::NoCertificate(names.join(", ")));
+    }
+    let ctx = Context {
+        provider: crate::tls::provider(),
+        trust,
+    };
+    examine_read(read, findings, domain, &ctx, key_expected).map_err(|()| {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        ExamineError::NoCertificate(names.join(", "))
+    })
+}
+
+/// [`examine`] of bytes already read, each named by its path (or, for an upload, by the
+/// part's label), with the loader's `ctx`; `findings` holds what reading them found.
+/// `Err` when nothing in them could make an entry and nothing was found to say why.
+pub(super) fn examine_read(
+    read: Vec<(PathBuf, Vec<u8>)>,
+    mut findings: Vec<Finding>,
+    domain: Option<String>,
+    ctx: &Context,
+    key_expected: bool,
+) -> Result<Examined, ()> {
     let Some((source, contents)) = as_entry(read, &mut findings) else {
         if findings.is_empty() {
-            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            return Err(ExamineError::NoCertificate(names.join(", ")));
+            return Err(());
         }
         return Ok(Examined {
             findings,
@@ -148,17 +171,13 @@ pub fn examine(
             stapled_until: None,
         });
     };
-    let ctx = Context {
-        provider: crate::tls::provider(),
-        trust,
-    };
     let domain = domain.map(|name| Domain {
         name,
         explicit: true,
     });
     let mut chain = Vec::new();
     let mut stapled_until = None;
-    let leaf = match load::parse(&source, &contents, &ctx, Role::Check(domain)) {
+    let leaf = match load::parse(&source, &contents, ctx, Role::Check(domain)) {
         Ok(loaded) => {
             chain = loaded.certified.cert.clone();
             stapled_until = loaded

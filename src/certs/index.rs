@@ -28,6 +28,10 @@ pub struct Served {
     pub not_after: i64,
     /// The errors it serves with ([`Problems`]): a version without any ranks first.
     pub problems: Problems,
+    /// Whether its chain leads to a root of the trust store (not self-signed, not
+    /// `untrusted-issuer`, not `chain-incomplete`): among versions with the same errors,
+    /// a trusted one ranks first, whatever the dates.
+    pub trusted: bool,
     /// The chain and key the resolver hands out, for whoever must know which certificate
     /// serves (an upload waiting for its own); `None` in tests of the index alone.
     pub certified: Option<Arc<rustls::sign::CertifiedKey>>,
@@ -45,6 +49,14 @@ impl Served {
         self.problems.at(self.not_before, self.not_after, now)
     }
 
+    /// How well it serves at `now`, for the store's rule and the ranking.
+    pub fn standing_at(&self, now: i64) -> Standing {
+        Standing {
+            problems: self.problems_at(now),
+            trusted: self.trusted,
+        }
+    }
+
     fn fits(&self, client: &[SignatureScheme]) -> bool {
         self.schemes.iter().any(|s| client.contains(s))
     }
@@ -56,6 +68,53 @@ impl Served {
             SignatureAlgorithm::RSA => 1,
             _ => 2,
         }
+    }
+}
+
+/// How well a version serves its names, as the store's rule compares versions
+/// (DESIGN.md, "the store's rule"): by the errors it serves with first, then by whether
+/// its chain leads to a trusted root. Dates (a later notAfter) only order versions of
+/// equal standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The errors it serves with, the dates' included.
+    pub problems: Problems,
+    /// Whether its chain leads to a root of the trust store.
+    pub trusted: bool,
+}
+
+/// Why one version outranks another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outranked {
+    /// It has some of the other's errors and none besides.
+    Errors,
+    /// Same errors, and its chain leads to a trusted root while the other's does not.
+    Trust,
+    /// Same standing, and it expires later.
+    Later,
+}
+
+impl Standing {
+    /// A version serving without errors whose chain leads to a trusted root: nothing
+    /// outranks it but a later one.
+    pub fn is_best(self) -> bool {
+        self.problems.is_empty() && self.trusted
+    }
+
+    /// Why `self` is strictly better than `other`, if it is: fewer errors (some of the
+    /// other's and no more), or the same errors and a trusted chain against an untrusted
+    /// one. Versions neither is better than are ranked by date.
+    pub fn better_than(self, other: Self) -> Option<Outranked> {
+        if self.problems.fewer_than(other.problems) {
+            return Some(Outranked::Errors);
+        }
+        (self.problems == other.problems && self.trusted && !other.trusted)
+            .then_some(Outranked::Trust)
+    }
+
+    /// The sort key of the ranking: without errors first, then trusted.
+    fn key(self) -> (bool, bool) {
+        (!self.problems.is_empty(), !self.trusted)
     }
 }
 
@@ -118,15 +177,15 @@ pub struct Conflict {
     pub losers: Vec<Arc<str>>,
 }
 
-/// Orders one name's candidates best first (a version serving without errors, then ECDSA,
-/// RSA, others; then the later notAfter; then the entry id) and records conflicts among
-/// those of one key type. `now` dates the problems: a version that expired while serving
-/// ranks below one that did not.
+/// Orders one name's candidates best first (a version serving without errors, then one
+/// whose chain leads to a trusted root, then ECDSA, RSA, others; then the later
+/// notAfter; then the entry id) and records conflicts among those of one key type. `now`
+/// dates the problems: a version that expired while serving ranks below one that did not.
 pub fn rank(name: &Pattern, list: &mut [Arc<Served>], conflicts: &mut Vec<Conflict>, now: i64) {
     if list.len() < 2 {
         return;
     }
-    let key = |s: &Arc<Served>| (!s.problems_at(now).is_empty(), s.rank());
+    let key = |s: &Arc<Served>| (s.standing_at(now).key(), s.rank());
     list.sort_by(|a, b| (key(a), b.not_after, &a.id).cmp(&(key(b), a.not_after, &b.id)));
     for kind in 0..=2 {
         let mut same = list.iter().filter(|s| s.rank() == kind);
@@ -268,6 +327,7 @@ mod tests {
             not_before: 0,
             not_after,
             problems: Problems::default(),
+            trusted: true,
             certified: None,
         })
     }

@@ -14,7 +14,9 @@
 //! - `index`: exact / wildcard / server-wide lookup.
 //! - `resolver`: the only rustls-version-specific code.
 //! - `fallback`: the server-wide certificate, generated when absent.
-//! - `watch`: the reloader (inotify events and the periodic rescan).
+//! - `watch`: the reloader (inotify events and the periodic rescan), which also answers
+//!   the report and the installs.
+//! - [`install`]: the one way writers (uploads, ACME) put entries into the store.
 //! - `limits`: how much of a file is read.
 
 mod catalog;
@@ -23,6 +25,7 @@ mod discover;
 mod examine;
 mod fallback;
 mod index;
+pub mod install;
 pub(crate) mod limits;
 mod load;
 mod ocsp;
@@ -43,7 +46,8 @@ use crate::config::CertSettings;
 use catalog::{log_conflicts, Catalog, Origin};
 pub use check::now;
 pub use examine::{canonical_pem, examine, open_pkcs12, ExamineError, Examined};
-pub use index::{Index, Match, Served};
+pub use index::{Index, Match, Outranked, Served, Standing};
+pub use install::{InstallError, Installed, Installer, Parts};
 pub use load::LoadError;
 pub use report::{NameRow, NotEntry, OcspRow, Refusal, Report, Row, State};
 pub use resolver::{signing_key, Fixed};

@@ -76,6 +76,22 @@ impl StoreSummary {
     }
 }
 
+/// Two kinds of client, by the signatures they take: one that takes ECDSA (and RSA), one
+/// that takes only RSA. Whoever must know what a name is served asks for both.
+pub(super) const CLIENTS: [&[SignatureScheme]; 2] = [
+    &[
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        SignatureScheme::ECDSA_NISTP384_SHA384,
+        SignatureScheme::ED25519,
+        SignatureScheme::RSA_PSS_SHA256,
+        SignatureScheme::RSA_PKCS1_SHA256,
+    ],
+    &[
+        SignatureScheme::RSA_PSS_SHA256,
+        SignatureScheme::RSA_PKCS1_SHA256,
+    ],
+];
+
 /// The published certificate index.
 #[derive(Debug)]
 pub struct Store {
@@ -132,47 +148,12 @@ impl Store {
     /// ECDSA, one that takes only RSA. Each is the serving entry's id and leaf, or `None`
     /// for the server-wide certificate.
     pub fn served_for(&self, name: &str) -> [Option<(String, Vec<u8>)>; 2] {
-        let clients: [&[SignatureScheme]; 2] = [
-            &[
-                SignatureScheme::ECDSA_NISTP256_SHA256,
-                SignatureScheme::ECDSA_NISTP384_SHA384,
-                SignatureScheme::ED25519,
-                SignatureScheme::RSA_PSS_SHA256,
-                SignatureScheme::RSA_PKCS1_SHA256,
-            ],
-            &[
-                SignatureScheme::RSA_PSS_SHA256,
-                SignatureScheme::RSA_PKCS1_SHA256,
-            ],
-        ];
         let index = self.index();
-        clients.map(|schemes| {
+        CLIENTS.map(|schemes| {
             let (served, matched) = index.select(Some(name), schemes);
             let leaf = served.certified_leaf().unwrap_or_default();
             (matched != Match::Fallback).then(|| (served.id.to_string(), leaf))
         })
-    }
-
-    /// Waits (at most `limit`) until what handshakes for `name` are served satisfies
-    /// `wanted` (see [`Store::served_for`]), looking after each refresh that started at
-    /// `since` or later; whether it did.
-    pub async fn served_when(
-        &self,
-        name: &str,
-        since: Instant,
-        limit: std::time::Duration,
-        wanted: impl Fn(&[Option<(String, Vec<u8>)>]) -> bool,
-    ) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut since = since;
-        loop {
-            let refreshed = tokio::time::timeout_at(deadline, self.refreshed_since(since));
-            match refreshed.await {
-                Ok(_) if wanted(&self.served_for(name)) => return true,
-                Ok(_) => since = Instant::now(),
-                Err(_) => return wanted(&self.served_for(name)),
-            }
-        }
     }
 
     /// Replaces the index for every handshake that starts from now on.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Catalog, Changes, Entry, Origin, Refused, Scope};
 use crate::certs::check::{self, date, CertFacts, Severity};
 use crate::certs::discover::{self, Layout};
-use crate::certs::index::rank;
+use crate::certs::index::{rank, Served};
 use crate::certs::load::{Loaded, Summary};
 use crate::certs::report::{NameRow, NotEntry, OcspRow, Refusal, Report, Row, State};
 
@@ -133,6 +133,22 @@ impl Catalog {
         }
     }
 
+    /// The report's row of entry `id` alone (an install's answer), without the cost of
+    /// the whole report.
+    pub fn row_of(&self, id: &str) -> Option<Row> {
+        let entry = self.entries.get(id)?;
+        let now = check::now();
+        let serves = entry.serving.as_ref().is_some_and(|loaded| {
+            loaded.names.iter().any(|name| {
+                let mut list = self.claims.get(name).cloned().unwrap_or_default();
+                rank(name, &mut list, &mut Vec::new(), now);
+                let (first, also) = serving(&list);
+                *first.id == *id || also.is_some_and(|a| *a.id == *id)
+            })
+        });
+        Some(row(entry, now, (!serves).then_some(State::Superseded)))
+    }
+
     /// Which entry serves each name (ranked as the index ranks them), and the entries that
     /// serve at least one.
     fn names(&self, now: i64) -> (Vec<NameRow>, HashSet<Arc<str>>) {
@@ -143,8 +159,7 @@ impl Catalog {
         for (name, list) in claimed {
             let mut list = list.clone();
             rank(name, &mut list, &mut Vec::new(), now);
-            let first = &list[0];
-            let also = list.iter().find(|s| s.algorithm != first.algorithm);
+            let (first, also) = serving(&list);
             serves.insert(Arc::clone(&first.id));
             serves.extend(also.map(|a| Arc::clone(&a.id)));
             let superseded = list
@@ -161,6 +176,13 @@ impl Catalog {
         }
         (rows, serves)
     }
+}
+
+/// The versions of a ranked list that serve: the first, and the first of another key
+/// type (RSA beside ECDSA) when there is one.
+fn serving(list: &[Arc<Served>]) -> (&Arc<Served>, Option<&Arc<Served>>) {
+    let first = &list[0];
+    (first, list.iter().find(|s| s.algorithm != first.algorithm))
 }
 
 /// The row of `entry`; `state` overrides the state of a version that serves.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::look::{look, Look};
 use super::{Catalog, Changes, Rejected};
 use crate::certs::check::{self, Code, Finding};
-use crate::certs::index::Served;
+use crate::certs::index::{Outranked, Served};
 use crate::certs::load::{Leaf, LoadError, Loaded, Role};
 use crate::names::Pattern;
 
@@ -44,40 +44,40 @@ impl From<&LoadError> for Refused {
     }
 }
 
-/// The store's rule for a version that serves badly: it is refused when each name it
-/// covers is served now by a version with fewer problems (some of its problems and no
-/// other), so that it would help no client; the entry serving the first such name is
-/// returned. Names are served by the entries that claim them, and the server's own names,
-/// while no entry serves them without problems, by the server-wide certificate. A name
-/// nothing else serves (the alternative is the server-wide certificate and a certain
-/// mismatch), or served by a version with a problem this one has not or with the same
-/// ones, makes it worth loading.
+/// The store's rule for a version that does not serve at its best (errors, or a chain
+/// that leads to no trusted root): it is refused when each name it covers is served now
+/// by a version that outranks it ([`Standing::better_than`]: fewer errors, or the same
+/// errors and a trusted chain), so that it would help no client; the entry serving the
+/// first such name is returned, with why. Names are served by the entries that claim
+/// them, and the server's own names by the server-wide certificate too. A name nothing
+/// else serves (the alternative is the server-wide certificate and a certain mismatch),
+/// or served by a version no better, makes it worth loading.
 pub(super) fn worse(
     claims: &HashMap<Pattern, Vec<Arc<Served>>>,
     fallback: &Loaded,
     loaded: &Loaded,
     now: i64,
-) -> Option<Arc<str>> {
-    let own = loaded.served.problems;
-    if own.is_empty() {
+) -> Option<(Arc<str>, Outranked)> {
+    let own = loaded.served.standing_at(now);
+    if own.is_best() {
         return None;
     }
     let mut serving = None;
     for name in &loaded.names {
         let claimed = claims.get(name).map(Vec::as_slice).unwrap_or_default();
         let server_wide = fallback.names.contains(name).then_some(&fallback.served);
-        let better = claimed
+        let (better, why) = claimed
             .iter()
             .chain(server_wide)
-            .find(|s| s.problems_at(now).fewer_than(own))?;
-        serving.get_or_insert_with(|| Arc::clone(&better.id));
+            .find_map(|s| Some((s, s.standing_at(now).better_than(own)?)))?;
+        serving.get_or_insert_with(|| (Arc::clone(&better.id), why));
     }
     serving
 }
 
 impl Catalog {
     /// The server-wide certificate's files looked at again: a new version replaces the
-    /// one serving unless it has every problem of that one and more.
+    /// one serving unless that one outranks it (fewer errors, or a trusted chain).
     pub(super) fn refresh_fallback(&mut self, changes: &mut Changes) {
         // Its OCSP response may have come or gone since.
         self.fallback.source.ocsp = crate::certs::fallback::ocsp_of(&self.fallback.source.cert);
@@ -98,14 +98,19 @@ impl Catalog {
         self.fallback.stamp = stamp;
         self.fallback.digest = digest;
         let id = Arc::clone(&self.fallback.source.id);
-        let current = self.fallback().served.problems_at(check::now());
-        let result = result.and_then(|loaded| match current.fewer_than(loaded.served.problems) {
-            true => Err(LoadError::Worse {
-                findings: loaded.findings,
-                serving: Arc::clone(&id),
-            }),
-            false => Ok(loaded),
-        });
+        let now = check::now();
+        let current = self.fallback().served.standing_at(now);
+        let result =
+            result.and_then(
+                |loaded| match current.better_than(loaded.served.standing_at(now)) {
+                    Some(why) => Err(LoadError::Worse {
+                        findings: loaded.findings,
+                        serving: Arc::clone(&id),
+                        why,
+                    }),
+                    None => Ok(loaded),
+                },
+            );
         match result {
             Ok(mut loaded) => {
                 self.fallback.codes = loaded.findings.iter().map(|f| f.code).collect();

@@ -93,6 +93,9 @@ pub enum Code {
     OcspExpired,
     /// An OCSP response whose thisUpdate is still ahead.
     OcspNotYetValid,
+    /// An install (an upload, an ACME certificate) would serve no client: what serves its
+    /// name outranks it (a trusted chain, fewer errors, a later notAfter, an exact name).
+    NotBetter,
 }
 
 impl Code {
@@ -125,6 +128,7 @@ impl Code {
             Self::OcspBadSignature => "ocsp-bad-signature",
             Self::OcspExpired => "ocsp-expired",
             Self::OcspNotYetValid => "ocsp-not-yet-valid",
+            Self::NotBetter => "not-better",
         }
     }
 }

@@ -224,6 +224,17 @@ pub fn discover_stem(root: &Path, stem: &str) -> Found {
     }
 }
 
+/// The paths `root/STEM.EXT` that exist, of any kind (a file, a directory, a link), for
+/// every extension the store pairs by name: what a top-level entry named `STEM` is made
+/// of, or would be paired with.
+pub fn stem_paths(root: &Path, stem: &str) -> Vec<PathBuf> {
+    let paths = CERT_EXTENSIONS.iter().chain(&OTHER_EXTENSIONS);
+    let paths = paths.map(|ext| root.join(format!("{stem}.{ext}")));
+    paths
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect()
+}
+
 /// Lists the entries of the files directly in `root`, not of its subdirectories: what a
 /// change to a top-level file that names do not pair can have affected.
 pub fn discover_top(root: &Path) -> std::io::Result<Found> {

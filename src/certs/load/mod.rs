@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::check::{self, CertFacts, Code, Depth, Finding, Problems, Severity, Trust};
 use super::discover::Source;
-use super::index::Served;
+use super::index::{Outranked, Served};
 use super::limits::ReadError;
 use super::ocsp;
 use super::resolver::{schemes_of, signing_key, Fixed, Stapled};
@@ -18,6 +18,13 @@ use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 
 mod gather;
+
+/// The findings that say a chain leads to no trusted root.
+const UNTRUSTING: [Code; 3] = [
+    Code::SelfSigned,
+    Code::UntrustedIssuer,
+    Code::ChainIncomplete,
+];
 
 /// A certificate ready to serve, with what the index needs to know of it.
 #[derive(Debug, Clone)]
@@ -144,12 +151,13 @@ pub enum LoadError {
     /// a damaged or locked file, a failed check; the leaf, when it could be read.
     #[error("{}", list(.0))]
     Refused(Vec<Finding>, Option<Box<Leaf>>),
-    /// The version serves badly, and what serves its names now has none of its problems
-    /// (`serving`, the entry that does): it is not loaded, so as not to make things worse.
-    #[error("{}; {serving} serves its names without these problems", list(.findings))]
+    /// What serves its names now (`serving`, the entry that does) outranks the version,
+    /// for the reason `why`: it is not loaded, so as not to make things worse.
+    #[error("{}", worse(.findings, .serving, *.why))]
     Worse {
         findings: Vec<Finding>,
         serving: Arc<str>,
+        why: Outranked,
     },
     /// The leaf has no DNS name that could be served.
     #[error("{path}: the certificate has no usable DNS name in its subjectAltName{skipped}")]
@@ -350,6 +358,7 @@ fn parse_entry(
             .filter(|f| f.severity == Severity::Error)
             .map(|f| f.code),
     );
+    let trusted = !findings.iter().any(|f| UNTRUSTING.contains(&f.code));
     let (not_before, not_after) = (leaf.not_before, leaf.not_after);
     // Kept for as long as the version serves: no room for more certificates, as the
     // certificates were gathered one by one (a Vec of capacity 4 for a 1-certificate
@@ -399,6 +408,7 @@ fn parse_entry(
         not_before,
         not_after,
         problems,
+        trusted,
         certified: Some(Arc::clone(&certified)),
     });
     Ok(Loaded {
@@ -497,6 +507,29 @@ fn unusable_key(path: &Path, e: &rustls::Error) -> Finding {
         file: path.to_owned(),
         message: format!("the private key in {} cannot be used: {e}", path.display()),
         fix: "use an ECDSA P-256/P-384 or RSA (2048 bits or more) key".into(),
+    }
+}
+
+/// Why a version is refused for one that outranks it: its errors, or what leaves its
+/// chain untrusted, and what the version serving has instead.
+fn worse(findings: &[Finding], serving: &str, why: Outranked) -> String {
+    match why {
+        Outranked::Errors => format!(
+            "{}; {serving} serves its names without these problems",
+            list(findings)
+        ),
+        Outranked::Later => format!("{serving} serves its names as well and expires later"),
+        Outranked::Trust => {
+            let untrusted: Vec<String> = findings
+                .iter()
+                .filter(|f| UNTRUSTING.contains(&f.code))
+                .map(ToString::to_string)
+                .collect();
+            format!(
+                "{}; {serving} serves its names with a chain to a trusted root",
+                untrusted.join("; ")
+            )
+        }
     }
 }
 

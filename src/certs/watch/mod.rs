@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::catalog::{log_conflicts, Catalog, Scope};
+use super::install::{Change, Installer};
 use super::report::Report;
 use super::Store;
 use events::{collect, relink, watch, Watch, Watched, QUEUE};
@@ -31,22 +32,31 @@ pub struct Reloader {
     per_entry: bool,
     /// `certs.watch`: inotify, or only the rescan.
     watching: bool,
-    requests: (mpsc::Sender<Ask>, mpsc::Receiver<Ask>),
+    requests: (mpsc::Sender<Request>, mpsc::Receiver<Request>),
 }
 
-/// A request for the report, answered by the reloader between refreshes.
+/// What the reloader is asked between refreshes.
+#[derive(Debug)]
+pub(in crate::certs) enum Request {
+    /// The report.
+    Report(Ask),
+    /// An install or a removal ([`super::install`]).
+    Change(Change),
+}
+
+/// A request for the report.
 type Ask = oneshot::Sender<Arc<Report>>;
 
 /// Asks the running reloader for the store's report: the one the catalog that serves
 /// makes, as `mailfront certs` prints it (never a second scan).
 #[derive(Debug, Clone)]
-pub struct Reports(mpsc::Sender<Ask>);
+pub struct Reports(mpsc::Sender<Request>);
 
 impl Reports {
     /// The report, once the reloader is between refreshes; `None` when it has stopped.
     pub async fn get(&self) -> Option<Arc<Report>> {
         let (tx, rx) = oneshot::channel();
-        self.0.send(tx).await.ok()?;
+        self.0.send(Request::Report(tx)).await.ok()?;
         rx.await.ok()
     }
 }
@@ -67,6 +77,12 @@ impl Reloader {
     /// A handle that asks for the report while the reloader runs.
     pub fn reports(&self) -> Reports {
         Reports(self.requests.0.clone())
+    }
+
+    /// A handle that installs and removes entries through the running reloader: the
+    /// store's one writer.
+    pub fn installer(&self) -> Installer {
+        Installer(self.requests.0.clone())
     }
 
     /// Whether inotify watches the store (`certs.watch`); without it, only the rescan
@@ -154,8 +170,22 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
             None => tokio::select! {
                 Some(event) = events.recv() => collect(&watched, event, &mut events).await,
                 _ = ticker.tick() => (HashSet::from([Scope::All]), false),
-                Some(ask) = requests.recv() => {
-                    match answer(catalog, ask, &mut requests, &mut last_report, store.generation()).await {
+                Some(request) = requests.recv() => {
+                    let answered = match request {
+                        Request::Report(ask) => {
+                            answer(catalog, ask, &mut last_report, store.generation()).await
+                        }
+                        Request::Change(change) => {
+                            // What the report said may change.
+                            last_report = None;
+                            let changed = apply(catalog, change, &store, per_entry, reloads).await;
+                            changed.map(|(c, counted)| {
+                                reloads = counted;
+                                c
+                            })
+                        }
+                    };
+                    match answered {
                         Some(c) => catalog = c,
                         None => return,
                     }
@@ -251,6 +281,45 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
     }
 }
 
+/// Carries out an install or a removal on a blocking thread: the writer's files are
+/// written, the entry refreshed and the index published there, as a refresh does; returns
+/// the catalog and the counts (`None` if it panicked, a bug that stops the reloader as a
+/// failed refresh does).
+async fn apply(
+    mut catalog: Catalog,
+    change: Change,
+    store: &Arc<Store>,
+    per_entry: bool,
+    mut reloads: Reloads,
+) -> Option<(Catalog, Reloads)> {
+    let started = Instant::now();
+    let store = Arc::clone(store);
+    let changed = tokio::task::spawn_blocking(move || {
+        let mut refresh = |catalog: &mut Catalog, scope: &Scope| {
+            let (stats, _) = reload(catalog, &HashSet::from([scope.clone()]), &store);
+            if let Some(stats) = stats {
+                reloads.0[0] += u64::from(stats.0 + stats.1 + stats.2 > 0);
+                reloads.0[1] += u64::from(stats.3 > 0);
+            }
+        };
+        super::install::apply(&mut catalog, change, &mut refresh);
+        let mut summary = catalog.summary(per_entry);
+        summary.reloads = reloads.0;
+        summary.last_refresh = crate::certs::now();
+        store.set_summary(summary);
+        store.refreshed(started);
+        (catalog, reloads)
+    })
+    .await;
+    match changed {
+        Ok(changed) => Some(changed),
+        Err(e) => {
+            tracing::error!(reason = %e, "installing a certificate failed; live reload stopped");
+            None
+        }
+    }
+}
+
 /// Resolves at the time `at` (seconds since the epoch, so within a second after it), or
 /// at once when it is past; never without one.
 async fn until_unix(at: Option<i64>) {
@@ -263,9 +332,10 @@ async fn until_unix(at: Option<i64>) {
     }
 }
 
-/// Makes the report on a blocking thread (at 100,000 entries it takes a while) and sends it
-/// to `first` and to every request queued meanwhile; returns the catalog (`None` if the
-/// report panicked, a bug that stops the reloader as a failed refresh does).
+/// Makes the report on a blocking thread (at 100,000 entries it takes a while), or gives
+/// the last one again while fresh (so that requests queued meanwhile cost nothing), and
+/// sends it to `ask`; returns the catalog (`None` if the report panicked, a bug that
+/// stops the reloader as a failed refresh does).
 /// A report made within this long, with no refresh since, is given again rather than made
 /// anew (at 100,000 entries making one takes most of a second; its days left move slowly).
 const REPORT_FRESH: Duration = Duration::from_secs(10);
@@ -275,8 +345,7 @@ type LastReport = Option<(u64, Instant, Arc<Report>)>;
 
 async fn answer(
     catalog: Catalog,
-    first: Ask,
-    more: &mut mpsc::Receiver<Ask>,
+    ask: Ask,
     last: &mut LastReport,
     generation: u64,
 ) -> Option<Catalog> {
@@ -303,10 +372,7 @@ async fn answer(
             (catalog, report)
         }
     };
-    let _ = first.send(Arc::clone(&report));
-    while let Ok(ask) = more.try_recv() {
-        let _ = ask.send(Arc::clone(&report));
-    }
+    let _ = ask.send(report);
     Some(catalog)
 }
 
