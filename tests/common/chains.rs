@@ -71,23 +71,26 @@ impl ChainPki {
     /// A leaf for `names` issued by the intermediate, valid from `days.0` to `days.1`
     /// days from now.
     pub fn leaf_with(&self, names: &[&str], days: (i64, i64), serial: u64) -> Leaf {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(days.0);
-        params.not_after = now + time::Duration::days(days.1);
-        params.serial_number = Some(SerialNumber::from(serial));
-        let cert = params
-            .signed_by(&key, &self.inter.cert, &self.inter.key)
-            .unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        issue(
+            names,
+            days,
             serial,
-        }
+            alg,
+            Some((&self.inter.cert, &self.inter.key)),
+        )
+    }
+
+    /// [`ChainPki::leaf_with`] with an RSA key.
+    pub fn rsa_leaf_with(&self, names: &[&str], days: (i64, i64), serial: u64) -> Leaf {
+        let alg = &rcgen::PKCS_RSA_SHA256;
+        issue(
+            names,
+            days,
+            serial,
+            alg,
+            Some((&self.inter.cert, &self.inter.key)),
+        )
     }
 
     pub fn leaf(&self, names: &[&str]) -> Leaf {
@@ -117,6 +120,34 @@ impl ChainPki {
     /// `leaf + intermediate`, as a CA delivers a full chain.
     pub fn fullchain(&self, leaf: &Leaf) -> String {
         format!("{}{}", leaf.cert, self.inter.cert.pem())
+    }
+}
+
+/// A leaf for `names` with a key of `alg`, valid from `days.0` to `days.1` days from now,
+/// signed by `issuer` (a CA's certificate and key), or self-signed without one.
+pub fn issue(
+    names: &[&str],
+    days: (i64, i64),
+    serial: u64,
+    alg: &'static rcgen::SignatureAlgorithm,
+    issuer: Option<(&Certificate, &KeyPair)>,
+) -> Leaf {
+    let key = KeyPair::generate_for(alg).unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(days.0);
+    params.not_after = now + time::Duration::days(days.1);
+    params.serial_number = Some(SerialNumber::from(serial));
+    let cert = match issuer {
+        Some((ca, ca_key)) => params.signed_by(&key, ca, ca_key).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    Leaf {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        serial,
     }
 }
 

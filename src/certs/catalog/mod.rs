@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::SignatureAlgorithm;
+
 use super::check::{self, Codes, Problems, TrustFiles};
 use super::discover::{self, Found, Link, Source};
 use super::index::{rank, Conflict, Index, Match, Served};
@@ -315,10 +317,12 @@ impl Catalog {
         }
         let index = Index::empty(Arc::clone(&fallback)).with_updates(fallback, 0, updates);
         let served = super::store::CLIENTS.map(|schemes| index.select(Some(name), schemes));
-        match served.iter().any(|(s, _)| Arc::ptr_eq(s, &new.served)) {
-            true => Ok(()),
-            false => Err((Arc::clone(served[0].0), served[0].1)),
+        if served.iter().any(|(s, _)| Arc::ptr_eq(s, &new.served)) {
+            return Ok(());
         }
+        // The client `new` was meant for: an RSA certificate's is the RSA-only one.
+        let (winner, how) = served[usize::from(new.served.algorithm == SignatureAlgorithm::RSA)];
+        Err((Arc::clone(winner), how))
     }
 
     /// The loader's context: the provider, and the trust the checks judge chains by (the
