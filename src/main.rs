@@ -268,6 +268,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(mailfront::tickets::read)
         .transpose()?;
+    // So does it without a usable admin token.
+    let token = config.admin.as_ref().and_then(|a| a.token_file.as_deref());
+    token.map(mailfront::admin::check_token).transpose()?;
     let mut out = std::io::stdout().lock();
     // A closed stdout (`| head`) ends the listing, not the check: the exit status judges.
     let _ = inspect::config::print_config(path, &config, &mut out);

@@ -290,6 +290,9 @@ impl Server {
                 ready: Arc::clone(&self.ready),
                 store: Arc::clone(&self.shared.store),
                 installer: self.reloader.installer(),
+                // Made by `serve` from the admin settings, as `token` and `tls` are.
+                hosts: Default::default(),
+                sessions: Default::default(),
                 tls: false,
                 domains: self.readiness.as_ref().map(|r| Arc::clone(&r.checked)),
             };

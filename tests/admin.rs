@@ -43,6 +43,12 @@ fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
+/// The `Origin` header of a page of the interface at `addr`, which every request that
+/// changes something carries (as a browser's do) unless it has the bearer token.
+fn same_origin(addr: SocketAddr) -> String {
+    format!("Origin: http://{addr}")
+}
+
 /// The value of the sample `name{labels}` in an exposition.
 fn sample(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
@@ -223,10 +229,12 @@ async fn promtool_accepts_the_exposition() {
     assert_eq!(run.status, Some(0), "{}{}", run.stdout, run.stderr);
 }
 
-/// With a token every request but `/healthz` needs it, as a bearer token or the page's
-/// cookie; a wrong one is answered 401, and slowly.
+/// With a token every request but `/healthz` and `/readyz` (an orchestrator's probes)
+/// needs it, as a bearer token or the session the page's sign-in opens; a wrong one is
+/// answered 401, and slowly. The session's cookie is a random id, never the token: the
+/// token given as the cookie is refused, and signing out ends the session.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_token_guards_everything_but_healthz() {
+async fn the_token_guards_everything_but_the_probes() {
     let tmp = tempfile::tempdir().unwrap();
     let token = tmp.path().join("admin.token");
     std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
@@ -238,13 +246,9 @@ async fn the_token_guards_everything_but_healthz() {
     let (proxy, _imap) = proxy_with_admin(tmp.path(), &admin).await;
     let admin = proxy.admin.unwrap();
     assert_eq!(curl(&url(admin, "/healthz"), &[]).await.0, 200);
+    assert_eq!(curl(&url(admin, "/readyz"), &[]).await.0, 200);
     let started = std::time::Instant::now();
-    for path in [
-        "/metrics",
-        "/readyz",
-        "/api/v1/certs",
-        "/api/v1/fallback-names",
-    ] {
+    for path in ["/metrics", "/", "/api/v1/certs", "/api/v1/fallback-names"] {
         let (code, _) = curl(&url(admin, path), &[]).await;
         assert_eq!(code, 401, "{path} without the token");
     }
@@ -262,8 +266,51 @@ async fn the_token_guards_everything_but_healthz() {
         "Authorization: Bearer 0123456789abcdef0123456789abcdef",
     ];
     assert_eq!(curl(&url(admin, "/metrics"), &right).await.0, 200);
-    let cookie = ["-b", "mailfront_admin=0123456789abcdef0123456789abcdef"];
-    assert_eq!(curl(&url(admin, "/api/v1/certs"), &cookie).await.0, 200);
+
+    // The page's sign-in: a session id in the cookie, not the token.
+    let origin = same_origin(admin);
+    let token = "0123456789abcdef0123456789abcdef";
+    let jar = tmp.path().join("cookies.txt");
+    let jar = jar.to_str().unwrap();
+    let form = format!("token={token}");
+    let sign_in = ["-H", &origin, "-c", jar, "--data", &form];
+    let (code, _) = curl(&url(admin, "/login"), &sign_in).await;
+    assert_eq!(code, 303, "signed in, sent to the page");
+    let cookies = std::fs::read_to_string(jar).unwrap();
+    let line = cookies
+        .lines()
+        .find(|l| l.contains("mailfront_session"))
+        .unwrap();
+    assert!(line.starts_with("#HttpOnly_"), "HttpOnly: {line}");
+    let id = line.split('\t').next_back().unwrap();
+    assert_eq!(id.len(), 64, "a random id: {line}");
+    assert!(
+        !cookies.contains(token),
+        "the token is not in the cookie: {cookies}"
+    );
+    let with_jar = ["-b", jar];
+    assert_eq!(curl(&url(admin, "/api/v1/certs"), &with_jar).await.0, 200);
+    let made_up = format!("mailfront_session={token}");
+    let made_up = ["-b", made_up.as_str()];
+    assert_eq!(
+        curl(&url(admin, "/api/v1/certs"), &made_up).await.0,
+        401,
+        "the token is no session"
+    );
+    let old_cookie = format!("mailfront_admin={token}");
+    let old_cookie = ["-b", old_cookie.as_str()];
+    assert_eq!(
+        curl(&url(admin, "/api/v1/certs"), &old_cookie).await.0,
+        401,
+        "nor the old cookie"
+    );
+    let sign_out = ["-H", &origin, "-b", jar, "-X", "POST"];
+    assert_eq!(curl(&url(admin, "/logout"), &sign_out).await.0, 303);
+    assert_eq!(
+        curl(&url(admin, "/api/v1/certs"), &with_jar).await.0,
+        401,
+        "the session ended"
+    );
 }
 
 /// On an address other than loopback the interface speaks HTTPS with the server-wide
@@ -333,9 +380,12 @@ async fn put_json(
     let file = dir.join("upload.json");
     std::fs::write(&file, body.to_string()).unwrap();
     let data = format!("@{}", file.display());
+    let origin = same_origin(admin);
     let args = [
         "-X",
         "PUT",
+        "-H",
+        &origin,
         "-H",
         "Content-Type: application/json",
         "--data-binary",
@@ -390,6 +440,8 @@ async fn uploads_are_checked_written_and_served() {
     let form = [
         "-X".to_owned(),
         "PUT".to_owned(),
+        "-H".to_owned(),
+        same_origin(admin),
         "-F".to_owned(),
         format!("key=@{}", key.display()),
         "-F".to_owned(),
@@ -512,7 +564,8 @@ async fn uploads_are_checked_written_and_served() {
         409
     );
     std::fs::write(store.join("pem.example.net.pem"), "").unwrap();
-    let delete = ["-X", "DELETE"];
+    let origin = same_origin(admin);
+    let delete = ["-X", "DELETE", "-H", &origin];
     let (code, _) = curl(&url(admin, "/api/v1/certs/pem.example.net"), &delete).await;
     assert_eq!(code, 409, "not written by the admin interface");
     assert_eq!(
@@ -711,6 +764,8 @@ async fn unix_socket_and_bounded_bodies() {
         "-X",
         "PUT",
         "-H",
+        "Origin: http://admin",
+        "-H",
         "Content-Type: application/json",
         "--data-binary",
         &data,
@@ -772,7 +827,17 @@ async fn pfx_uploads_with_their_password() {
 
     let (aes, file) = pfx(31, false);
     let form = format!("certificate=@{}", file.display());
-    let args = ["-X", "PUT", "-F", &form, "-F", "password=s3cret"];
+    let origin = same_origin(admin);
+    let args = [
+        "-X",
+        "PUT",
+        "-H",
+        &origin,
+        "-F",
+        &form,
+        "-F",
+        "password=s3cret",
+    ];
     let (code, answer) = curl(&url(admin, &path), &args).await;
     assert_eq!(code, 201, "{answer}");
     assert_eq!(served_der(imaps, name).await.unwrap(), der(&aes));

@@ -291,6 +291,47 @@ fn world_readable_server_key_is_refused() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// An admin token file every user can read, or write (and so replace the token with one
+/// of their own), stops `run` and fails `check-config`, naming the file, its mode and the
+/// fix; 0600 passes both.
+#[test]
+fn admin_token_readable_or_writable_by_all_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = imaps_config(tmp.path(), "127.0.0.1:9".parse().unwrap());
+    let token = tmp.path().join("admin.token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(&format!(
+        "\n[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        token.display()
+    ));
+    std::fs::write(&path, config).unwrap();
+    for (mode, says) in [
+        (0o602, "written"),
+        (0o604, "read"),
+        (0o666, "read and written"),
+    ] {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+        let want = format!("can be {says} by every user (mode {mode:o})");
+        let (code, stderr) = run_to_exit(&path);
+        assert_ne!(code, Some(0), "{stderr}");
+        assert!(
+            stderr.contains("admin.token") && stderr.contains(&want),
+            "{stderr}"
+        );
+        let (code, _, stderr) = check_config(&path);
+        assert_ne!(code, 0, "check-config refuses what run refuses");
+        assert!(
+            stderr.contains(&want) && stderr.contains("chmod 600"),
+            "{stderr}"
+        );
+    }
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stdout, stderr) = check_config(&path);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
 /// Started as root with `server.user = "nobody"`, mailfront binds, then runs as nobody
 /// (every uid and gid, no capability left), serves, and reloads the store as nobody.
 #[tokio::test(flavor = "multi_thread")]

@@ -3,17 +3,23 @@
 //!
 //! It runs on the proxy's runtime as tasks of its own, never on the handshake path: its
 //! own socket (loopback, a unix socket, or any address with a token and HTTPS with the
-//! server-wide certificate), at most [`MAX_CONNECTIONS`] connections, each bounded in time
-//! ([`HEADER_TIMEOUT`], [`CONNECTION_LIFE`]) and in body size ([`MAX_BODY`]). What it
-//! shows comes from the store's one report (asked of the reloader) and the counters the
-//! connections keep ([`crate::metrics`]).
+//! server-wide certificate). Strangers cannot hold it: at most [`MAX_CONNECTIONS`]
+//! connections, at most [`PER_CLIENT`] of them from one client address, each request's
+//! headers within [`HEADER_TIMEOUT`] and body within [`guard::BODY_LIFE`], every
+//! connection closed after [`CONNECTION_LIFE`]; and while those caps are reached,
+//! [`PROBE_SLOTS`] more connections answer `/healthz` and `/readyz` (and nothing else),
+//! so that an orchestrator's liveness probe is answered. No web page can use it
+//! ([`guard`]). What it shows comes from the store's one report (asked of the reloader)
+//! and the counters the connections keep ([`crate::metrics`]).
 
 mod auth;
+mod guard;
 mod page;
 mod routes;
 mod upload;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -24,7 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -34,10 +40,17 @@ use crate::config::{AdminBind, AdminSettings, Config};
 use crate::metrics::fallback::{Recorder, TopNames};
 use crate::metrics::Exposition;
 
-/// Connections served at once; more are closed at accept.
+/// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once from one client address (an IPv6 /64 counts as one).
+pub const PER_CLIENT: usize = 16;
+/// Connections beyond the caps that answer one request for `/healthz` or `/readyz`; more
+/// are closed at accept.
+pub const PROBE_SLOTS: usize = 16;
 /// A request's headers must arrive within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A probe's request (beyond the caps) must arrive within this.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection is closed after this long, whatever it does (a scraper reconnects).
 pub const CONNECTION_LIFE: Duration = Duration::from_secs(300);
 /// The largest request body read.
@@ -79,6 +92,10 @@ pub(crate) struct State {
     pub reports: Reports,
     pub config: Config,
     pub names: Arc<Mutex<TopNames>>,
+    /// The names `Host` may give ([`guard`]).
+    pub hosts: guard::Names,
+    /// The page's signed-in sessions.
+    pub sessions: auth::Sessions,
     pub recorder: Arc<Recorder>,
     pub ready: Arc<AtomicBool>,
     pub store: Arc<Store>,
@@ -135,20 +152,21 @@ impl Admin {
         let state = Arc::new(State {
             token: self.token,
             tls: tls.is_some(),
+            hosts: guard::Names::new(&state.config.server.name, &self.settings.allowed_hosts),
             ..state
         });
         let router = routes::router(Arc::clone(&state));
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Slots::default());
         let bind = self.settings.bind.clone();
-        let serve_one = |io: Conn, peer: String| {
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                debug!(%peer, "admin: connection refused, {MAX_CONNECTIONS} already open");
+        let serve_one = |io: Conn, peer: Option<SocketAddr>| {
+            let Some(slot) = slots.take(peer) else {
+                debug!(peer = ?peer, "admin: connection refused, every slot taken");
                 return;
             };
             let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
             tokio::spawn(async move {
-                let _permit = permit;
                 let served = async {
+                    let local = io.local();
                     match (io, tls) {
                         (Conn::Tcp(tcp), Some(tls)) => {
                             let Ok(Ok(tls)) =
@@ -156,10 +174,10 @@ impl Admin {
                             else {
                                 return;
                             };
-                            http(tls, router).await;
+                            http(tls, router, local, &slot).await;
                         }
-                        (Conn::Tcp(tcp), None) => http(tcp, router).await,
-                        (Conn::Unix(unix), _) => http(unix, router).await,
+                        (Conn::Tcp(tcp), None) => http(tcp, router, local, &slot).await,
+                        (Conn::Unix(unix), _) => http(unix, router, local, &slot).await,
                     }
                 };
                 tokio::select! {
@@ -178,7 +196,7 @@ impl Admin {
                 loop {
                     tokio::select! {
                         accepted = socket.accept() => match accepted {
-                            Ok((tcp, peer)) => serve_one(Conn::Tcp(tcp), peer.to_string()),
+                            Ok((tcp, peer)) => serve_one(Conn::Tcp(tcp), Some(peer)),
                             Err(e) => accept_failed(&e).await,
                         },
                         () = stop.cancelled() => return,
@@ -194,7 +212,7 @@ impl Admin {
                 loop {
                     tokio::select! {
                         accepted = socket.accept() => match accepted {
-                            Ok((unix, _)) => serve_one(Conn::Unix(unix), "unix".into()),
+                            Ok((unix, _)) => serve_one(Conn::Unix(unix), None),
                             Err(e) => accept_failed(&e).await,
                         },
                         () = stop.cancelled() => return,
@@ -205,9 +223,132 @@ impl Admin {
     }
 }
 
+/// The admin interface's connection slots: [`MAX_CONNECTIONS`] in all, [`PER_CLIENT`]
+/// per client address, and [`PROBE_SLOTS`] beyond them for the health endpoints.
+#[derive(Debug)]
+struct Slots {
+    all: Arc<Semaphore>,
+    probes: Arc<Semaphore>,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            probes: Arc::new(Semaphore::new(PROBE_SLOTS)),
+            clients: Arc::default(),
+        }
+    }
+}
+
+/// A connection's slot, given back when it closes.
+#[derive(Debug)]
+enum Slot {
+    /// A full one, counted against its client (`None`: a unix socket's).
+    Full {
+        _permit: OwnedSemaphorePermit,
+        _client: Option<ClientCount>,
+    },
+    /// One request, for `/healthz` or `/readyz` only; why there is no full one.
+    Probe {
+        _permit: OwnedSemaphorePermit,
+        why: String,
+    },
+}
+
+/// One connection counted against its client address.
+#[derive(Debug)]
+struct ClientCount {
+    client: IpAddr,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for ClientCount {
+    fn drop(&mut self) {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = clients.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl Slots {
+    /// A slot for a connection from `peer` (`None`: a unix socket), if one is free.
+    fn take(&self, peer: Option<SocketAddr>) -> Option<Slot> {
+        let client = peer.map(|p| client_of(p.ip()));
+        let counted = match client {
+            None => Some(None),
+            Some(client) => {
+                let mut clients = self
+                    .clients
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = clients.entry(client).or_default();
+                (*n < PER_CLIENT).then(|| {
+                    *n += 1;
+                    Some(ClientCount {
+                        client,
+                        clients: Arc::clone(&self.clients),
+                    })
+                })
+            }
+        };
+        let why = match counted {
+            Some(count) => match Arc::clone(&self.all).try_acquire_owned() {
+                Ok(permit) => {
+                    return Some(Slot::Full {
+                        _permit: permit,
+                        _client: count,
+                    })
+                }
+                Err(_) => format!("{MAX_CONNECTIONS} connections are open"),
+            },
+            None => format!(
+                "{PER_CLIENT} connections are open from {}",
+                client.map_or_else(String::new, |c| c.to_string())
+            ),
+        };
+        let permit = Arc::clone(&self.probes).try_acquire_owned().ok()?;
+        Some(Slot::Probe {
+            _permit: permit,
+            why,
+        })
+    }
+}
+
+/// The client a connection counts against: its address, an IPv6 one by its /64 (one
+/// host's privacy addresses are one client).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl Conn {
+    /// What the router is told of it.
+    fn local(&self) -> guard::Conn {
+        let local = match self {
+            Self::Tcp(tcp) => tcp.local_addr().ok().map(|a| a.ip()),
+            Self::Unix(_) => None,
+        };
+        guard::Conn { local }
+    }
 }
 
 /// A 500 saying what failed (the handlers' answer when their own work fails).
@@ -223,16 +364,44 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Serves HTTP/1.1 on one connection.
-async fn http<I>(io: I, router: axum::Router)
+/// Serves HTTP/1.1 on one connection: every request handed to the router with what the
+/// connection is ([`guard::Conn`]); on a probe's slot, one request for the health
+/// endpoints within [`PROBE_TIMEOUT`], and nothing else.
+async fn http<I>(io: I, router: axum::Router, local: guard::Conn, slot: &Slot)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    let probe = match slot {
+        Slot::Probe { why, .. } => Some(Arc::new(why.clone())),
+        Slot::Full { .. } => None,
+    };
+    let service = tower::service_fn(
+        move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+            let router = router.clone();
+            let probe = probe.clone();
+            async move {
+                let health = matches!(request.uri().path(), "/healthz" | "/readyz");
+                if let (Some(why), false) = (probe, health) {
+                    let why =
+                        format!("busy: {why}; try again later (/healthz and /readyz still answer)");
+                    return Ok(guard::busy(why));
+                }
+                request.extensions_mut().insert(local);
+                let request = request.map(axum::body::Body::new);
+                tower::ServiceExt::oneshot(router, request).await
+            }
+        },
+    );
+    let service = TowerToHyperService::new(service);
     let mut builder = hyper::server::conn::http1::Builder::new();
+    let (timeout, keep_alive) = match slot {
+        Slot::Probe { .. } => (PROBE_TIMEOUT, false),
+        Slot::Full { .. } => (HEADER_TIMEOUT, true),
+    };
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(timeout)
+        .keep_alive(keep_alive)
         .max_buf_size(64 * 1024);
     if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         debug!(reason = %e, "admin: connection ended");
@@ -264,18 +433,28 @@ impl rustls::server::ResolvesServerCert for ServerWide {
     }
 }
 
+/// Checks `admin.token_file` as `run` reads it (`check-config` refuses what `run` would).
+pub fn check_token(path: &Path) -> Result<(), AdminError> {
+    read_token(path).map(|_| ())
+}
+
 /// Reads the token: one line, at least [`MIN_TOKEN`] characters, in a file other users
-/// cannot read.
+/// can neither read nor write.
 fn read_token(path: &Path) -> Result<auth::Token, AdminError> {
     let error = |reason: String| AdminError::Token {
         path: path.to_owned(),
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| error(format!("cannot be read: {e}")))?;
-    if meta.permissions().mode() & 0o004 != 0 {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o006 != 0 {
+        let who = match mode & 0o006 {
+            0o002 => "written",
+            0o004 => "read",
+            _ => "read and written",
+        };
         return Err(error(format!(
-            "can be read by every user (mode {:o}): chmod 600 it",
-            meta.permissions().mode() & 0o777
+            "can be {who} by every user (mode {mode:o}): chmod 600 it"
         )));
     }
     if meta.len() > 4096 {

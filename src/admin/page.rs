@@ -3,9 +3,10 @@
 //! upload form; server-rendered HTML without JavaScript.
 //!
 //! With a token, a browser without it is shown a form that asks for it once (`/login`),
-//! which keeps it in an HttpOnly, SameSite=Strict cookie. Form posts are refused when the
-//! browser says they come from another site (`Origin`), so that a page elsewhere cannot
-//! make the operator's browser upload to a loopback interface.
+//! which opens a session: a random id, never the token, in an HttpOnly, SameSite=Strict
+//! cookie that expires (`/logout` ends it). Form posts from another site are refused
+//! before they get here ([`super::guard`]: `Origin`), so that a page elsewhere cannot make
+//! the operator's browser upload to a loopback interface.
 
 use std::sync::Arc;
 
@@ -46,9 +47,6 @@ pub async fn index(
 
 /// `POST /upload`: the form's upload, answered with the page showing its outcome.
 pub async fn upload_form(State(state): State<Arc<super::State>>, request: Request) -> Response {
-    if let Some(refused) = cross_site(request.headers()) {
-        return refused;
-    }
     let form = match Multipart::from_request(request, &state).await {
         Ok(form) => form,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("not a form: {e}\n")).into_response(),
@@ -75,25 +73,20 @@ pub struct Login {
     token: String,
 }
 
-/// `POST /login`: keeps a right token in the cookie and goes to the page.
-pub async fn login(
-    State(state): State<Arc<super::State>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
+/// `POST /login`: a right token opens a session, whose id the cookie keeps, and goes to
+/// the page.
+pub async fn login(State(state): State<Arc<super::State>>, body: axum::body::Bytes) -> Response {
     let token = serde_urlencoded_token(&body);
     let Some(expected) = &state.token else {
         return Redirect::to("/").into_response();
     };
     match token {
         Some(login) if expected.matches(login.token.trim().as_bytes()) => {
+            let id = state.sessions.open(std::time::Instant::now());
             let cookie = format!(
-                "{}={}; HttpOnly; SameSite=Strict; Path=/{}",
+                "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
                 auth::COOKIE,
-                login.token.trim(),
+                auth::SESSION_LIFE.as_secs(),
                 if state.tls { "; Secure" } else { "" }
             );
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
@@ -107,6 +100,19 @@ pub async fn login(
                 .into_response()
         }
     }
+}
+
+/// `POST /logout`: ends the session and forgets the cookie.
+pub async fn logout(State(state): State<Arc<super::State>>, headers: HeaderMap) -> Response {
+    if let Some(id) = auth::session(&headers) {
+        state.sessions.close(id);
+    }
+    let cookie = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        auth::COOKIE,
+        if state.tls { "; Secure" } else { "" }
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
 fn serde_urlencoded_token(body: &[u8]) -> Option<Login> {
@@ -136,23 +142,6 @@ fn percent_decode(text: &str) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
-}
-
-/// A form post the browser says comes from another site: refused.
-fn cross_site(headers: &HeaderMap) -> Option<Response> {
-    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
-    (origin_host != host).then(|| {
-        (
-            StatusCode::FORBIDDEN,
-            "refused: this form was posted from another site\n",
-        )
-            .into_response()
-    })
 }
 
 /// The page that asks for the token.
@@ -208,6 +197,9 @@ async fn page(
                 (style())
             }
             body {
+                @if state.token.is_some() {
+                    form.signout method="post" action="/logout" { button type="submit" { "Sign out" } }
+                }
                 h1 { "mailfront on " (state.config.server.name) }
                 p.summary {
                     (serving) " serving, " (degraded) " serving with errors, " (refused) " refused. "
@@ -399,7 +391,7 @@ fn style() -> Markup {
 }
 
 /// Colours that also read in text: every state is written out, the colour only helps.
-const CSS: &str = "
+pub(super) const CSS: &str = "
 body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
 table { border-collapse: collapse; width: 100%; }
@@ -412,5 +404,6 @@ tr.mine { background: #eef6ff; }
 .outcome.ok { border-color: #0a6b2d; } .outcome.refused { border-color: #b00020; }
 .fix { color: #444; } .hint { color: #555; }
 p.files label { display: inline-block; margin-right: 1.5em; }
+form.signout { float: right; }
 textarea { width: 100%; font-family: monospace; margin: .3em 0; }
 ";

@@ -24,7 +24,6 @@ pub fn router(state: Arc<super::State>) -> Router {
     let guarded = Router::new()
         .route("/", get(super::page::index))
         .route("/upload", post(super::page::upload_form))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/certs", get(certs))
         .route(
@@ -39,10 +38,16 @@ pub fn router(state: Arc<super::State>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/login", post(super::page::login))
+        .route("/logout", post(super::page::logout))
         .merge(guarded)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            super::guard::check,
+        ))
         .with_state(state)
 }
 
@@ -62,7 +67,8 @@ async fn readyz(State(state): Shared) -> Response {
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "no such endpoint\n").into_response()
+    let body = serde_json::json!({ "error": "no such endpoint" });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
 /// The text exposition: OpenMetrics when the client asks for it (Prometheus does), else

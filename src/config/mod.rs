@@ -74,6 +74,9 @@ pub struct AdminSettings {
     pub token_file: Option<PathBuf>,
     /// One `certificate_not_after_seconds` series per entry.
     pub per_certificate_metrics: bool,
+    /// Host names (besides its address, `localhost` and `server.name`) that requests may
+    /// name it by in `Host`: the name an operator reaches it by through a proxy or DNS.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where the admin interface listens.
@@ -547,10 +550,33 @@ fn admin_settings(
         Some(t) => Some(base.join(t.get_ref())),
         None => None,
     };
+    let mut allowed_hosts = Vec::with_capacity(raw.allowed_hosts.len());
+    for host in &raw.allowed_hosts {
+        let text = host
+            .get_ref()
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let name = crate::names::Pattern::parse(&text);
+        let ip = text.trim_matches(['[', ']']).parse::<std::net::IpAddr>();
+        if !matches!(name, Ok(crate::names::Pattern::Exact(_))) && ip.is_err() {
+            return Err(cx.invalid(
+                host,
+                "admin.allowed_hosts",
+                format!(
+                    "`{}` is not a host name or address (give the name alone, without \
+                     scheme, port or path: admin.example.net)",
+                    host.get_ref()
+                ),
+            ));
+        }
+        allowed_hosts.push(text.trim_matches(['[', ']']).to_owned());
+    }
     let settings = AdminSettings {
         bind,
         token_file,
         per_certificate_metrics: raw.per_certificate_metrics,
+        allowed_hosts,
     };
     if settings.tls() && settings.token_file.is_none() {
         return Err(cx.invalid(

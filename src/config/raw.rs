@@ -70,6 +70,8 @@ pub(super) struct RawAdmin {
     pub bind: Spanned<String>,
     pub token_file: Option<Spanned<String>>,
     #[serde(default)]
+    pub allowed_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
     pub per_certificate_metrics: bool,
 }
 
