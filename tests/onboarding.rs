@@ -238,8 +238,8 @@ async fn thunderbird_autoconfig() {
 
 /// Outlook's POST to autodiscover.DOMAIN (and to the domain itself) is answered with the
 /// user's account: every listener, the address as login, SSL or TLS as the listener
-/// does it; a request for another schema or with a broken body gets Autodiscover's
-/// error, a huge body 413.
+/// does it; an address of another domain, a request for another schema or with a broken
+/// body gets Autodiscover's error, a huge body 413.
 #[tokio::test]
 async fn outlook_autodiscover() {
     let s = site(Some("username = \"address\"")).await;
@@ -282,7 +282,8 @@ async fn outlook_autodiscover() {
         );
         assert!(lines.contains(&submission), "{lines:?}");
     }
-    // The address's domain decides (an SRV record sends other.org's users here too).
+    // One customer's host answers for its own domain only: another's address gets
+    // Autodiscover's error (Outlook tries its next method).
     let other = body.replace("jane@example.com", "bob@other.org");
     let (status, _, xml) = s
         .curl(
@@ -292,8 +293,11 @@ async fn outlook_autodiscover() {
         )
         .await;
     assert_eq!(status, 200);
-    let lines = servers(&s.root, &xml).await;
-    assert!(lines[0].starts_with("imap server.com "), "{lines:?}");
+    assert_eq!(servers(&s.root, &xml).await, vec!["error 600"]);
+    assert!(
+        xml.contains("other.org is not set up through autodiscover.example.com"),
+        "{xml}"
+    );
     let mobile = body.replace(
         "outlook/responseschema/2006a",
         "mobilesync/responseschema/2006",
@@ -371,4 +375,42 @@ async fn without_onboarding_everything_is_relayed() {
         let (status, _, body) = s.curl(host, path, &[]).await;
         assert_eq!((status, body.as_str()), (200, "ok\n"), "{host}");
     }
+}
+
+/// One customer's setup hosts answer for that customer's domain only, and only for
+/// domains the store knows: Thunderbird's request on autoconfig.example.com for an
+/// address at other.org (and the reverse) is refused, and so are the documents of a name
+/// that merely points here (`mta-sts.victim.example` gets no enforce policy).
+#[tokio::test]
+async fn one_customer_cannot_fetch_anothers_documents() {
+    let s = site(Some("mta_sts = \"enforce\"")).await;
+    let doc = "/mail/config-v1.1.xml?emailaddress=";
+    let own = format!("{doc}jane%40example.com");
+    assert_eq!(s.curl("autoconfig.example.com", &own, &[]).await.0, 200);
+    for (host, address) in [
+        ("autoconfig.example.com", "bob%40other.org"),
+        ("autoconfig.other.org", "jane%40example.com"),
+    ] {
+        let (status, _, body) = s.curl(host, &format!("{doc}{address}"), &[]).await;
+        assert_eq!(status, 404, "{host} for {address}: {body}");
+        assert!(body.contains("is not set up through"), "{body}");
+    }
+    // Names no entry covers: served the server-wide certificate (-k), and no document.
+    for (host, path) in [
+        ("mta-sts.victim.example", "/.well-known/mta-sts.txt"),
+        ("autoconfig.victim.example", "/mail/config-v1.1.xml"),
+    ] {
+        let (status, _, body) = s.curl(host, path, &["-k"]).await;
+        assert_eq!(status, 404, "{host}{path}: {body}");
+        assert!(
+            body.contains("no setup documents for victim.example"),
+            "{body}"
+        );
+        assert!(!body.contains("enforce"), "{body}");
+    }
+    let (status, _, policy) = s
+        .curl("mta-sts.example.com", "/.well-known/mta-sts.txt", &[])
+        .await;
+    assert_eq!(status, 200);
+    assert!(policy.contains("mode: enforce"), "{policy}");
 }

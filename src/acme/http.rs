@@ -232,6 +232,21 @@ async fn answer(
         }
         Asked::Other { host, path, head } => match &ctx.backend {
             Some(backend) => relay(tcp, peer, buf, backend, ctx, shared).await,
+            // Only a path (origin-form) is appended to `https://HOST`: `@evil.example/`
+            // would make the host a user name and evil.example the host, and an
+            // absolute-form target another site altogether.
+            None if !path.starts_with('/') => {
+                let _ = respond(
+                    &mut tcp,
+                    "400 Bad Request",
+                    "text/plain",
+                    b"the request-target must be a path starting with /\n",
+                    head,
+                    None,
+                )
+                .await;
+                "bad-target"
+            }
             None => match host {
                 Some(host) => {
                     let location = format!("https://{host}{path}");

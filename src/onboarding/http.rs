@@ -279,16 +279,38 @@ impl Serve {
         let mta_sts = setup.is_some_and(|(h, _)| h == SetupHost::MtaSts)
             && path == "/.well-known/mta-sts.txt";
         let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+        let document = match (autoconfig, autodiscover, mta_sts) {
+            (true, _, _) => Document::Autoconfig,
+            (_, true, _) => Document::Autodiscover,
+            (_, _, true) => Document::MtaSts,
+            _ => Document::Other,
+        };
+        // Only for a domain the store knows: no documents (an enforce policy, say) for a
+        // name that merely points here.
+        if document != Document::Other && !self.known(&domain) {
+            let text = format!("no setup documents for {domain} here\n");
+            return (
+                document,
+                Answer::Refused,
+                plain(StatusCode::NOT_FOUND, text),
+            );
+        }
         if autoconfig && read_only {
             let address = req.uri().query().and_then(|q| {
                 form_urlencoded::parse(q.as_bytes())
                     .find(|(k, _)| k.eq_ignore_ascii_case("emailaddress"))
                     .map(|(_, v)| v.into_owned())
             });
-            let domain = address
-                .as_deref()
-                .and_then(documents::checked_address)
-                .map_or(domain, |(_, d)| d);
+            // One customer's host answers for its own domain only.
+            let asked = address.as_deref().and_then(documents::checked_address);
+            if let Some((_, other)) = asked.filter(|(_, d)| *d != domain) {
+                let text = format!("{other} is not set up through {}\n", self.sni);
+                return (
+                    document,
+                    Answer::Refused,
+                    plain(StatusCode::NOT_FOUND, text),
+                );
+            }
             let xml = documents::autoconfig(&self.setup(&domain, &self.host(&domain)));
             return (
                 Document::Autoconfig,
@@ -310,16 +332,10 @@ impl Serve {
                 reply(StatusCode::OK, "text/plain; charset=utf-8", policy),
             );
         }
-        let document = if autoconfig {
-            Document::Autoconfig
-        } else if autodiscover {
-            Document::Autodiscover
-        } else if mta_sts {
-            Document::MtaSts
-        } else {
+        if document == Document::Other {
             let response = plain(StatusCode::NOT_FOUND, "not found\n".into());
             return (Document::Other, Answer::NotFound, response);
-        };
+        }
         let allow = if autodiscover { "POST" } else { "GET, HEAD" };
         let mut response = plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -391,15 +407,33 @@ impl Serve {
                 reply(StatusCode::OK, XML, xml),
             );
         };
-        // The address's domain (an SRV record may have sent the client to another host).
+        // One customer's host answers for its own domain only.
         let domain =
             documents::checked_address(&address).map_or_else(|| host_domain.to_owned(), |(_, d)| d);
+        if domain != host_domain {
+            let why = format!("{domain} is not set up through {}", self.sni);
+            let xml = documents::autodiscover_error(600, &why);
+            return (
+                Document::Autodiscover,
+                Answer::Refused,
+                reply(StatusCode::OK, XML, xml),
+            );
+        }
         let xml = documents::autodiscover(&self.setup(&domain, &self.host(&domain)), &address);
         (
             Document::Autodiscover,
             Answer::Answered,
             reply(StatusCode::OK, XML, xml),
         )
+    }
+
+    /// Whether the store knows `domain`: an entry of its own (not the server-wide
+    /// certificate) covers the name this connection asked for, `mail.DOMAIN` or DOMAIN.
+    fn known(&self, domain: &str) -> bool {
+        let mail = format!("mail.{domain}");
+        [&*self.sni, &mail, domain]
+            .iter()
+            .any(|name| super::covering(&self.store, name).is_some())
     }
 
     fn host(&self, domain: &str) -> String {
