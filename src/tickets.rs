@@ -63,10 +63,10 @@ const BLOCK: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum TicketKeysError {
     /// The file cannot be read.
-    #[error("server.ticket_keys {}: cannot read: {source}", .path.display())]
+    #[error("server.ticket_keys {}: cannot read: {error}", .path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Every user of the host can read the file.
     #[error("server.ticket_keys {}: readable by every user (mode {mode:04o}): whoever reads it can open the sessions' tickets; chmod 600 it (or 640, with server.user's group)", .path.display())]
@@ -244,9 +244,9 @@ fn digest(bytes: &[u8]) -> u64 {
 /// Reads and parses the key file.
 pub fn read(path: &Path) -> Result<KeySet, TicketKeysError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let read_error = |source| TicketKeysError::Read {
+    let read_error = |error| TicketKeysError::Read {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mode = std::fs::metadata(path)
         .map_err(read_error)?

@@ -780,3 +780,49 @@ async fn orders_per_hour_holds_back_the_names_beyond_it() {
         .collect();
     assert_eq!(served.iter().filter(|s| **s).count(), 1, "{served:?}");
 }
+
+/// A CA whose API certificate the ACME client does not trust (pebble without
+/// `acme.ca_bundle`): the order's failure is logged with its whole chain of causes, the
+/// certificate verification error among them, each cause once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_ca_api_is_reported_with_its_cause() {
+    let (dir, store) = test_root();
+    let root = dir.path();
+    let https = free_port();
+    let pebble = pebble_at(
+        root,
+        Ports {
+            http: free_port(),
+            tls: https,
+        },
+        3600,
+    )
+    .await;
+    let web = Backend::http().await;
+    let names = names_file(root, "names.txt", &["mail.example.com"]);
+    let acme = pebble.acme_section(&root.join("state"), &names);
+    let acme: String = acme
+        .lines()
+        .filter(|l| !l.starts_with("ca_bundle"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = format!(
+        "{}{}{acme}",
+        head(root, &store, ""),
+        listener_at("https", "https", https, Some(web.addr)),
+    );
+    let path = root.join("m.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = common::running::Running::start("", &path);
+    let line = proxy
+        .wait_line("ACME: order failed")
+        .expect("the order fails at once");
+    let reason = common::running::field(&line, "reason");
+    assert!(
+        reason.contains("client error (Connect)") && reason.contains("certificate"),
+        "the cause is named: {reason}"
+    );
+    for part in reason.split(": ") {
+        assert_eq!(reason.matches(part).count(), 1, "{part:?} once in {reason}");
+    }
+}

@@ -188,6 +188,20 @@ fn cli_errors_say_each_cause_once() {
     let (code, stderr) = run_to_exit(&path);
     assert_eq!(code, Some(1), "{stderr}");
     once(&stderr, "Address already in use");
+
+    // A ticket key file that is not there: `check-config` and `run` alike.
+    let keys = text.replace(
+        "[server]\n",
+        "[server]\nticket_keys = \"/nonexistent/ticket.keys\"\n",
+    );
+    std::fs::write(&path, keys).unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1);
+    once(&stderr, "No such file or directory");
+    assert!(stderr.contains("/nonexistent/ticket.keys"), "{stderr}");
+    let (code, stderr) = run_to_exit(&path);
+    assert_eq!(code, Some(1), "{stderr}");
+    once(&stderr, "No such file or directory");
 }
 
 /// A config with one IMAPS listener in front of `backend`, written into `root`.

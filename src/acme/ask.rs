@@ -117,7 +117,8 @@ impl Ask {
                 }
             }
             Ok(Err(e)) => {
-                tracing::warn!(url, reason = %e, "acme.ask cannot be reached; new names wait, issued ones keep serving and renewing");
+                let reason = super::causes(&e);
+                tracing::warn!(url, reason, "acme.ask cannot be reached; new names wait, issued ones keep serving and renewing");
                 Verdict::Unknown
             }
             Err(_) => {

@@ -499,7 +499,8 @@ impl Manager {
                 self.ari = Some(false);
             }
             Err(e) => {
-                debug!(name = %name, reason = %e, "ACME: renewal information not available; asked again in an hour");
+                let reason = super::causes(&e);
+                debug!(name = %name, reason, "ACME: renewal information not available; asked again in an hour");
                 if let Some(state) = self.names.get_mut(&name) {
                     state.ari_next = Some(now + ari::AFTER_ERROR);
                 }

@@ -123,6 +123,24 @@ pub fn start(config: &Config, store: Arc<Store>, installer: Installer) -> Option
     Some(Started { handle, manager })
 }
 
+/// `error` and each of its causes, joined by ": ", each said once: a cause whose words
+/// the text already holds is left out. The CA's API, `ask` and renewal information fail
+/// through hyper, whose own message ("client error (Connect)") names no reason; the
+/// reason (a certificate the API's roots do not trust, a refused connection) is a cause.
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// When a certificate for `name` valid from `not_before` to `not_after` (Unix times) is
 /// renewed: two thirds into its lifetime, moved earlier by up to a twentieth of it (a
 /// fixed amount per name, so that names issued together do not renew together, and the

@@ -19,8 +19,9 @@ use crate::config::{AcmeSettings, KeyType};
 /// Why an order did not end with a certificate in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
-    /// The CA refused or failed a step (its problem document, or the transport's error).
-    #[error("{step}: {error}")]
+    /// The CA refused or failed a step (its problem document, or the transport's error
+    /// with every cause).
+    #[error("{step}: {}", super::causes(error))]
     Acme {
         step: &'static str,
         error: instant_acme::Error,
