@@ -226,7 +226,7 @@ async fn page(
                         }
                         p { button type="submit" { "Check and install" } }
                     }
-                    p.hint { "The files are checked as " code { "mailfront check --domain NAME" } " does; nothing is written unless every check passes." }
+                    p.hint { "The files are checked as " code { "mailfront check --domain NAME" } " does, as they will be written; nothing is written unless every check passes and the certificate would serve the name (a trusted certificate is never displaced by a self-signed one), and files the admin interface did not write are never replaced." }
                 }
                 section #certificates {
                     h2 { "Certificates in use" }
