@@ -90,9 +90,12 @@ async fn put(
     std::fs::write(&file, body.to_string()).unwrap();
     let data = format!("@{}", file.display());
     let url = format!("http://{admin}/api/v1/certs/{name}");
+    let origin = format!("Origin: http://{admin}");
     let args = [
         "-X",
         "PUT",
+        "-H",
+        &origin,
         "-H",
         "Content-Type: application/json",
         "--data-binary",
@@ -105,7 +108,8 @@ async fn put(
 
 async fn delete(admin: SocketAddr, name: &str) -> (u16, String) {
     let url = format!("http://{admin}/api/v1/certs/{name}");
-    curl(&url, &["-X", "DELETE"]).await
+    let origin = format!("Origin: http://{admin}");
+    curl(&url, &["-X", "DELETE", "-H", &origin]).await
 }
 
 /// The report's row of `entry`, once it is there (the store looked at its files).
