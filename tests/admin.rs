@@ -267,6 +267,19 @@ async fn the_token_guards_everything_but_the_probes() {
     ];
     assert_eq!(curl(&url(admin, "/metrics"), &right).await.0, 200);
 
+    // A stranger's body is not read past 16 KiB (a sign-in form's): no megabyte held.
+    let big = tmp.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 100_000]).unwrap();
+    let data = format!("@{}", big.display());
+    let origin = same_origin(admin);
+    let put = ["-X", "PUT", "-H", &origin, "--data-binary", &data];
+    assert_eq!(
+        curl(&url(admin, "/api/v1/certs/a.example.com"), &put)
+            .await
+            .0,
+        413
+    );
+
     // The page's sign-in: a session id in the cookie, not the token.
     let origin = same_origin(admin);
     let token = "0123456789abcdef0123456789abcdef";
@@ -738,8 +751,8 @@ async fn fallback_names_under_a_flood_of_random_names() {
     assert_eq!(body["dropped"], 0);
 }
 
-/// On a unix socket, and against hostile requests: a body over 1 MiB is refused and the
-/// proxy keeps serving.
+/// On a unix socket, and against hostile requests: a foreign `Host` is refused there too,
+/// a body over 1 MiB is refused, and the proxy keeps serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn unix_socket_and_bounded_bodies() {
     let tmp = tempfile::tempdir().unwrap();
@@ -753,8 +766,11 @@ async fn unix_socket_and_bounded_bodies() {
         0o660
     );
     let sock = socket.display().to_string();
-    let (code, body) = curl("http://admin/healthz", &["--unix-socket", &sock]).await;
+    let (code, body) = curl("http://localhost/healthz", &["--unix-socket", &sock]).await;
     assert_eq!((code, body.as_str()), (200, "ok"));
+    // Forwarded to by a local proxy, a rebinding page's name is still not the interface's.
+    let (code, _) = curl("http://rebind.evil/api/v1/certs", &["--unix-socket", &sock]).await;
+    assert_eq!(code, 421, "a foreign Host on the unix socket");
     let big = tmp.path().join("big.json");
     std::fs::write(&big, vec![b' '; 2 << 20]).unwrap();
     let data = format!("@{}", big.display());
@@ -764,13 +780,13 @@ async fn unix_socket_and_bounded_bodies() {
         "-X",
         "PUT",
         "-H",
-        "Origin: http://admin",
+        "Origin: http://localhost",
         "-H",
         "Content-Type: application/json",
         "--data-binary",
         &data,
     ];
-    let (code, _) = curl("http://admin/api/v1/certs/mail.example.com", &args).await;
+    let (code, _) = curl("http://localhost/api/v1/certs/mail.example.com", &args).await;
     assert_eq!(code, 413, "a body over 1 MiB");
     assert_eq!(
         names_for(proxy.addr("imaps"), Some("mail.example.com")).await,

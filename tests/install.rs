@@ -425,3 +425,48 @@ async fn an_upload_with_a_rogue_root_is_refused_at_once_and_leaves_nothing() {
     assert_eq!(snapshot(&[&store]), before, "nothing left on disk");
     assert_eq!(client::names_for(imaps, Some(name)).await, ["server.com"]);
 }
+
+/// The same across a wildcard: a trusted `*.wild.test` serves mail.wild.test, and a
+/// self-signed certificate naming mail.wild.test exactly (which an exact name's lookup
+/// would prefer) is refused, dropped or uploaded, and the wildcard keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_self_signed_exact_name_never_displaces_a_trusted_wildcard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chains = ChainPki::new();
+    let wild = chains.leaf_with(&["*.wild.test"], (-1, 365), 60);
+    let (w_cert, w_key) = (wild.cert.clone(), wild.key.clone());
+    let fill = |store: &Path| {
+        let leaf = Leaf {
+            cert: w_cert,
+            key: w_key,
+            serial: 0,
+        };
+        write_pair(store, "wild", &leaf, Some(&chains));
+    };
+    let (proxy, _imap, store) = proxy(tmp.path(), &chains, fill).await;
+    let (imaps, admin) = (proxy.addr("imaps"), proxy.admin.unwrap());
+    let name = "mail.wild.test";
+    assert_eq!(client::served_der(imaps, name).await.unwrap(), der(&wild));
+
+    let ten_years = (-1, 3650);
+    let evil = issue(&[name], ten_years, 61, &rcgen::PKCS_ECDSA_P256_SHA256, None);
+    let body = serde_json::json!({ "certificate": evil.cert, "key": evil.key });
+    let before = snapshot(&[&store]);
+    let (code, answer) = put(admin, name, body, tmp.path()).await;
+    assert_eq!(code, 422, "{answer}");
+    assert_eq!(codes(&answer), ["not-better"], "{answer}");
+    let message = answer["findings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("wild.crt keeps serving mail.wild.test"),
+        "{message}"
+    );
+    assert_eq!(snapshot(&[&store]), before, "nothing written");
+
+    write_atomically(
+        &store.join("evil.pem"),
+        &format!("{}{}", evil.cert, evil.key),
+    );
+    let row = row_when_there(admin, "evil.pem").await;
+    assert_eq!(row["state"], "refused", "{row}");
+    assert_eq!(client::served_der(imaps, name).await.unwrap(), der(&wild));
+}

@@ -287,13 +287,12 @@ impl Manager {
     }
 
     /// Whether entries other than ACME's own `acme/NAME/` serve `name` to every kind of
-    /// client.
+    /// client, at their best and for a while yet: a renewal would not be installed (it
+    /// would not outrank them). Once they near their end, ACME renews and takes over.
     fn served_by_other(&self, name: &str) -> bool {
         let own = format!("acme/{name}/");
-        let served = self.store.served_for(name);
-        served
-            .iter()
-            .all(|s| s.as_ref().is_some_and(|(id, _)| *id != own))
+        let days = crate::certs::check::EXPIRES_SOON_DAYS;
+        self.store.served_well_by_others(name, &own, days)
     }
 
     /// Whether a certificate in the store covers `name`.
@@ -688,6 +687,11 @@ impl Job {
                 drop(lease);
                 return Ok(None);
             }
+        }
+        // Nothing is ordered that could not be installed (`acme/NAME/` not ACME's).
+        let store_dir = self.acme_dir.parent().unwrap_or(&self.acme_dir);
+        if let Some(why) = crate::certs::install::acme_conflict(store_dir, name) {
+            return Err(OrderError::NotInstalled(why));
         }
         let account = self
             .account

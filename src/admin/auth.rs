@@ -33,6 +33,7 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
+    /// The token `text` (read from `admin.token_file`).
     pub fn new(text: &str) -> Self {
         Self(text.as_bytes().into())
     }

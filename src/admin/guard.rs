@@ -2,13 +2,15 @@
 //! visits can use the interface (DESIGN.md, "Admin interface"):
 //!
 //! - `Host` must name the interface: an address it was reached at, `localhost`,
-//!   `server.name` or one of `admin.allowed_hosts`. A DNS-rebinding page reaches it under
-//!   its own name, and is answered 421 without a handler running.
+//!   `server.name` or one of `admin.allowed_hosts` (on a unix socket, which a local proxy
+//!   may forward to, the names alone). A DNS-rebinding page reaches it under its own
+//!   name, and is answered 421 without a handler running.
 //! - A request that changes something (any method but GET and HEAD) needs an `Origin` of
 //!   the interface itself, or the bearer token in `Authorization` (which no page can send
 //!   to another origin without a CORS preflight, and none is ever granted).
-//! - The body arrives whole within [`BODY_LIFE`] and under [`super::MAX_BODY`]: a client
-//!   trickling a byte at a time holds its connection that long at most.
+//! - The body arrives whole within [`BODY_LIFE`] and under [`super::MAX_BODY`] (under
+//!   [`UNSIGNED_BODY`] from a client that has not signed in, when there is a token): a
+//!   client trickling a byte at a time holds its connection that long at most.
 //! - Every answer says `Content-Security-Policy`, `X-Frame-Options: DENY`,
 //!   `Cache-Control: no-store`, `X-Content-Type-Options: nosniff` and `Referrer-Policy`.
 
@@ -24,6 +26,9 @@ use axum::response::{IntoResponse, Response};
 
 /// How long a request's body may take to arrive, whole (1 MiB at 35 KB/s).
 pub const BODY_LIFE: Duration = Duration::from_secs(30);
+/// The largest body read from a client without the token (the sign-in form's), when the
+/// interface has one: strangers cannot make it hold a megabyte per connection.
+pub const UNSIGNED_BODY: usize = 16 * 1024;
 
 /// The connection a request came on, handed to the router with each request.
 #[derive(Debug, Clone, Copy)]
@@ -47,19 +52,20 @@ impl Names {
     }
 
     /// Whether `host` (a `Host` value, with or without a port) names the interface
-    /// reached on `conn`. On a unix socket (no page can reach one) every name does.
+    /// reached on `conn`: one of its names, or the address it was reached at. On a unix
+    /// socket (reached through a local proxy, perhaps) the names alone.
     pub fn allow(&self, host: Option<&str>, conn: &Conn) -> bool {
-        let Some(local) = conn.local else {
-            return true;
-        };
         let Some(host) = host.map(host_part) else {
             return false;
         };
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        match host.parse::<IpAddr>() {
-            // An address literal is no rebinding: it must be the one reached.
-            Ok(ip) => ip == local || ip.to_canonical() == local.to_canonical(),
-            Err(_) => self.names.contains(&host),
+        if self.names.contains(&host) {
+            return true;
+        }
+        // An address literal is no rebinding: it must be the one reached.
+        match (host.parse::<IpAddr>(), conn.local) {
+            (Ok(ip), Some(local)) => ip.to_canonical() == local.to_canonical(),
+            _ => false,
         }
     }
 }
@@ -104,19 +110,22 @@ pub async fn check(
         );
         return secured(refusal(StatusCode::FORBIDDEN, why));
     }
+    let limit = match super::auth::signed_in(&state, request.headers()) {
+        true => super::MAX_BODY,
+        false => UNSIGNED_BODY,
+    };
     let (parts, body) = request.into_parts();
-    let body =
-        match tokio::time::timeout(BODY_LIFE, axum::body::to_bytes(body, super::MAX_BODY)).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => {
-                let why = format!("the body is larger than {} bytes", super::MAX_BODY);
-                return secured(closing(refusal(StatusCode::PAYLOAD_TOO_LARGE, why)));
-            }
-            Err(_) => {
-                let why = format!("the body did not arrive within {}s", BODY_LIFE.as_secs());
-                return secured(closing(refusal(StatusCode::REQUEST_TIMEOUT, why)));
-            }
-        };
+    let body = match tokio::time::timeout(BODY_LIFE, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            let why = format!("the body is larger than {limit} bytes");
+            return secured(closing(refusal(StatusCode::PAYLOAD_TOO_LARGE, why)));
+        }
+        Err(_) => {
+            let why = format!("the body did not arrive within {}s", BODY_LIFE.as_secs());
+            return secured(closing(refusal(StatusCode::REQUEST_TIMEOUT, why)));
+        }
+    };
     let request = Request::from_parts(parts, Body::from(body));
     secured(next.run(request).await)
 }
@@ -239,12 +248,26 @@ mod tests {
         for host in ["rebind.evil:9180", "127.0.0.2:9180", "evil.localhost", ""] {
             assert!(!names.allow(Some(host), &lo), "{host}");
         }
+        let listed = Names::new("server.com", &["192.0.2.7".into()]);
+        assert!(
+            listed.allow(Some("192.0.2.7:9180"), &lo),
+            "an address listed"
+        );
         assert!(!names.allow(None, &lo), "no Host");
         let v6 = Conn {
             local: Some("::1".parse().unwrap()),
         };
         assert!(names.allow(Some("[::1]:9180"), &v6));
         assert!(!names.allow(Some("[::2]:9180"), &v6));
-        assert!(names.allow(Some("anything"), &Conn { local: None }), "unix");
+        let unix = Conn { local: None };
+        assert!(names.allow(Some("localhost"), &unix), "unix: the names");
+        assert!(
+            !names.allow(Some("rebind.evil"), &unix),
+            "unix behind a proxy"
+        );
+        assert!(
+            !names.allow(Some("127.0.0.1"), &unix),
+            "unix: no address reached"
+        );
     }
 }

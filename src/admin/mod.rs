@@ -3,12 +3,12 @@
 //!
 //! It runs on the proxy's runtime as tasks of its own, never on the handshake path: its
 //! own socket (loopback, a unix socket, or any address with a token and HTTPS with the
-//! server-wide certificate). Strangers cannot hold it: at most [`MAX_CONNECTIONS`]
-//! connections, at most [`PER_CLIENT`] of them from one client address, each request's
-//! headers within [`HEADER_TIMEOUT`] and body within [`guard::BODY_LIFE`], every
-//! connection closed after [`CONNECTION_LIFE`]; and while those caps are reached,
-//! [`PROBE_SLOTS`] more connections answer `/healthz` and `/readyz` (and nothing else),
-//! so that an orchestrator's liveness probe is answered. No web page can use it
+//! server-wide certificate). Strangers cannot hold it ([`slots`]): at most
+//! [`MAX_CONNECTIONS`] connections, at most [`PER_CLIENT`] of them from one client
+//! address, each request's headers within [`HEADER_TIMEOUT`] and body within
+//! [`guard::BODY_LIFE`], every connection closed after [`CONNECTION_LIFE`]; and while those
+//! caps are reached, [`PROBE_SLOTS`] more connections answer `/healthz` and `/readyz` (and
+//! nothing else), so that an orchestrator's liveness probe is answered. No web page can use it
 //! ([`guard`]). What it shows comes from the store's one report (asked of the reloader)
 //! and the counters the connections keep ([`crate::metrics`]).
 
@@ -16,10 +16,10 @@ mod auth;
 mod guard;
 mod page;
 mod routes;
+mod slots;
 mod upload;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -39,14 +39,9 @@ use crate::certs::{Reports, Store};
 use crate::config::{AdminBind, AdminSettings, Config};
 use crate::metrics::fallback::{Recorder, TopNames};
 use crate::metrics::Exposition;
+use slots::{Slot, Slots};
+pub use slots::{MAX_CONNECTIONS, PER_CLIENT, PROBE_PER_CLIENT, PROBE_SLOTS};
 
-/// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
-/// Connections served at once from one client address (an IPv6 /64 counts as one).
-pub const PER_CLIENT: usize = 16;
-/// Connections beyond the caps that answer one request for `/healthz` or `/readyz`; more
-/// are closed at accept.
-pub const PROBE_SLOTS: usize = 16;
 /// A request's headers must arrive within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A probe's request (beyond the caps) must arrive within this.
@@ -169,8 +164,11 @@ impl Admin {
                     let local = io.local();
                     match (io, tls) {
                         (Conn::Tcp(tcp), Some(tls)) => {
-                            let Ok(Ok(tls)) =
-                                tokio::time::timeout(HEADER_TIMEOUT, tls.accept(tcp)).await
+                            let limit = match slot {
+                                Slot::Probe { .. } => PROBE_TIMEOUT,
+                                Slot::Full { .. } => HEADER_TIMEOUT,
+                            };
+                            let Ok(Ok(tls)) = tokio::time::timeout(limit, tls.accept(tcp)).await
                             else {
                                 return;
                             };
@@ -220,118 +218,6 @@ impl Admin {
                 }
             }
         }
-    }
-}
-
-/// The admin interface's connection slots: [`MAX_CONNECTIONS`] in all, [`PER_CLIENT`]
-/// per client address, and [`PROBE_SLOTS`] beyond them for the health endpoints.
-#[derive(Debug)]
-struct Slots {
-    all: Arc<Semaphore>,
-    probes: Arc<Semaphore>,
-    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl Default for Slots {
-    fn default() -> Self {
-        Self {
-            all: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-            probes: Arc::new(Semaphore::new(PROBE_SLOTS)),
-            clients: Arc::default(),
-        }
-    }
-}
-
-/// A connection's slot, given back when it closes.
-#[derive(Debug)]
-enum Slot {
-    /// A full one, counted against its client (`None`: a unix socket's).
-    Full {
-        _permit: OwnedSemaphorePermit,
-        _client: Option<ClientCount>,
-    },
-    /// One request, for `/healthz` or `/readyz` only; why there is no full one.
-    Probe {
-        _permit: OwnedSemaphorePermit,
-        why: String,
-    },
-}
-
-/// One connection counted against its client address.
-#[derive(Debug)]
-struct ClientCount {
-    client: IpAddr,
-    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl Drop for ClientCount {
-    fn drop(&mut self) {
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = clients.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                clients.remove(&self.client);
-            }
-        }
-    }
-}
-
-impl Slots {
-    /// A slot for a connection from `peer` (`None`: a unix socket), if one is free.
-    fn take(&self, peer: Option<SocketAddr>) -> Option<Slot> {
-        let client = peer.map(|p| client_of(p.ip()));
-        let counted = match client {
-            None => Some(None),
-            Some(client) => {
-                let mut clients = self
-                    .clients
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let n = clients.entry(client).or_default();
-                (*n < PER_CLIENT).then(|| {
-                    *n += 1;
-                    Some(ClientCount {
-                        client,
-                        clients: Arc::clone(&self.clients),
-                    })
-                })
-            }
-        };
-        let why = match counted {
-            Some(count) => match Arc::clone(&self.all).try_acquire_owned() {
-                Ok(permit) => {
-                    return Some(Slot::Full {
-                        _permit: permit,
-                        _client: count,
-                    })
-                }
-                Err(_) => format!("{MAX_CONNECTIONS} connections are open"),
-            },
-            None => format!(
-                "{PER_CLIENT} connections are open from {}",
-                client.map_or_else(String::new, |c| c.to_string())
-            ),
-        };
-        let permit = Arc::clone(&self.probes).try_acquire_owned().ok()?;
-        Some(Slot::Probe {
-            _permit: permit,
-            why,
-        })
-    }
-}
-
-/// The client a connection counts against: its address, an IPv6 one by its /64 (one
-/// host's privacy addresses are one client).
-fn client_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(bits))
-        }
-        v4 => v4,
     }
 }
 

@@ -156,6 +156,21 @@ impl Store {
         })
     }
 
+    /// Whether entries other than `id` serve `name` to both kinds of client, each at its
+    /// best (no errors, a chain to a trusted root) and valid `days` more days at least:
+    /// what ACME asks before it renews a certificate that would not serve.
+    pub fn served_well_by_others(&self, name: &str, id: &str, days: i64) -> bool {
+        let index = self.index();
+        let now = super::check::now();
+        CLIENTS.iter().all(|schemes| {
+            let (served, matched) = index.select(Some(name), schemes);
+            matched != Match::Fallback
+                && *served.id != *id
+                && served.standing_at(now).is_best()
+                && served.not_after - now >= days * 86_400
+        })
+    }
+
     /// Replaces the index for every handshake that starts from now on.
     pub(super) fn publish(&self, index: Index) {
         self.current.store(Arc::new(index));

@@ -9,6 +9,7 @@
 //! [`Index`] built from it, and everything else its [`report`](Catalog::report).
 
 mod changes;
+mod contest;
 mod look;
 mod report;
 mod rule;
@@ -18,11 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::SignatureAlgorithm;
-
 use super::check::{self, Codes, Problems, TrustFiles};
 use super::discover::{self, Found, Link, Source};
-use super::index::{rank, Conflict, Index, Match, Served};
+use super::index::{Conflict, Index, Served};
 use super::load::{parallel_map, Contents, Context, LoadError, Loaded, Role};
 use crate::names::Pattern;
 pub use changes::{log_conflicts, Changes, Rejected};
@@ -269,94 +268,6 @@ impl Catalog {
         (index, conflicts)
     }
 
-    /// One name's candidates best first, as the index holds them: `list` (the versions
-    /// that claim it) and, for one of the server's `own` names, the server-wide
-    /// certificate when it outranks every version in `list` (one with errors, or an
-    /// untrusted one beside a trusted server-wide certificate).
-    fn ranked(
-        &self,
-        name: &Pattern,
-        mut list: Vec<Arc<Served>>,
-        own: bool,
-        now: i64,
-        conflicts: &mut Vec<Conflict>,
-    ) -> Vec<Arc<Served>> {
-        let fallback = &self.fallback().served;
-        let server_wide = fallback.standing_at(now);
-        let outranked = |s: &Arc<Served>| server_wide.better_than(s.standing_at(now)).is_some();
-        if own && list.iter().all(outranked) {
-            list.push(Arc::clone(fallback));
-        }
-        rank(name, &mut list, conflicts, now);
-        list
-    }
-
-    /// Who would serve handshakes for `name` if `new` took the place of entry `id`'s
-    /// version (or joined the store as entry `id`): `Ok` when `new` would serve some
-    /// client (one that takes ECDSA, or one that takes only RSA), else the version that
-    /// would serve the first of them instead, and how it matched. The index's own lookup
-    /// decides, on the candidates of `name` and of its wildcard.
-    pub fn contest(&self, id: &str, new: &Loaded, name: &str) -> Result<(), (Arc<Served>, Match)> {
-        let now = check::now();
-        let Ok(exact) = Pattern::parse(name) else {
-            return Ok(());
-        };
-        let parent = crate::names::wildcard_parent(&exact.to_string()).map(|p| p.into());
-        let patterns = std::iter::once(exact).chain(parent.map(Pattern::Wildcard));
-        let fallback = Arc::clone(&self.fallback().served);
-        let mut updates = Vec::new();
-        for pattern in patterns {
-            let claimed = self.claims.get(&pattern).into_iter().flatten();
-            let mut list: Vec<Arc<Served>> = claimed.filter(|s| &*s.id != id).cloned().collect();
-            if new.names.contains(&pattern) {
-                list.push(Arc::clone(&new.served));
-            }
-            let own = self.fallback().names.contains(&pattern);
-            let list = self.ranked(&pattern, list, own, now, &mut Vec::new());
-            updates.push((pattern, list));
-        }
-        let index = Index::empty(Arc::clone(&fallback)).with_updates(fallback, 0, updates);
-        let served = super::store::CLIENTS.map(|schemes| index.select(Some(name), schemes));
-        if served.iter().any(|(s, _)| Arc::ptr_eq(s, &new.served)) {
-            return Ok(());
-        }
-        // The client `new` was meant for: an RSA certificate's is the RSA-only one.
-        let (winner, how) = served[usize::from(new.served.algorithm == SignatureAlgorithm::RSA)];
-        Err((Arc::clone(winner), how))
-    }
-
-    /// The loader's context: the provider, and the trust the checks judge chains by (the
-    /// store's one trust load, which also checks what is installed).
-    pub fn context(&self) -> &Arc<Context> {
-        &self.ctx
-    }
-
-    /// The files found not to be entries whose path, below the store, has a part named
-    /// `name` (`name/`, `name.pfx`, `live/name/cert.pem`).
-    pub fn strays_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Path> {
-        self.strays
-            .keys()
-            .map(PathBuf::as_path)
-            .filter(move |path| {
-                let rel = path.strip_prefix(&self.root).unwrap_or(path);
-                rel.components().any(|c| {
-                    let part = c.as_os_str().to_string_lossy();
-                    part == name || discover::stem_of(&part) == Some(name)
-                })
-            })
-    }
-
-    /// The ids of every entry known, serving or refused.
-    pub fn ids(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.entries.keys()
-    }
-
-    /// The leaf of the version entry `id` serves, when it serves.
-    pub fn serving_leaf(&self, id: &str) -> Option<&[u8]> {
-        let loaded = self.entries.get(id)?.serving.as_ref()?;
-        loaded.certified.cert.first().map(|der| der.as_ref())
-    }
-
     /// Looks at `scope` again and applies what changed on disk.
     pub fn refresh(&mut self, scope: &Scope) -> Changes {
         let mut changes = Changes::default();
@@ -514,7 +425,7 @@ impl Catalog {
         let result = result.and_then(|loaded| match worse(&self.claims, fallback, &loaded, now) {
             Some((serving, why)) => Err(LoadError::Worse {
                 findings: loaded.findings,
-                serving,
+                serving: Arc::clone(&serving.id),
                 why,
             }),
             None => Ok(loaded),

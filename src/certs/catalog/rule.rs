@@ -10,7 +10,7 @@ use super::{Catalog, Changes, Rejected};
 use crate::certs::check::{self, Code, Finding};
 use crate::certs::index::{Outranked, Served};
 use crate::certs::load::{Leaf, LoadError, Loaded, Role};
-use crate::names::Pattern;
+use crate::names::{wildcard_parent, Pattern};
 
 /// A refused version, for the report.
 #[derive(Debug)]
@@ -47,30 +47,42 @@ impl From<&LoadError> for Refused {
 /// The store's rule for a version that does not serve at its best (errors, or a chain
 /// that leads to no trusted root): it is refused when each name it covers is served now
 /// by a version that outranks it ([`Standing::better_than`]: fewer errors, or the same
-/// errors and a trusted chain), so that it would help no client; the entry serving the
-/// first such name is returned, with why. Names are served by the entries that claim
-/// them, and the server's own names by the server-wide certificate too. A name nothing
-/// else serves (the alternative is the server-wide certificate and a certain mismatch),
-/// or served by a version no better, makes it worth loading.
+/// errors and a trusted chain), so that it would help no client; the version serving the
+/// first such name is returned, with why. Names are served by the entries that claim them,
+/// an exact name also by those that claim its wildcard (an exact name would take it from
+/// them), and the server's own names by the server-wide certificate too. A name nothing
+/// else serves (the alternative is the server-wide certificate and a certain mismatch), or
+/// served by versions no better, makes it worth loading.
 pub(super) fn worse(
     claims: &HashMap<Pattern, Vec<Arc<Served>>>,
     fallback: &Loaded,
     loaded: &Loaded,
     now: i64,
-) -> Option<(Arc<str>, Outranked)> {
+) -> Option<(Arc<Served>, Outranked)> {
     let own = loaded.served.standing_at(now);
     if own.is_best() {
         return None;
     }
     let mut serving = None;
     for name in &loaded.names {
-        let claimed = claims.get(name).map(Vec::as_slice).unwrap_or_default();
-        let server_wide = fallback.names.contains(name).then_some(&fallback.served);
-        let (better, why) = claimed
-            .iter()
-            .chain(server_wide)
-            .find_map(|s| Some((s, s.standing_at(now).better_than(own)?)))?;
-        serving.get_or_insert_with(|| (Arc::clone(&better.id), why));
+        let parent = match name {
+            Pattern::Exact(n) => wildcard_parent(n).map(|p| Pattern::Wildcard(p.into())),
+            Pattern::Wildcard(_) => None,
+        };
+        let mut better = None;
+        for pattern in std::iter::once(name).chain(parent.as_ref()) {
+            let claimed = claims.get(pattern).map(Vec::as_slice).unwrap_or_default();
+            let server_wide = fallback.names.contains(pattern).then_some(&fallback.served);
+            better = claimed
+                .iter()
+                .chain(server_wide)
+                .find_map(|s| Some((s, s.standing_at(now).better_than(own)?)));
+            if better.is_some() {
+                break;
+            }
+        }
+        let (better, why) = better?;
+        serving.get_or_insert_with(|| (Arc::clone(better), why));
     }
     serving
 }

@@ -12,6 +12,8 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::certs::limits::ReadError;
+
 /// The dot-file (which the store ignores) listing what the admin interface wrote: one
 /// line per version, the entry's name and the SHA-256 of its bytes in hex.
 pub const RECORD: &str = ".mailfront-admin-written";
@@ -33,12 +35,19 @@ pub struct Record {
 }
 
 impl Record {
-    /// The record in `dir` (empty when there is none, or it cannot be read).
-    pub fn read(dir: &Path) -> Self {
+    /// The record in `dir` (empty when there is none). One that cannot be read is an
+    /// error, never taken as empty: the next write would lose what it lists.
+    pub fn read(dir: &Path) -> io::Result<Self> {
         let path = dir.join(RECORD);
-        let text = crate::certs::limits::read(&path, RECORD_MAX)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default();
+        let text = match crate::certs::limits::read(&path, RECORD_MAX) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(ReadError::Io(e)) => return Err(e),
+            Err(ReadError::TooLarge { size, limit }) => {
+                let why = format!("{} is {size} bytes, more than {limit}", path.display());
+                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+            }
+        };
         let lines = text
             .lines()
             .filter_map(|line| {
@@ -47,7 +56,7 @@ impl Record {
                 Some((name, words.next().map(str::to_owned)))
             })
             .collect();
-        Self { lines }
+        Ok(Self { lines })
     }
 
     /// Whether the admin interface wrote `bytes` as `name`.
@@ -58,11 +67,14 @@ impl Record {
             .any(|(n, d)| n == name && d.as_ref().is_none_or(|d| *d == digest))
     }
 
-    fn add(&mut self, name: &str, digest: &str) {
+    /// Lists `digest` for `name`; whether it was not listed already.
+    fn add(&mut self, name: &str, digest: &str) -> bool {
         let line = (name.to_owned(), Some(digest.to_owned()));
-        if !self.lines.contains(&line) {
+        let new = !self.lines.contains(&line);
+        if new {
             self.lines.push(line);
         }
+        new
     }
 
     /// Keeps only `digest` for `name` (`None`: forgets `name`).
@@ -86,11 +98,13 @@ impl Record {
 /// A version written and in place, to be kept or undone once the store has looked at it.
 #[derive(Debug)]
 pub enum Written {
-    /// `dir/NAME.pem`, and what it held before (`None`: nothing).
+    /// `dir/NAME.pem`, and what it held before (`None`: nothing); whether the record
+    /// listed `digest` only for this write.
     Single {
         dir: PathBuf,
         name: String,
         digest: String,
+        listed: bool,
         previous: Option<Vec<u8>>,
     },
     /// A new `..VERSION` of `entry` linked in, and the version it replaced.
@@ -112,16 +126,21 @@ pub fn write_single(dir: &Path, name: &str, pem: &[u8]) -> io::Result<Written> {
         Err(e) => return Err(e),
     };
     let digest = digest(pem);
-    let mut record = Record::read(dir);
-    record.add(name, &digest);
+    let mut record = Record::read(dir)?;
+    let listed = record.add(name, &digest);
     record.save(dir)?;
-    write_replacing(dir, &file, pem, 0o600)?;
-    Ok(Written::Single {
+    let written = Written::Single {
         dir: dir.to_owned(),
         name: name.to_owned(),
         digest,
+        listed,
         previous,
-    })
+    };
+    if let Err(e) = write_replacing(dir, &file, pem, 0o600) {
+        let _ = written.roll_back();
+        return Err(e);
+    }
+    Ok(written)
 }
 
 /// Removes `dir/NAME.pem`, written by the interface, and its lines in the record.
@@ -130,7 +149,7 @@ pub fn remove_single(dir: &Path, name: &str) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let mut record = Record::read(dir);
+    let mut record = Record::read(dir)?;
     record.keep(name, None);
     record.save(dir)?;
     sync_dir(dir)
@@ -140,6 +159,7 @@ pub fn remove_single(dir: &Path, name: &str) -> io::Result<()> {
 pub fn write_versioned(dir: &Path, name: &str, chain: &str, key_pem: &str) -> io::Result<Written> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let entry = dir.join(name);
+    let fresh = std::fs::symlink_metadata(&entry).is_err();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -148,23 +168,45 @@ pub fn write_versioned(dir: &Path, name: &str, chain: &str, key_pem: &str) -> io
         .prefix(&format!("..{}.", crate::certs::now()))
         .tempdir_in(&entry)?
         .keep();
-    std::fs::set_permissions(&version, std::fs::Permissions::from_mode(0o755))?;
-    write_new(&version.join("fullchain.pem"), chain.as_bytes(), 0o644)?;
-    write_new(&version.join("privkey.pem"), key_pem.as_bytes(), 0o600)?;
-    sync_dir(&version)?;
+    let new = version.file_name().expect("a directory name").to_owned();
     let data = entry.join("..data");
     let old = std::fs::read_link(&data).ok();
-    let new = version.file_name().expect("a directory name").to_owned();
-    swap_link(&entry, Path::new(&new), &data)?;
-    for file in ["fullchain.pem", "privkey.pem"] {
-        let link = entry.join(file);
-        let want = Path::new("..data").join(file);
-        if std::fs::read_link(&link).ok().as_deref() != Some(want.as_path()) {
-            swap_link(&entry, &want, &link)?;
+    let written = Written::Versioned {
+        entry: entry.clone(),
+        new: new.clone(),
+        old,
+    };
+    let wrote = (|| {
+        std::fs::set_permissions(&version, std::fs::Permissions::from_mode(0o755))?;
+        write_new(&version.join("fullchain.pem"), chain.as_bytes(), 0o644)?;
+        write_new(&version.join("privkey.pem"), key_pem.as_bytes(), 0o600)?;
+        sync_dir(&version)?;
+        swap_link(&entry, Path::new(&new), &data)?;
+        for file in ["fullchain.pem", "privkey.pem"] {
+            let link = entry.join(file);
+            let want = Path::new("..data").join(file);
+            if std::fs::read_link(&link).ok().as_deref() != Some(want.as_path()) {
+                swap_link(&entry, &want, &link)?;
+            }
+        }
+        sync_dir(&entry)
+    })();
+    match wrote {
+        Ok(()) => Ok(written),
+        // Half written (a full disk): undone, so that the entry stays ACME's (or absent).
+        Err(e) => {
+            match fresh {
+                true => {
+                    let _ = std::fs::remove_dir_all(&entry);
+                }
+                false => {
+                    let _ = written.roll_back();
+                    let _ = std::fs::remove_dir_all(&version);
+                }
+            }
+            Err(e)
         }
     }
-    sync_dir(&entry)?;
-    Ok(Written::Versioned { entry, new, old })
 }
 
 impl Written {
@@ -174,7 +216,7 @@ impl Written {
             Self::Single {
                 dir, name, digest, ..
             } => {
-                let mut record = Record::read(&dir);
+                let mut record = Record::read(&dir)?;
                 record.keep(&name, Some(&digest));
                 record.save(&dir)
             }
@@ -195,15 +237,18 @@ impl Written {
                 dir,
                 name,
                 digest,
+                listed,
                 previous,
             } => {
-                let mut record = Record::read(&dir);
+                let mut record = Record::read(&dir)?;
                 match previous {
                     Some(bytes) => {
                         write_replacing(&dir, &format!("{name}.pem"), &bytes, 0o600)?;
-                        record
-                            .lines
-                            .retain(|(n, d)| n != &name || d.as_deref() != Some(digest.as_str()));
+                        // Only a line this write added: the same bytes written again
+                        // leave the record owning them.
+                        record.lines.retain(|(n, d)| {
+                            !listed || n != &name || d.as_deref() != Some(digest.as_str())
+                        });
                     }
                     None => {
                         remove_file(&dir.join(format!("{name}.pem")))?;
@@ -360,7 +405,7 @@ mod tests {
             .unwrap()
             .commit()
             .unwrap();
-        let record = Record::read(dir.path());
+        let record = Record::read(dir.path()).unwrap();
         assert!(record.owns("mail.example.com", b"one"));
         assert!(!record.owns("mail.example.com", b"edited by hand"));
         assert!(!record.owns("other.example.com", b"one"));
@@ -369,24 +414,48 @@ mod tests {
         assert_eq!(std::fs::read(&file).unwrap(), b"two");
         two.roll_back().unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"one");
-        let record = Record::read(dir.path());
+        let record = Record::read(dir.path()).unwrap();
         assert!(record.owns("mail.example.com", b"one"));
         assert!(!record.owns("mail.example.com", b"two"));
+
+        // The same bytes written again and not taken: still the interface's.
+        let again = write_single(dir.path(), "mail.example.com", b"one").unwrap();
+        again.roll_back().unwrap();
+        assert!(Record::read(dir.path())
+            .unwrap()
+            .owns("mail.example.com", b"one"));
 
         let fresh = write_single(dir.path(), "new.example.com", b"new").unwrap();
         fresh.roll_back().unwrap();
         assert!(!dir.path().join("new.example.com.pem").exists());
-        assert!(!Record::read(dir.path()).owns("new.example.com", b"new"));
+        assert!(!Record::read(dir.path())
+            .unwrap()
+            .owns("new.example.com", b"new"));
         let left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left.len(), 2, "the entry and the record only: {left:?}");
 
+        // A record that cannot be read is an error, not an empty record.
+        std::fs::write(dir.path().join(RECORD), b"").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let record = dir.path().join(RECORD);
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if std::fs::read(&record).is_err() {
+            assert!(Record::read(dir.path()).is_err());
+            assert!(write_single(dir.path(), "x.example.com", b"x").is_err());
+        }
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
+
         // A line without a digest (an earlier mailfront's) owns whatever the file holds.
         std::fs::write(dir.path().join(RECORD), "old.example.com\n").unwrap();
-        assert!(Record::read(dir.path()).owns("old.example.com", b"anything"));
+        assert!(Record::read(dir.path())
+            .unwrap()
+            .owns("old.example.com", b"anything"));
         remove_single(dir.path(), "old.example.com").unwrap();
-        assert!(!Record::read(dir.path()).owns("old.example.com", b"anything"));
+        assert!(!Record::read(dir.path())
+            .unwrap()
+            .owns("old.example.com", b"anything"));
     }
 }

@@ -30,7 +30,7 @@ use super::index::{Match, Outranked, Served};
 use super::load::{parse, Contents, LoadError, Loaded, Role};
 use super::report::Row;
 pub use files::RECORD;
-pub use owner::Writer;
+pub use owner::{acme_conflict, Writer};
 
 /// What a writer gives for a name.
 #[derive(Debug)]

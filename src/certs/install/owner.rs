@@ -90,13 +90,15 @@ fn admin_conflict(catalog: &Catalog, root: &Path, name: &str) -> Option<String> 
 fn owned(path: &Path, name: &str) -> bool {
     let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
     let dir = path.parent().unwrap_or(path);
-    regular
-        && crate::certs::load::read(path).is_ok_and(|bytes| Record::read(dir).owns(name, &bytes))
+    // A record that cannot be read owns nothing: the file is left alone.
+    let owns = |bytes: Vec<u8>| Record::read(dir).is_ok_and(|r| r.owns(name, &bytes));
+    regular && crate::certs::load::read(path).is_ok_and(owns)
 }
 
 /// ACME owns `acme/NAME/` when it is absent or a directory in its layout (`..data`
-/// linked to a version); anything else there is not its own.
-fn acme_conflict(root: &Path, name: &str) -> Option<String> {
+/// linked to a version); anything else there is not its own. Asked before an order too,
+/// so that no certificate is ordered that could not be installed.
+pub fn acme_conflict(root: &Path, name: &str) -> Option<String> {
     let entry = Writer::Acme.path(root, name);
     let Ok(meta) = std::fs::symlink_metadata(&entry) else {
         return None;
