@@ -313,6 +313,25 @@ fn admin_mistakes_name_the_key_and_line() {
     }
     let text = format!("{GOOD}\n[admin]\nbind = \"127.0.0.1:1\"\nport = 3\n");
     assert!(parse(&text).unwrap_err().to_string().contains("port"));
+    for bad in [
+        "https://admin.example.net",
+        "admin.example.net:9180",
+        "*.example.net",
+        "",
+    ] {
+        let text =
+            format!("{GOOD}\n[admin]\nbind = \"127.0.0.1:1\"\nallowed_hosts = [\"{bad}\"]\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("admin.allowed_hosts") && e.contains("is not a host name"),
+            "{bad}: {e}"
+        );
+    }
+    let text = format!(
+        "{GOOD}\n[admin]\nbind = \"127.0.0.1:1\"\nallowed_hosts = [\"Admin.Example.NET.\", \"[2001:db8::7]\"]\n"
+    );
+    let admin = parse(&text).unwrap().admin.unwrap();
+    assert_eq!(admin.allowed_hosts, ["admin.example.net", "2001:db8::7"]);
 }
 
 const ACME: &str = r#"
