@@ -138,7 +138,6 @@ fn child(n: usize) {
             not_before: 0,
             problems: Default::default(),
             trusted: true,
-            certified: None,
         })
     };
     let fallback = served("server");

@@ -57,7 +57,6 @@ fn store_of(n: usize) -> Store {
             not_before: 0,
             problems: Default::default(),
             trusted: true,
-            certified: None,
         })
     };
     let fallback = served("server");

@@ -27,6 +27,18 @@ pub fn wildcard_parent(name: &str) -> Option<&str> {
     (!parent.is_empty()).then_some(parent)
 }
 
+/// The host of an HTTP `Host` value (or a request-target's authority): without its port,
+/// and an IPv6 literal without its brackets.
+pub fn host_of(value: &str) -> &str {
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(ip, _)| ip);
+    }
+    match value.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => value,
+    }
+}
+
 /// A name as written in a certificate's SAN or a route's `sni`: exact, or `*.parent`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pattern {
@@ -85,6 +97,15 @@ impl Pattern {
             Ok(Self::Wildcard(rest.into()))
         } else {
             Ok(Self::Exact(rest.into()))
+        }
+    }
+
+    /// The wildcard that covers this exact name (`*.example.com` for
+    /// `mail.example.com`); `None` for a wildcard, or a name of one label.
+    pub fn wildcard(&self) -> Option<Self> {
+        match self {
+            Self::Exact(name) => wildcard_parent(name).map(|p| Self::Wildcard(p.into())),
+            Self::Wildcard(_) => None,
         }
     }
 

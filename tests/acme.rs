@@ -788,29 +788,15 @@ async fn orders_per_hour_holds_back_the_names_beyond_it() {
 async fn an_untrusted_ca_api_is_reported_with_its_cause() {
     let (dir, store) = test_root();
     let root = dir.path();
-    let https = free_port();
-    let pebble = pebble_at(
-        root,
-        Ports {
-            http: free_port(),
-            tls: https,
-        },
-        3600,
-    )
-    .await;
-    let web = Backend::http().await;
     let names = names_file(root, "names.txt", &["mail.example.com"]);
-    let acme = pebble.acme_section(&root.join("state"), &names);
-    let acme: String = acme
+    let state = root.join("state");
+    let (_pebble, _web, _, config) = https_with_pebble(root, &store, 3600, &state, &names).await;
+    // [acme] without its ca_bundle: the system's roots, which lack pebble's.
+    let config: String = config
         .lines()
         .filter(|l| !l.starts_with("ca_bundle"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let config = format!(
-        "{}{}{acme}",
-        head(root, &store, ""),
-        listener_at("https", "https", https, Some(web.addr)),
-    );
     let path = root.join("m.toml");
     std::fs::write(&path, config).unwrap();
     let proxy = common::running::Running::start("", &path);

@@ -26,7 +26,6 @@ fn store() -> &'static Store {
                 not_before: 0,
                 problems: Default::default(),
                 trusted: true,
-                certified: None,
             })
         };
         let fallback = served("server");

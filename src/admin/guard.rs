@@ -55,7 +55,7 @@ impl Names {
     /// reached on `conn`: one of its names, or the address it was reached at. On a unix
     /// socket (reached through a local proxy, perhaps) the names alone.
     pub fn allow(&self, host: Option<&str>, conn: &Conn) -> bool {
-        let Some(host) = host.map(host_part) else {
+        let Some(host) = host.map(crate::names::host_of) else {
             return false;
         };
         let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -67,17 +67,6 @@ impl Names {
             (Ok(ip), Some(local)) => ip.to_canonical() == local.to_canonical(),
             _ => false,
         }
-    }
-}
-
-/// The host of a `Host` value: without its port, and an IPv6 literal without brackets.
-fn host_part(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(rest, |(ip, _)| ip);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
     }
 }
 
@@ -143,10 +132,7 @@ fn host_of(request: &Request) -> Option<String> {
 /// an `Origin` that is the interface as the request reached it (scheme and `Host`; on a
 /// unix socket, behind a proxy, the `Host` alone).
 fn same_origin(state: &super::State, headers: &HeaderMap, host: Option<&str>, conn: Conn) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    if let (Some(token), Some(given)) = (&state.token, bearer) {
+    if let (Some(token), Some(given)) = (&state.token, super::auth::bearer(headers)) {
         if token.matches(given) {
             return true;
         }

@@ -299,7 +299,7 @@ impl Holds {
 }
 
 /// What the loader said without a finding (too large, no usable name), as one.
-fn failed(path: &Path, error: &LoadError) -> Finding {
+pub(super) fn failed(path: &Path, error: &LoadError) -> Finding {
     Finding {
         code: Code::BadCertificate,
         severity: Severity::Error,

@@ -32,18 +32,9 @@ pub struct Served {
     /// `untrusted-issuer`, not `chain-incomplete`): among versions with the same errors,
     /// a trusted one ranks first, whatever the dates.
     pub trusted: bool,
-    /// The chain and key the resolver hands out, for whoever must know which certificate
-    /// serves (an upload waiting for its own); `None` in tests of the index alone.
-    pub certified: Option<Arc<rustls::sign::CertifiedKey>>,
 }
 
 impl Served {
-    /// The DER of the leaf it serves.
-    pub fn certified_leaf(&self) -> Option<Vec<u8>> {
-        let certified = self.certified.as_ref()?;
-        certified.cert.first().map(|der| der.to_vec())
-    }
-
     /// Its problems at `now`, the dates' included (a version expires while it serves).
     pub fn problems_at(&self, now: i64) -> Problems {
         self.problems.at(self.not_before, self.not_after, now)
@@ -90,8 +81,6 @@ pub enum Outranked {
     Errors,
     /// Same errors, and its chain leads to a trusted root while the other's does not.
     Trust,
-    /// Same standing, and it expires later.
-    Later,
 }
 
 impl Standing {
@@ -328,7 +317,6 @@ mod tests {
             not_after,
             problems: Problems::default(),
             trusted: true,
-            certified: None,
         })
     }
 

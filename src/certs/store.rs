@@ -144,18 +144,6 @@ impl Store {
         seen.expect("the store's sender outlives its receivers")
     }
 
-    /// What handshakes for `name` are served now, by two kinds of client: one that takes
-    /// ECDSA, one that takes only RSA. Each is the serving entry's id and leaf, or `None`
-    /// for the server-wide certificate.
-    pub fn served_for(&self, name: &str) -> [Option<(String, Vec<u8>)>; 2] {
-        let index = self.index();
-        CLIENTS.map(|schemes| {
-            let (served, matched) = index.select(Some(name), schemes);
-            let leaf = served.certified_leaf().unwrap_or_default();
-            (matched != Match::Fallback).then(|| (served.id.to_string(), leaf))
-        })
-    }
-
     /// Whether entries other than `id` serve `name` to both kinds of client, each at its
     /// best (no errors, a chain to a trusted root) and valid `days` more days at least:
     /// what ACME asks before it renews a certificate that would not serve.

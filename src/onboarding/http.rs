@@ -459,10 +459,7 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         Some(a) => a.host().to_owned(),
         None => {
             let host = req.headers().get(hyper::header::HOST)?.to_str().ok()?;
-            match host.rsplit_once(':') {
-                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
-                _ => host.to_owned(),
-            }
+            crate::names::host_of(host).to_owned()
         }
     };
     Some(authority.strip_suffix('.').unwrap_or(&authority).to_owned())

@@ -14,7 +14,7 @@ use crate::certs::check;
 use crate::certs::index::{rank, Conflict, Index, Match, Served};
 use crate::certs::load::{Context, Loaded};
 use crate::certs::store::CLIENTS;
-use crate::names::{wildcard_parent, Pattern};
+use crate::names::Pattern;
 
 impl Catalog {
     /// One name's candidates best first, as the index holds them: `list` (the versions
@@ -49,7 +49,7 @@ impl Catalog {
         let Ok(exact) = Pattern::parse(name) else {
             return Ok(());
         };
-        let parent = parent_of(&exact);
+        let parent = exact.wildcard();
         let patterns: Vec<Pattern> = std::iter::once(exact).chain(parent).collect();
         let fallback = Arc::clone(&self.fallback().served);
         let how = |winner: &Arc<Served>| {
@@ -68,7 +68,7 @@ impl Catalog {
         for pattern in new
             .names
             .iter()
-            .flat_map(|n| std::iter::once(n.clone()).chain(parent_of(n)))
+            .flat_map(|n| std::iter::once(n.clone()).chain(n.wildcard()))
         {
             if let Some(list) = self.claims.get(&pattern) {
                 let list = list.iter().filter(|s| &*s.id != id).cloned().collect();
@@ -135,13 +135,5 @@ impl Catalog {
     pub fn serving_leaf(&self, id: &str) -> Option<&[u8]> {
         let loaded = self.entries.get(id)?.serving.as_ref()?;
         loaded.certified.cert.first().map(|der| der.as_ref())
-    }
-}
-
-/// The wildcard that covers an exact name.
-fn parent_of(name: &Pattern) -> Option<Pattern> {
-    match name {
-        Pattern::Exact(n) => wildcard_parent(n).map(|w| Pattern::Wildcard(w.into())),
-        Pattern::Wildcard(_) => None,
     }
 }

@@ -10,7 +10,7 @@ use super::{Catalog, Changes, Rejected};
 use crate::certs::check::{self, Code, Finding};
 use crate::certs::index::{Outranked, Served};
 use crate::certs::load::{Leaf, LoadError, Loaded, Role};
-use crate::names::{wildcard_parent, Pattern};
+use crate::names::Pattern;
 
 /// A refused version, for the report.
 #[derive(Debug)]
@@ -65,10 +65,7 @@ pub(super) fn worse(
     }
     let mut serving = None;
     for name in &loaded.names {
-        let parent = match name {
-            Pattern::Exact(n) => wildcard_parent(n).map(|p| Pattern::Wildcard(p.into())),
-            Pattern::Wildcard(_) => None,
-        };
+        let parent = name.wildcard();
         let mut better = None;
         for pattern in std::iter::once(name).chain(parent.as_ref()) {
             let claimed = claims.get(pattern).map(Vec::as_slice).unwrap_or_default();

@@ -292,7 +292,10 @@ fn prepare(
     let loaded = match parse(source, &contents, &ctx, Role::Check(Some(domain))) {
         Ok(loaded) => loaded,
         Err(LoadError::Refused(findings, _)) => return Err(as_written(source, findings)),
-        Err(other) => return Err(as_written(source, vec![failed(source, &other)])),
+        Err(other) => {
+            let finding = super::examine::failed(&source.cert, &other);
+            return Err(as_written(source, vec![finding]));
+        }
     };
     if loaded
         .findings
@@ -360,16 +363,6 @@ fn as_written(source: &Source, mut findings: Vec<Finding>) -> InstallError {
     }
     findings.sort_by_key(|f| f.severity);
     InstallError::Refused(findings)
-}
-
-fn failed(source: &Source, error: &LoadError) -> Finding {
-    Finding {
-        code: Code::BadCertificate,
-        severity: Severity::Error,
-        file: source.cert.clone(),
-        message: error.to_string(),
-        fix: "give the certificate, chain and key files your certificate authority issued".into(),
-    }
 }
 
 /// Why the store refused the version of `id` it was just given, as findings.

@@ -409,7 +409,6 @@ fn parse_entry(
         not_after,
         problems,
         trusted,
-        certified: Some(Arc::clone(&certified)),
     });
     Ok(Loaded {
         source: source.clone(),
@@ -518,7 +517,6 @@ fn worse(findings: &[Finding], serving: &str, why: Outranked) -> String {
             "{}; {serving} serves its names without these problems",
             list(findings)
         ),
-        Outranked::Later => format!("{serving} serves its names as well and expires later"),
         Outranked::Trust => {
             let untrusted: Vec<String> = findings
                 .iter()

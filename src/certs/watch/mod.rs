@@ -117,6 +117,29 @@ impl Reloader {
 #[derive(Debug, Default, Clone, Copy)]
 struct Reloads([u64; 3]);
 
+/// What one reload did: entries added, replaced, removed, and versions rejected.
+type Stats = (usize, usize, usize, usize);
+
+impl Reloads {
+    /// Counts one `reload` by what it said: changed something, refused a version, could
+    /// not read the store.
+    fn count(&mut self, stats: Option<Stats>, unreadable: bool) {
+        if let Some(stats) = stats {
+            self.0[0] += u64::from(stats.0 + stats.1 + stats.2 > 0);
+            self.0[1] += u64::from(stats.3 > 0);
+        }
+        self.0[2] += u64::from(unreadable);
+    }
+
+    /// Publishes what the metrics say of the store now, with these counts.
+    fn publish(self, catalog: &Catalog, store: &Store, per_entry: bool) {
+        let mut summary = catalog.summary(per_entry);
+        summary.reloads = self.0;
+        summary.last_refresh = crate::certs::now();
+        store.set_summary(summary);
+    }
+}
+
 async fn run(reloader: Reloader, stop: CancellationToken) {
     let Reloader {
         mut catalog,
@@ -231,16 +254,9 @@ async fn run(reloader: Reloader, stop: CancellationToken) {
             }
             let full = scopes.contains(&Scope::All);
             let (stats, unreadable) = reload(&mut catalog, &scopes, &store2);
-            if let Some(stats) = stats {
-                reloads.0[0] += u64::from(stats.0 + stats.1 + stats.2 > 0);
-                reloads.0[1] += u64::from(stats.3 > 0);
-            }
-            reloads.0[2] += u64::from(unreadable);
+            reloads.count(stats, unreadable);
             if stats.is_some() || unreadable || full {
-                let mut summary = catalog.summary(per_entry);
-                summary.reloads = reloads.0;
-                summary.last_refresh = crate::certs::now();
-                store2.set_summary(summary);
+                reloads.publish(&catalog, &store2, per_entry);
             }
             store2.refreshed(started);
             // A symlinked directory found, gone or re-pointed: its target is what changes.
@@ -296,17 +312,11 @@ async fn apply(
     let store = Arc::clone(store);
     let changed = tokio::task::spawn_blocking(move || {
         let mut refresh = |catalog: &mut Catalog, scope: &Scope| {
-            let (stats, _) = reload(catalog, &HashSet::from([scope.clone()]), &store);
-            if let Some(stats) = stats {
-                reloads.0[0] += u64::from(stats.0 + stats.1 + stats.2 > 0);
-                reloads.0[1] += u64::from(stats.3 > 0);
-            }
+            let (stats, unreadable) = reload(catalog, &HashSet::from([scope.clone()]), &store);
+            reloads.count(stats, unreadable);
         };
         super::install::apply(&mut catalog, change, &mut refresh);
-        let mut summary = catalog.summary(per_entry);
-        summary.reloads = reloads.0;
-        summary.last_refresh = crate::certs::now();
-        store.set_summary(summary);
+        reloads.publish(&catalog, &store, per_entry);
         store.refreshed(started);
         (catalog, reloads)
     })
@@ -379,11 +389,7 @@ async fn answer(
 /// Refreshes `scopes`, publishes a new index if anything changed, and returns the counts
 /// (added, replaced, removed, rejected) for the `reloaded` line, and whether the store
 /// directory could not be read.
-fn reload(
-    catalog: &mut Catalog,
-    scopes: &HashSet<Scope>,
-    store: &Store,
-) -> (Option<(usize, usize, usize, usize)>, bool) {
+fn reload(catalog: &mut Catalog, scopes: &HashSet<Scope>, store: &Store) -> (Option<Stats>, bool) {
     let full = scopes.contains(&Scope::All);
     let scopes: Vec<&Scope> = if full {
         vec![&Scope::All]
